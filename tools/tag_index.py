@@ -152,7 +152,7 @@ class TagIndex:
         )
         if on_progress:
             on_progress("tag descriptions", len(tags) + 1, len(tags) + 1)
-        counts = {tag: len(catalog.items_with_tag(tag)) for tag in tags}
+        counts = {tag: len(catalog.tag_members(tag)) for tag in tags}
         manifest = {
             "build_id": build_id,
             "key": semantics.key,
@@ -265,7 +265,7 @@ def exact_retrieve(
     scores = table @ np.asarray(query, dtype=np.float32).reshape(-1)
     found: dict[int, tuple[float, list[str]]] = {}
     for tag, count in tag_counts.items():
-        members = np.array([item.item_id for item in catalog.items_with_tag(tag)])
+        members = catalog.tag_members(tag)
         if len(members) == 0 or count <= 0:
             continue
         top = members[np.argsort(-scores[members], kind="stable")[: int(count)]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,9 +37,15 @@ class Catalog:
 
     items: tuple[Item, ...]
     _by_id: dict[int, Item] = field(init=False, repr=False, compare=False)
+    _members: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", {item.item_id: item for item in self.items})
+        members: dict[str, list[int]] = {}
+        for item in self.items:
+            for tag in item.tags:
+                members.setdefault(tag, []).append(item.item_id)
+        object.__setattr__(self, "_members", {t: np.array(ids, dtype=np.int64) for t, ids in members.items()})
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,13 +63,16 @@ class Catalog:
 
     def tags(self) -> list[str]:
         """Every tag, genres first (alphabetical), then decades (chronological)."""
-        counts = Counter(tag for item in self.items for tag in item.tags)
-        genres = sorted(t for t in counts if not _is_decade(t))
-        decades = sorted(t for t in counts if _is_decade(t))
+        genres = sorted(t for t in self._members if not _is_decade(t))
+        decades = sorted(t for t in self._members if _is_decade(t))
         return genres + decades
 
     def items_with_tag(self, tag: str) -> list[Item]:
-        return [item for item in self.items if tag in item.tags]
+        return [self._by_id[i] for i in self.tag_members(tag).tolist()]
+
+    def tag_members(self, tag: str) -> np.ndarray:
+        """Ids of the items carrying `tag` (empty for an unknown tag)."""
+        return self._members.get(tag, np.empty(0, dtype=np.int64))
 
 
 def _is_decade(tag: str) -> bool:

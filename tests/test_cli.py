@@ -1,0 +1,53 @@
+"""The console script as a user runs it: real subprocesses, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TANDEM = str(Path(sys.executable).with_name("tandem"))
+
+
+def run(*args: str, home: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **env}
+    if home is not None:
+        environ["TANDEM_CHROMA_PATH"] = str(home)
+    return subprocess.run([TANDEM, *args], capture_output=True, text=True, env=environ, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("data", "fetch", "ml-5m"), "unknown data set 'ml-5m'"),
+        (("data", "info", "--data", "/"), "is not a MovieLens folder"),
+        (("index", "query", "x", "--tags", "Drama"), "bad tag count"),
+    ],
+)
+def test_bad_input_is_one_red_line(args, message, tmp_path):
+    done = run(*args, home=tmp_path)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr + done.stdout
+    assert len(done.stderr.strip().splitlines()) <= 2  # one line, possibly soft-wrapped by the terminal width
+
+
+def test_missing_index_then_build_then_query(tmp_path, ml100k_semantics):
+    chroma = tmp_path / "chroma"
+    missing = run("index", "query", "space adventure", home=chroma)
+    assert missing.returncode == 1 and "tandem index build" in missing.stderr
+    built = run("index", "build", home=chroma)
+    assert built.returncode == 0 and "27 tags" in built.stdout
+    again = run("index", "build", home=chroma)
+    assert "already up to date" in again.stdout
+    unknown = run("index", "query", "space", "--tags", "Space Opera=5", home=chroma)
+    assert unknown.returncode == 1 and "unknown tag(s) 'Space Opera'" in unknown.stderr
+    query = run("index", "query", "space adventure with aliens", "--tags", "Sci-Fi=5", home=chroma, COLUMNS="200")
+    assert query.returncode == 0 and "Sci-Fi" in query.stdout
+
+
+def test_help_works():
+    done = run("-h")
+    assert done.returncode == 0 and "index" in done.stdout and "data" in done.stdout
