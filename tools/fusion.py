@@ -1,0 +1,86 @@
+"""Device-side ranking and the device<->cloud request decision.
+
+- `minmax` is LSC4Rec Eq. 9; `fuse_scores` is LSC4Rec Eq. 10 and, with beta as the weight, CDA4Rec Eq. 5-6
+  applied at score level. Why at score level: the semantic embedding e_sem lives in the PCA'd text space of
+  Eq. 1, while the device encoder trains its own copy of the item table, so e_sem . e_i and e_str . e_i are
+  dot products with two different tables. Min-max normalising each (Eq. 9) before the beta-weighted sum
+  puts them on one scale; when both tables coincide this ranks like Eq. 5-6 up to the normalisation.
+- `top_k` is CDA4Rec Eq. 7.
+- `inconsistency` is LSC4Rec Eq. 11, `should_request` Eq. 12, and `threshold_for_load` sets the threshold
+  from a target cloud load, as the paper does: sort the inconsistency of a sample of users and cut at the
+  (1 - load) quantile, so that about `load` of requests go back to the cloud.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def minmax(scores: np.ndarray) -> np.ndarray:
+    """LSC4Rec Eq. 9: (p - min p) / (max p - min p); a constant vector maps to zeros."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return scores
+    low, high = scores.min(), scores.max()
+    return np.zeros_like(scores) if high - low < 1e-12 else (scores - low) / (high - low)
+
+
+def fuse_scores(semantic: np.ndarray, structured: np.ndarray | None, beta: float) -> np.ndarray:
+    """CDA4Rec Eq. 5-6 at score level (LSC4Rec Eq. 10): beta * norm(sem) + (1 - beta) * norm(str)."""
+    if structured is None or beta >= 1.0:
+        return minmax(semantic)
+    return beta * minmax(semantic) + (1.0 - beta) * minmax(structured)
+
+
+def top_k(item_ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """CDA4Rec Eq. 7: the k best candidates by score (ties broken by smaller id), best first."""
+    item_ids = np.asarray(item_ids)
+    order = np.lexsort((item_ids, -np.asarray(scores)))[:k]
+    return item_ids[order], np.asarray(scores)[order]
+
+
+def inconsistency(initial: Sequence[int], reranked: Sequence[int]) -> float:
+    """LSC4Rec Eq. 11: mean |pos_init(u) - pos_rerank(u)| over the items both lists share.
+
+    Divided by the number of shared items n (as in the paper) and, so that lists of different lengths are
+    comparable, by n once more: 0 = same order, about 1/3 = unrelated orders, 0.5 = reversed.
+    """
+    position = {item: pos for pos, item in enumerate(initial)}
+    shared = [(position[item], pos) for pos, item in enumerate(reranked) if item in position]
+    n = len(shared)
+    if n < 2:
+        return 0.0
+    shifts = [abs(a - b) for a, b in shared]
+    return float(sum(shifts) / n / n)
+
+
+def should_request(score: float, threshold: float) -> bool:
+    """LSC4Rec Eq. 12: Request = 1(c >= threshold)."""
+    return score >= threshold
+
+
+def threshold_for_load(scores: Sequence[float], load: float) -> float:
+    """The threshold under which a fraction (1 - load) of the sampled inconsistencies fall."""
+    if not 0.0 < load <= 1.0:
+        raise ValueError(f"cloud load must be in (0, 1], got {load}")
+    if not len(scores):
+        return float("inf")
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - load))
+
+
+def rank_candidates(
+    candidates: np.ndarray, semantic: np.ndarray, structured: np.ndarray | None, beta: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Device ranking of the cloud candidates and its disagreement with the cloud.
+
+    Returns the candidates in fused order (CDA4Rec Eq. 5-7 via `fuse_scores`), their fused scores, and the
+    LSC4Rec Eq. 11 inconsistency between the cloud's order (by semantic score) and this one.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    fused = fuse_scores(semantic, structured, beta)
+    device_order = np.lexsort((candidates, -fused))
+    cloud_order = np.lexsort((candidates, -np.asarray(semantic)))
+    score = inconsistency(candidates[cloud_order].tolist(), candidates[device_order].tolist())
+    return candidates[device_order], fused[device_order], score
