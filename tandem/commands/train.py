@@ -1,0 +1,94 @@
+"""`tandem train`: train a device encoder (CDA4Rec Eq. 4) with Eq. 10 or softmax CE and save a checkpoint.
+
+The lead registers it in `tandem/cli.py` with `app.command("train")(train)`; this module only hands off
+to `tools.training.train_encoder` and prints what happened.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tandem.errors import TandemError
+from tandem.settings import get_settings
+
+
+class EncoderChoice(StrEnum):
+    sasrec = "sasrec"
+    surge = "surge"
+    caser = "caser"
+
+
+class LossChoice(StrEnum):
+    bpr = "bpr"
+    ce = "ce"
+
+
+def train(
+    encoder: Annotated[EncoderChoice, typer.Option("--encoder", "-e", help="Device encoder to train.")] = (
+        EncoderChoice.sasrec
+    ),
+    data: Annotated[str, typer.Option("--data", "-d", help="Data set name (ml-100k, ml-1m) or a MovieLens folder.")] = (
+        "ml-100k"
+    ),
+    loss: Annotated[LossChoice, typer.Option(help="bpr = CDA4Rec Eq. 10, sampled negatives; ce = full softmax.")] = (
+        LossChoice.ce
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs (early stopping on validation NDCG@10).")] = 50,
+    patience: Annotated[int, typer.Option(min=1, help="Epochs without validation gain before stopping.")] = 5,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch.")] = 128,
+    negatives: Annotated[int, typer.Option(min=1, help="Sampled negatives per positive (bpr only).")] = 1,
+    minutes: Annotated[float | None, typer.Option(help="Stop after this much training time.")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=2, help="Torch CPU threads.")] = 2,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint path; default <home>/models/<data>-<fp>/...")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint at the output path.")] = False,
+    chord: Annotated[bool, typer.Option(help="Train CHORD's profiler + hypernetworks for the trained encoder.")] = (
+        False
+    ),
+) -> None:
+    """Train SASRec, SURGE or Caser on the leave-one-out training split and save the best checkpoint."""
+    from evals.metrics import evaluate
+    from tandem.workspace import Workspace
+    from tools.training import TrainConfig, default_checkpoint, train_encoder
+
+    console = Console()
+    settings = get_settings()
+    ws = Workspace(settings, data)
+    if chord:
+        _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
+        return
+    config = TrainConfig(
+        encoder=encoder.value, loss=loss.value, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+        negatives=negatives, seed=settings.seed, threads=threads, time_budget_s=minutes * 60 if minutes else None,
+        model={"max_len": settings.max_seq_len} if encoder is not EncoderChoice.surge else {},
+    )  # fmt: skip
+    path = out or default_checkpoint(settings.models_dir, encoder.value, ws.dataset, loss.value)
+    result = train_encoder(ws.dataset, ws.splits, config, item_table=ws.semantics.table, checkpoint=path,
+                           init_from=path if resume else None)  # fmt: skip
+    test = evaluate(result.model, ws.splits.test)
+    console.print(
+        f"[green]{encoder.value}[/] ({loss.value}) best epoch {result.best_epoch}/{result.epochs_run} "
+        f"({result.stopped_by}), {result.seconds_per_epoch:.1f} s/epoch"
+    )
+    console.print(f"test: {test.line()}", highlight=False)
+    console.print(f"checkpoint: {path}")
+
+
+def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Console) -> None:
+    """CHORD 3.2-3.4 against the frozen, trained encoder checkpoint; saved beside it."""
+    from tools.chord import ChordConfig, default_chord_checkpoint, save_chord, train_chord
+    from tools.training import default_checkpoint, load_encoder
+
+    if encoder == "surge":
+        raise TandemError("CHORD quantizes SASRec or Caser (the CHORD paper's backbones); choose one of those")
+    model = load_encoder(default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "ce"), ws.dataset)
+    config = ChordConfig(steps=100_000, time_budget_s=minutes * 60, threads=threads, seed=ws.settings.seed)
+    result = train_chord(model, ws.splits.train, config, log=console.log)
+    path = save_chord(default_chord_checkpoint(ws.settings.models_dir, encoder, ws.dataset), result.chord, model)
+    console.print(f"[green]CHORD for {encoder}[/]: {result.steps} steps in {result.seconds:.0f} s "
+                  f"({result.stopped_by}); checkpoint: {path}")  # fmt: skip

@@ -1,0 +1,84 @@
+"""Full-ranking HR@k / NDCG@k against hand-computed cases (evals/metrics.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evals.metrics import PopularityScorer, evaluate, hit_ratio, metrics_from_ranks, ndcg, target_ranks
+from tools.data import EvalInstance
+
+
+def test_rank_counts_items_scoring_higher_and_ignores_padding() -> None:
+    scores = torch.tensor([[10.0, 0.1, 0.5, 0.3, 0.9]])  # column 0 = padding, would be first otherwise
+    assert target_ranks(scores, torch.tensor([3])).tolist() == [2]  # items 2 (0.5) and 4 (0.9) are above
+    assert target_ranks(scores, torch.tensor([4])).tolist() == [0]
+
+
+def test_ties_count_against_the_target() -> None:
+    scores = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    assert target_ranks(scores, torch.tensor([2])).tolist() == [2]
+
+
+def test_mask_removes_items_but_never_the_target() -> None:
+    scores = torch.tensor([[0.0, 0.1, 0.5, 0.3, 0.9]])
+    mask = torch.tensor([[False, False, False, False, True]])  # item 4 (0.9) masked: only item 2 is above
+    assert target_ranks(scores, torch.tensor([3]), mask).tolist() == [1]
+    mask = torch.tensor([[False, False, False, True, True]])  # the target 3 masked too: ignored for the target
+    assert target_ranks(scores, torch.tensor([3]), mask).tolist() == [1]
+
+
+def test_hr_and_ndcg_hand_computed() -> None:
+    ranks = np.array([0, 2, 7, 12])
+    assert hit_ratio(ranks, 5) == pytest.approx(0.5)
+    assert hit_ratio(ranks, 10) == pytest.approx(0.75)
+    assert ndcg(ranks, 5) == pytest.approx((1.0 + 1.0 / math.log2(4)) / 4)  # 0.375
+    assert ndcg(ranks, 10) == pytest.approx((1.0 + 0.5 + 1.0 / math.log2(9)) / 4)  # 0.45387
+    assert metrics_from_ranks(ranks) == {
+        "HR@5": pytest.approx(0.5), "NDCG@5": pytest.approx(0.375),
+        "HR@10": pytest.approx(0.75), "NDCG@10": pytest.approx(0.453866, abs=1e-6),
+    }  # fmt: skip
+
+
+def _instance(user: int, history: list[int], target: int) -> EvalInstance:
+    hist = np.array(history, dtype=np.int64)
+    return EvalInstance(user, hist, np.zeros_like(hist), target, "test", "", "none")
+
+
+class FixedScorer:
+    """Scores item i as i (higher id = better), for every user."""
+
+    def __init__(self, num_items: int) -> None:
+        self.num_items = num_items
+
+    def score_histories(self, histories):
+        return torch.arange(self.num_items + 1, dtype=torch.float32).expand(len(histories), -1).clone()
+
+
+def test_evaluate_full_ranking_and_seen_masking_are_stated() -> None:
+    # 20 items, target 15: items 16..20 are above it -> rank 5 (HR@5 = 0, HR@10 = 1).
+    instances = [_instance(0, [18, 19, 3], 15), _instance(1, [1, 2], 20)]
+    plain = evaluate(FixedScorer(20), instances)
+    assert plain.ranks.tolist() == [5, 0]
+    assert plain.metrics["HR@5"] == pytest.approx(0.5) and plain.metrics["HR@10"] == pytest.approx(1.0)
+    assert plain.metrics["NDCG@10"] == pytest.approx((1.0 / math.log2(7) + 1.0) / 2)
+    assert "NOT masked" in plain.line() and "all 20 items" in plain.protocol
+    # masking the seen items 18 and 19 lifts the first target to rank 3
+    masked = evaluate(FixedScorer(20), instances, mask_seen=True)
+    assert masked.ranks.tolist() == [3, 0] and masked.masked_seen
+    assert "masked" in masked.protocol and "NOT" not in masked.protocol
+    # a `seen` mapping adds the user's training items (16, 17) to the mask
+    both = evaluate(FixedScorer(20), instances, mask_seen=True, seen={0: np.array([16, 17])})
+    assert both.ranks.tolist() == [1, 0]
+
+
+def test_popularity_scorer_ranks_by_training_counts() -> None:
+    train = {0: np.array([1, 2, 2]), 1: np.array([2, 3])}
+    scorer = PopularityScorer(train, num_items=4)
+    scores = scorer.score_histories([np.array([1])])
+    assert scores.shape == (1, 5)
+    assert target_ranks(scores, torch.tensor([2])).tolist() == [0]
+    assert target_ranks(scores, torch.tensor([4])).tolist() == [3]  # never seen: last (ties with nobody)

@@ -1,0 +1,309 @@
+"""Training of the device encoders: CDA4Rec Eq. 10 (or full softmax CE), early stopping, checkpoints.
+
+- The loss is a strategy object chosen once (`make_objective`): `BPRLoss` is the sampled-negative loss of
+  CDA4Rec Eq. 10, `SoftmaxCE` the full softmax cross-entropy over all items.
+- Per-position models (SASRec, Caser) learn from every position of each training sequence; SURGE from
+  `samples_per_user` random cut points per user and epoch. Batches group sequences of similar length.
+- Validation NDCG@10 (full ranking) picks the best epoch; training stops after `patience` epochs without
+  improvement. Everything is seeded.
+- A checkpoint holds the weights, the model config, the training config, the validation metrics and the
+  data fingerprint; `load_encoder` refuses a checkpoint trained on another data set.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from evals.metrics import evaluate
+from tandem.errors import TandemError
+from tools.data import Dataset, Splits
+from tools.encoders import ENCODERS, SequentialEncoder, build_encoder
+
+LossName = Literal["bpr", "ce"]
+EncoderName = Literal["sasrec", "surge", "caser"]
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(TandemError):
+    """A checkpoint that is missing, unreadable, or was trained on another data set."""
+
+
+# -- objectives ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BPRLoss:
+    """CDA4Rec Eq. 10: -sum_j log sigma(y_i - y_j) over `negatives` uniformly sampled items per positive.
+
+    Negatives are drawn from all items except the positive itself (other seen items are not excluded:
+    with thousands of items the collision rate is small and exclusion would cost a per-user lookup).
+    """
+
+    negatives: int = 1
+    name: str = "bpr"
+
+    def __call__(self, user: Tensor, positives: Tensor, items: Tensor) -> Tensor:
+        # user [N, d], positives [N], items [V + 1, d]
+        num_items = items.shape[0] - 1
+        neg = torch.randint(1, num_items + 1, (len(positives), self.negatives), device=positives.device)  # [N, K]
+        clash = neg == positives.unsqueeze(1)
+        neg = torch.where(clash, neg % num_items + 1, neg)  # shift a clash to the next id
+        y_pos = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
+        y_neg = torch.einsum("nd,nkd->nk", user, items[neg])  # [N, K]
+        return -F.logsigmoid(y_pos - y_neg).sum(1).mean()
+
+
+@dataclass(frozen=True)
+class SoftmaxCE:
+    """Full softmax cross-entropy of the positive against every item (the padding row excluded)."""
+
+    name: str = "ce"
+
+    def __call__(self, user: Tensor, positives: Tensor, items: Tensor) -> Tensor:
+        logits = user @ items[1:].T  # [N, V]
+        return F.cross_entropy(logits, positives - 1)
+
+
+def make_objective(loss: LossName, negatives: int = 1) -> BPRLoss | SoftmaxCE:
+    """The loss strategy, chosen once per run."""
+    if loss == "bpr":
+        return BPRLoss(negatives)
+    if loss == "ce":
+        return SoftmaxCE()
+    raise TandemError(f"unknown loss {loss!r}; choose bpr or ce")
+
+
+# -- configuration and result -----------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved in the checkpoint)."""
+
+    encoder: EncoderName = "sasrec"
+    loss: LossName = "ce"
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    negatives: int = 1
+    patience: int = 5
+    samples_per_user: int = 4
+    seed: int = 42
+    threads: int = 2
+    max_valid: int | None = None
+    max_steps_per_epoch: int | None = None
+    time_budget_s: float | None = None
+    semantic_init: bool = True
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    model: SequentialEncoder
+    best_valid: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    seconds_per_epoch: float
+    history: list[dict[str, float]]
+    checkpoint: Path | None
+    stopped_by: str = "epochs"
+
+
+# -- batches -----------------------------------------------------------------------------------------------
+def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (buckets of 16, shuffled within and across)."""
+    order = np.lexsort((rng.random(len(lengths)), lengths // 16))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def training_batches(
+    model: SequentialEncoder, train: dict[int, np.ndarray], config: TrainConfig, rng: np.random.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(inputs [B, L], targets [B, T]) for one epoch; T = L for per-position models, else 1."""
+    seqs = [np.asarray(s, dtype=np.int64) for s in train.values() if len(s) >= 2]
+    if model.per_position:
+        inputs = [s[:-1][-model.max_len :] for s in seqs]
+        targets = [s[1:][-model.max_len :] for s in seqs]
+    else:
+        inputs, targets = [], []
+        for s in seqs:
+            for cut in rng.integers(1, len(s), size=config.samples_per_user):
+                inputs.append(s[max(0, cut - model.max_len) : cut])
+                targets.append(s[cut : cut + 1])
+    lengths = np.array([len(x) for x in inputs])
+    for batch in _length_batches(lengths, config.batch_size, rng):
+        width = int(lengths[batch].max())
+        x = np.zeros((len(batch), width), dtype=np.int64)
+        y = np.zeros((len(batch), width if model.per_position else 1), dtype=np.int64)
+        for row, i in enumerate(batch):
+            x[row, width - len(inputs[i]) :] = inputs[i]
+            y[row, y.shape[1] - len(targets[i]) :] = targets[i]
+        yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+# -- training ----------------------------------------------------------------------------------------------
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+def train_encoder(
+    dataset: Dataset,
+    splits: Splits,
+    config: TrainConfig,
+    item_table: np.ndarray | None = None,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+    init_from: Path | None = None,
+) -> TrainResult:
+    """Train `config.encoder` on `splits.train` with CDA4Rec Eq. 10 (or CE); keep the best validation epoch.
+
+    `init_from` continues from a checkpoint of the same encoder and data (its model config wins over
+    `config.model`; the optimiser starts afresh).
+    """
+    if config.encoder not in ENCODERS:
+        raise TandemError(f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}")
+    torch.set_num_threads(max(1, min(2, config.threads)))
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    table = item_table if config.semantic_init else None
+    if init_from is not None:
+        model = load_encoder(init_from, dataset)
+        if model.name != config.encoder:
+            raise CheckpointError(f"{init_from} holds a {model.name} encoder, not {config.encoder}")
+    else:
+        model = build_encoder(config.encoder, dataset.catalog.num_items, item_table=table, **config.model)
+    objective = make_objective(config.loss, config.negatives)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    valid = splits.valid[: config.max_valid] if config.max_valid else splits.valid
+
+    best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), {}, 0, 0
+    if init_from is not None:  # the checkpoint is the epoch to beat
+        best_valid = evaluate(model, valid).metrics
+    history: list[dict[str, float]] = []
+    stopped_by = "epochs"
+    started = time.perf_counter()
+    train_seconds = 0.0
+    with _progress(progress) as bar:
+        task = bar.add_task("training", total=None, loss=float("nan"), valid="") if bar else None
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            epoch_start, losses = time.perf_counter(), []
+            batches = list(training_batches(model, splits.train, config, rng))
+            if config.max_steps_per_epoch:
+                batches = batches[: config.max_steps_per_epoch]
+            if bar is not None:
+                bar.reset(task, total=len(batches), description=f"{config.encoder} epoch {epoch}")
+            for inputs, targets in batches:
+                if config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s:
+                    break  # out of time: evaluate what we have
+                loss = model.calculate_loss(inputs, targets, objective)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    model.item_emb.weight[0].zero_()
+                losses.append(loss.item())
+                if bar is not None:
+                    bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+            train_seconds += time.perf_counter() - epoch_start
+            report = evaluate(model, valid)
+            row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), **report.metrics,
+                   "seconds": time.perf_counter() - epoch_start}  # fmt: skip
+            history.append(row)
+            if bar is not None:
+                shown = f"val HR@10 {report.metrics['HR@10']:.4f} NDCG@10 {report.metrics['NDCG@10']:.4f}"
+                bar.update(task, valid=shown)
+                bar.console.log(f"epoch {epoch}: loss {row['loss']:.4f}  {shown}")
+            if on_epoch is not None:
+                on_epoch(row)
+            if report.metrics["NDCG@10"] > best_valid.get("NDCG@10", -1.0):
+                best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), report.metrics, epoch, 0
+            else:
+                stale += 1
+            out_of_time = config.time_budget_s is not None and time.perf_counter() - started > config.time_budget_s
+            if stale >= config.patience or out_of_time:
+                stopped_by = "early stopping" if stale >= config.patience else "time budget"
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result = TrainResult(model, best_valid, best_epoch, len(history), train_seconds / max(1, len(history)),
+                         history, checkpoint, stopped_by)  # fmt: skip
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, model, dataset, config, result)
+    return result
+
+
+def _progress(enabled: bool):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[valid]}"), TimeElapsedColumn(),
+    )  # fmt: skip
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------
+def save_checkpoint(
+    path: Path, model: SequentialEncoder, dataset: Dataset, config: TrainConfig, result: TrainResult | None = None
+) -> Path:
+    """Weights + model config + training config + data fingerprint (+ validation metrics), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "encoder": model.name,
+        "model_config": model.config(),
+        "train_config": asdict(config),
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint(),
+        "best_valid": dict(result.best_valid) if result else {},
+        "best_epoch": result.best_epoch if result else 0,
+        "state_dict": model.state_dict(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_encoder(path: Path, dataset: Dataset) -> SequentialEncoder:
+    """Rebuild a trained encoder from `path`, refusing one trained on data other than `dataset`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no encoder checkpoint at {path}; train one with `tandem train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot read encoder checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a Tandem encoder checkpoint (format {CHECKPOINT_FORMAT})")
+    if payload["fingerprint"] != dataset.fingerprint():
+        raise CheckpointError(
+            f"checkpoint {path.name} was trained on {payload['dataset']} (fingerprint {payload['fingerprint']}), "
+            f"not on {dataset.name} (fingerprint {dataset.fingerprint()}); retrain it for this data set"
+        )
+    model = build_encoder(payload["encoder"], **payload["model_config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    model.checkpoint_info = {"path": str(path), "best_valid": payload.get("best_valid", {}),
+                             "best_epoch": payload.get("best_epoch", 0)}  # fmt: skip
+    return model
+
+
+def default_checkpoint(models_dir: Path, encoder: str, dataset: Dataset, loss: str) -> Path:
+    """<models_dir>/<data>-<fingerprint>/<encoder>-<loss>.pt"""
+    return Path(models_dir) / f"{dataset.name}-{dataset.fingerprint()}" / f"{encoder}-{loss}.pt"
