@@ -1,0 +1,77 @@
+"""Cloud agent, language side: strategy planning (CDA4Rec III-C, Fig. 4).
+
+abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot)
+or `plan@1` (the paper's line format); with `structured=True` the backend enforces the compact JSON
+schema (llama.cpp grammar / Ollama `format`). The answer goes through `tools.plan.resolve_plan`
+(parse -> repair -> rule fallback); any model failure (unreachable server, timeout, context overflow)
+falls back to the rule planner with the failure listed among the violations. The prompt's name@version
+and the call's CallStats are recorded on the result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+
+from agents.device import Abstract
+from agents.llm import LLMError, stats_of
+from prompts import PromptTemplate, get_prompt
+from tools.plan import Embed, PlanResult, Violation, plan_json_schema, resolve_plan, rule_plan
+from tools.rule_planner import signals_from_abstract
+
+PLAN_PROMPT = "plan_json@1"
+LINE_PLAN_PROMPT = "plan@1"
+PLAN_FIELDS = {"plan_json": frozenset({"tags", "examples", "abstract"}), "plan": frozenset({"tags", "abstract"})}
+
+
+def format_examples(template: PromptTemplate) -> str:
+    """The template's few-shot examples as completed "User abstract / Plan" pairs."""
+    return "\n\n".join(
+        f"User abstract: {ex['abstract']}\nPlan: {json.dumps(ex['plan'], ensure_ascii=False)}"
+        for ex in template.examples
+    )
+
+
+def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: str = PLAN_PROMPT) -> str:
+    """The filled planning prompt for this abstract."""
+    template = get_prompt(prompt)
+    values = {"tags": ", ".join(known_tags), "abstract": abstract.as_text()}
+    if "examples" in template.placeholders:
+        values["examples"] = format_examples(template)
+    return template.render(**values)
+
+
+def plan_strategy(
+    abstract: Abstract,
+    known_tags: Sequence[str],
+    llm: BaseChatModel | None,
+    *,
+    structured: bool = True,
+    prompt: str = PLAN_PROMPT,
+    max_tokens: int = 96,
+    embed: Embed | None = None,
+) -> PlanResult:
+    """CDA4Rec III-C (Fig. 4): plan the four modules for this abstract; never raises on model failure."""
+    known = list(known_tags)
+    signals = signals_from_abstract(abstract.sanitized_query, abstract.behavior_summary, known)
+    template = get_prompt(prompt)
+    if llm is None:
+        violation = Violation(field="model", code="absent", message="no planning model: rule planner used")
+        return PlanResult(plan=rule_plan(signals, known), status="fallback", violations=[violation])
+    text = render_plan_prompt(abstract, known, prompt)
+    schema = plan_json_schema(known) if structured else None
+    stop = ["\n"] if template.name == "plan_json" else ["\nUser abstract:", "\n\n\n"]
+    try:
+        answer = llm.invoke([HumanMessage(text)], stop=stop, max_tokens=max_tokens, json_schema=schema)
+    except LLMError as error:
+        violation = Violation(field="model", code=type(error).__name__, message=str(error))
+        return PlanResult(plan=rule_plan(signals, known), status="fallback", violations=[violation],
+                          prompt=template.ref)  # fmt: skip
+    stats = stats_of(answer)
+    return resolve_plan(
+        str(answer.content), known, signals, embed=embed, prompt=template.ref,
+        stats=stats.model_dump() if stats else None,
+    )  # fmt: skip

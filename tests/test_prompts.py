@@ -1,0 +1,126 @@
+"""Prompt files: loading, versions, placeholders the code fills, faithfulness to Fig. 3-5, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agents.cloud import LINE_PLAN_PROMPT, PLAN_FIELDS, PLAN_PROMPT, format_examples
+from agents.device import ABSTRACT_FIELDS, ABSTRACT_PROMPT, EXPLAIN_FIELDS, EXPLAIN_PROMPT
+from prompts import PROMPTS_DIR, PromptError, UnknownPromptError, get_prompt, load_prompts
+from tandem.commands.prompts import prompts_app
+from tools.data import Dataset
+from tools.plan import parse_plan
+
+# What the code fills in, per prompt name.
+FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS, **{f"{n}@1": f for n, f in PLAN_FIELDS.items()}}
+FIG3 = ("Given the current user's query and interaction history, generate a two-part abstract: (1) a sanitized query "
+        "that preserves intent while removing sensitive or overly specific content, and (2) a behavioral summary "
+        "describing interaction sparsity and preference patterns without referencing specific items")  # fmt: skip
+FIG4 = ("Given the user abstract containing the query and behavioral summary, generate an adaptive recommendation "
+        "strategy across four modules: Semantic User Modeling, Candidate Retrieval, Structured User Modeling, and "
+        "Final Ranking. For each module, return both the execution decision and a brief explanation of the "
+        "rationale behind it")  # fmt: skip
+FIG5 = ("Given the execution plan and the final recommended items, generate a natural language explanation that "
+        "helps the user understand why these items were recommended. The explanation should reflect the user's "
+        "query intent, behavioral signals, and strategy decisions. Keep the explanation concise, informative, and "
+        "personalized.")  # fmt: skip
+
+
+def test_every_file_loads_with_matching_name_and_version() -> None:
+    registry = load_prompts()
+    assert set(registry.names()) == {"abstract", "plan", "plan_json", "explain"}
+    for path in PROMPTS_DIR.glob("*@*.txt"):
+        name, version = path.stem.split("@")
+        template = registry.get(path.stem)
+        assert (template.name, template.version, template.ref) == (name, int(version), path.stem)
+        assert template.source.startswith("CDA4Rec Fig.")
+
+
+def test_placeholders_match_what_the_code_fills() -> None:
+    templates = load_prompts().all()
+    assert {t.ref for t in templates} == set(FILLED)
+    for template in templates:
+        assert template.placeholders == FILLED[template.ref], template.ref
+
+
+def test_code_refers_to_existing_versions() -> None:
+    for ref in (ABSTRACT_PROMPT, EXPLAIN_PROMPT, PLAN_PROMPT, LINE_PLAN_PROMPT):
+        assert get_prompt(ref).ref == ref
+
+
+def test_faithful_to_the_paper_figures() -> None:
+    for ref in ("abstract@1", "abstract@2"):
+        assert FIG3 in get_prompt(ref).body and "Interaction History:" in get_prompt(ref).body
+    for name in ("plan", "plan_json"):
+        assert FIG4 in get_prompt(name).body
+    line = get_prompt("plan").body
+    assert "Tips for Decision Making:" in line and "Output Format:" in line
+    for module in ("Semantic User Modeling - {query: α, behavior: 1 - α}", "Structured User Modeling - {Model Name",
+                   "Final Ranking - {semantic: β, structured: 1 - β}", "Explanation - {...}"):  # fmt: skip
+        assert module in line
+    assert FIG5 in get_prompt("explain").body and "Final Recommendation List:" in get_prompt("explain").body
+
+
+def test_render_is_strict() -> None:
+    template = get_prompt("abstract@1")
+    assert "Query: hello" in template.render(query="hello", history="- x")
+    with pytest.raises(PromptError, match="missing"):
+        template.render(query="hello")
+    with pytest.raises(PromptError, match="unexpected"):
+        template.render(query="q", history="h", extra="x")
+    # braces of the papers' formats are literal text, and values are not re-interpreted
+    assert "${query}" in template.render(query="${query}", history="{}")
+
+
+def test_unknown_names_and_versions() -> None:
+    with pytest.raises(UnknownPromptError, match="unknown prompt"):
+        get_prompt("nope")
+    with pytest.raises(UnknownPromptError, match="unknown version"):
+        get_prompt("plan@99")
+    with pytest.raises(UnknownPromptError):
+        get_prompt("plan@x")
+
+
+def test_few_shot_examples_are_valid_plans(ml100k: Dataset) -> None:
+    template = get_prompt("plan_json")
+    assert template.examples_ref == "plan_json_examples@1" and len(template.examples) >= 3
+    for example in template.examples:
+        plan = parse_plan(json.dumps(example["plan"]), ml100k.catalog.tags())
+        assert plan.tag_count in (3, 5, 10, 20)
+        assert "Facts:" in example["abstract"]
+    assert format_examples(template).count("User abstract:") == len(template.examples)
+
+
+def test_malformed_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad@1.txt").write_text("name: other\nversion: 1\n---\nbody\n")
+    with pytest.raises(PromptError, match="header says"):
+        load_prompts(tmp_path)
+    (tmp_path / "bad@1.txt").write_text("no header here")
+    with pytest.raises(PromptError, match="---"):
+        load_prompts(tmp_path / ".")  # another cache key
+
+
+def test_cli_list_show_diff() -> None:
+    runner = CliRunner()
+    listed = runner.invoke(prompts_app, ["list"])
+    assert listed.exit_code == 0 and "plan_json@1" in listed.output
+    shown = runner.invoke(prompts_app, ["show", "explain@1"])
+    assert shown.exit_code == 0 and "Final Recommendation List" in shown.output
+    diffed = runner.invoke(prompts_app, ["diff", "plan@1", "plan_json@1"])
+    assert diffed.exit_code == 0 and "+++ plan_json@1" in diffed.output
+    same = runner.invoke(prompts_app, ["diff", "plan", "plan@1"])
+    assert "same body" in same.output
+    versions = runner.invoke(prompts_app, ["diff", "abstract@1", "abstract@2"])
+    assert versions.exit_code == 0 and "leans to ${lead}" in versions.output
+
+
+@pytest.mark.parametrize("args", [["show", "nope"], ["show", "plan@9"], ["diff", "plan", "zzz@1"]])
+def test_cli_unknown_prompt_is_one_red_line(args: list[str]) -> None:
+    result = CliRunner().invoke(prompts_app, args)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "unknown" in result.output
+    assert len(result.output.strip().splitlines()) == 1
