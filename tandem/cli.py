@@ -12,6 +12,9 @@ import typer
 from rich.console import Console
 
 from tandem import views
+from tandem.commands.evals import eval_app
+from tandem.commands.prompts import prompts_app
+from tandem.commands.train import train
 from tandem.errors import TandemError
 from tandem.settings import get_settings
 from tandem.workspace import Workspace
@@ -24,8 +27,15 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch and inspect data sets.", no_args_is_help=True)
 index_app = typer.Typer(help="Build and query the Chroma tag collections.", no_args_is_help=True)
+cloud_app = typer.Typer(help="Run the cloud agent as a service.", no_args_is_help=True)
+graph_app = typer.Typer(help="Inspect the LangGraph graph.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(index_app, name="index")
+app.add_typer(cloud_app, name="cloud")
+app.add_typer(graph_app, name="graph")
+app.add_typer(eval_app, name="eval")
+app.add_typer(prompts_app, name="prompts")
+app.command("train")(train)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -89,8 +99,77 @@ def index_query(
 
 
 @app.command()
+def recommend(
+    user: Annotated[str, typer.Option("--user", "-u", help="User id as in the data set (e.g. 196).")],
+    query: Annotated[str, typer.Option("--query", "-q", help="What the user asks for (may be empty).")] = "",
+    data: DataOption = "",
+    top: Annotated[int, typer.Option(help="How many items to recommend.")] = 10,
+    explain: Annotated[bool, typer.Option(help="Generate an explanation (CDA4Rec Fig. 5).")] = False,
+    planner: Annotated[str, typer.Option(help="llm (language-model planner) or rule (rule planner).")] = "llm",
+    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run one request through the whole graph and show the plan, the route and the ranked list."""
+    from tandem.session import print_result, request_once
+
+    state = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
+                         cloud_url=cloud_url or None)  # fmt: skip
+    print_result(state, console, as_json=as_json)
+
+
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option("--user", "-u", help="User id; a new id starts with an empty history.")] = "",
+    session: Annotated[str, typer.Option(help="Resume a session by its id.")] = "",
+    data: DataOption = "",
+    planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
+    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.")] = "",
+) -> None:
+    """Chat for recommendations in the terminal as one user."""
+    from graph.runtime import TandemRuntime
+    from tandem.chat import ChatSession, run_chat
+
+    runtime = TandemRuntime.create(get_settings(), data or None, planner=_planner(planner), cloud_url=cloud_url or None)
+    runtime.workspace.index.tags()
+    run_chat(ChatSession.open(runtime, user or None, session or None, console))
+
+
+@cloud_app.command("serve")
+def cloud_serve(
+    data: DataOption = "",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
+) -> None:
+    """Serve the cloud agent (planning, semantic modelling, retrieval) over HTTP."""
+    import uvicorn
+
+    from graph.cloud_http import create_app
+    from graph.runtime import TandemRuntime
+
+    runtime = TandemRuntime.create(get_settings(), data or None, planner=_planner(planner))
+    runtime.workspace.index.tags()  # fail fast with a clear message when the index is missing
+    console.print(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}")
+    uvicorn.run(create_app(runtime.cloud), host=host, port=port, log_level="warning")
+
+
+@graph_app.command("show")
+def graph_show() -> None:
+    """Print the graph as Mermaid (paste into any Mermaid viewer)."""
+    from graph.builder import graph
+
+    console.print(graph.get_graph().draw_mermaid(), highlight=False, markup=False)
+
+
+def _planner(name: str):
+    if name not in ("llm", "rule"):
+        raise TandemError(f"unknown planner {name!r}; choose llm or rule")
+    return name
+
+
+@app.command()
 def demo(data: DataOption = "") -> None:
-    """Fetch ML-100K, build embeddings and the tag index, and run one tag-group retrieval."""
+    """Fetch ML-100K, build what is missing, and run one real recommendation end to end."""
     from tandem.demo import run_demo
 
     run_demo(_workspace(data), console)
@@ -106,6 +185,20 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except Exception as exc:  # the last line of defence: one line on screen, the traceback in a log file
+        log = _write_crash_log()
+        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (details in {log})",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+        sys.exit(2)
+
+
+def _write_crash_log() -> str:
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="tandem-crash-", suffix=".log", delete=False) as log:
+        log.write(traceback.format_exc())
+    return log.name
 
 
 if __name__ == "__main__":

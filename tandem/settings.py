@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the `ollama` backend.")
     ollama_cloud_model: str = Field("llama3.1:8b", description="Cloud-side LLM when the backend is Ollama.")
     ollama_device_model: str = Field("llama3.2:1b", description="Device-side SLM when the backend is Ollama.")
+    device_precision: Literal["full", "chord"] = Field(
+        "full", description="Device encoder precision: full (float32) or chord (per-user mixed precision, CHORD)."
+    )
+    chord_max_avg_bits: float = Field(
+        4.0, ge=2.0, le=8.0, description="The device's budget R_d of CHORD Eq. 4: average bits per weight."
+    )
 
     @classmethod
     def settings_customise_sources(

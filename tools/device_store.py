@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS semantic_cache (user TEXT PRIMARY KEY, entry TEXT NOT
 """
 
 
+def query_key(query: str) -> str:
+    """The cache key of a query: lower-cased words (a new intent invalidates cached semantics)."""
+    return " ".join(query.lower().split())
+
+
 class CachedSemantics(BaseModel):
     """What the device keeps from the cloud's last answer for a user (SCaLRec's cached semantics)."""
 
@@ -33,6 +38,7 @@ class CachedSemantics(BaseModel):
     candidate_scores: list[float]
     history_len: int = Field(description="How many of the user's interactions the cloud's abstract covered.")
     plan: dict = Field(default_factory=dict, description="The plan the cloud used (JSON).")
+    query_key: str = Field("", description="Normalised raw query the semantics answered (kept on the device).")
     created_at: float = Field(default_factory=time.time)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -258,17 +258,27 @@ class TagIndex:
         return [(tag, 1.0 - float(d)) for tag, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
 
+def _tag_tops(catalog: Catalog, scores: np.ndarray, tag_counts: Mapping[str, int]) -> Iterator[tuple[str, np.ndarray]]:
+    """(tag, its top-N_i member ids by score, best first) for each tag group of Eq. 3."""
+    for tag, count in tag_counts.items():
+        members = catalog.tag_members(tag)
+        if len(members) and count > 0:
+            yield tag, members[np.argsort(-scores[members], kind="stable")[: int(count)]]
+
+
+def exact_candidate_ids(catalog: Catalog, scores: np.ndarray, tag_counts: Mapping[str, int]) -> np.ndarray:
+    """Eq. 3 by brute force on precomputed scores [V + 1]: the ids in the union of each tag's top-N_i."""
+    chosen = [top for _, top in _tag_tops(catalog, scores, tag_counts)]
+    return np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
 def exact_retrieve(
     catalog: Catalog, table: np.ndarray, query: np.ndarray, tag_counts: Mapping[str, int]
 ) -> list[Candidate]:
     """Brute-force numpy version of `TagIndex.retrieve` (Eq. 3), the reference for recall and speed."""
     scores = table @ np.asarray(query, dtype=np.float32).reshape(-1)
     found: dict[int, tuple[float, list[str]]] = {}
-    for tag, count in tag_counts.items():
-        members = catalog.tag_members(tag)
-        if len(members) == 0 or count <= 0:
-            continue
-        top = members[np.argsort(-scores[members], kind="stable")[: int(count)]]
+    for tag, top in _tag_tops(catalog, scores, tag_counts):
         for item_id in top.tolist():
             if item_id in found:
                 found[item_id][1].append(tag)

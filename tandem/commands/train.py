@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -50,6 +51,8 @@ def train(
     chord: Annotated[bool, typer.Option(help="Train CHORD's profiler + hypernetworks for the trained encoder.")] = (
         False
     ),
+    cooperative: Annotated[bool, typer.Option(
+        help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists.")] = False,
 ) -> None:
     """Train SASRec, SURGE or Caser on the leave-one-out training split and save the best checkpoint."""
     from evals.metrics import evaluate
@@ -61,6 +64,9 @@ def train(
     ws = Workspace(settings, data)
     if chord:
         _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
+        return
+    if cooperative:
+        _train_cooperative(ws, encoder.value, epochs, patience, minutes, console)
         return
     config = TrainConfig(
         encoder=encoder.value, loss=loss.value, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
@@ -92,3 +98,27 @@ def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Consol
     path = save_chord(default_chord_checkpoint(ws.settings.models_dir, encoder, ws.dataset), result.chord, model)
     console.print(f"[green]CHORD for {encoder}[/]: {result.steps} steps in {result.seconds:.0f} s "
                   f"({result.stopped_by}); checkpoint: {path}")  # fmt: skip
+
+
+def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: float | None, console: Console) -> None:
+    """LSC4Rec 3.2.2 on the trained checkpoint; the result is saved as <encoder>-coop.pt beside it."""
+    from evals.metrics import evaluate
+    from graph.runtime import TandemRuntime
+    from tools.cooperative import cloud_candidate_pools, cooperative_finetune
+    from tools.training import TrainConfig, TrainResult, default_checkpoint, load_encoder, save_checkpoint
+
+    model = load_encoder(default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "ce"), ws.dataset)
+    runtime = TandemRuntime.create(ws.settings, ws.data, planner="rule")
+    pools = cloud_candidate_pools(runtime, ws.splits.train)
+    console.print(f"cloud candidate lists: {len(pools)} users, mean {np.mean([len(p) for p in pools.values()]):.0f}")
+    result = cooperative_finetune(model, ws.splits, pools, epochs=min(epochs, 10), patience=min(patience, 3),
+                                  time_budget_s=minutes * 60 if minutes else None, seed=ws.settings.seed)  # fmt: skip
+    path = default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "coop")
+    summary = TrainResult(model, result.best_valid, result.best_epoch, result.epochs_run,
+                          result.seconds / max(1, result.epochs_run), [], path)  # fmt: skip
+    save_checkpoint(path, model, ws.dataset, TrainConfig(encoder=encoder, loss="bpr"), summary)
+    test = evaluate(model, ws.splits.test)
+    console.print(f"validation NDCG@10 {result.before['NDCG@10']:.4f} -> {result.best_valid['NDCG@10']:.4f} "
+                  f"(best epoch {result.best_epoch} of {result.epochs_run}; epoch 0 = unchanged)")  # fmt: skip
+    console.print(f"test: {test.line()}", highlight=False)
+    console.print(f"checkpoint: {path}")

@@ -1,0 +1,98 @@
+"""`tandem eval plans` and `tandem eval rec`: the evals prompt engineers and researchers run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tandem.errors import TandemError
+from tandem.settings import get_settings
+
+eval_app = typer.Typer(help="Evaluate plans and recommendation accuracy.", no_args_is_help=True)
+console = Console()
+RESULTS_DIR = Path("evals/results")
+REPORTS_DIR = Path("evals/reports")
+
+
+@eval_app.command("plans")
+def plans(
+    data: Annotated[str, typer.Option("--data", "-d", help="Data set the suite is drawn from.")] = "ml-100k",
+    prompt: Annotated[str, typer.Option(help="Planning prompt NAME@VERSION.")] = "plan_json@1",
+    compare: Annotated[tuple[str, str] | None, typer.Option(help="Two prompts to compare: A B.")] = None,
+    size: Annotated[int, typer.Option(help="Regular cases in the suite (plus 5 adversarial).")] = 24,
+    free: Annotated[bool, typer.Option(help="Do not enforce the JSON schema (raw prompt validity).")] = False,
+    seed: Annotated[int, typer.Option(help="Suite seed.")] = 0,
+) -> None:
+    """Score plan validity, decision tips, leakage, latency and tokens for one or two prompt versions."""
+    from evals.jsonl import write_json
+    from evals.plans import (
+        build_suite,
+        changed_cases,
+        comparison_table,
+        results_path,
+        run_plan_eval,
+        summarise,
+    )
+    from graph.runtime import TandemRuntime
+    from prompts import get_prompt
+
+    prompts = list(compare) if compare else [prompt]
+    refs = [get_prompt(p).ref for p in prompts]  # unknown name or version -> one clear line
+    runtime = TandemRuntime.create(get_settings(), data)
+    suite = build_suite(runtime.workspace.dataset, runtime.workspace.splits, size=size, seed=seed)
+    columns = {}
+    for ref in refs:
+        path = results_path(runtime.workspace.dataset.name, ref, structured=not free)
+        columns[ref] = run_plan_eval(runtime, suite, ref, structured=not free, path=path)
+        write_json(path.with_suffix(".summary.json"), {"prompt": ref, "structured": not free,
+                                                        "cases": len(columns[ref]), **summarise(columns[ref])})
+        console.print(f"results: {path}")
+    console.print(comparison_table(columns))
+    if len(refs) == 2:
+        changes = changed_cases(columns[refs[0]], columns[refs[1]])
+        console.print(f"[bold]{len(changes)} case(s) changed[/] from {refs[0]} to {refs[1]}")
+        for case_id, before, after in changes:
+            console.print(f"  {case_id}: {before}  ->  {after}")
+
+
+@eval_app.command("rec")
+def rec(
+    data: Annotated[str, typer.Option("--data", "-d", help="ml-100k (quick) or ml-1m (the papers' tables).")] = (
+        "ml-100k"
+    ),
+    llm_users: Annotated[int, typer.Option(help="Seeded test users planned by the language models (0 = none).")] = 300,
+    modes: Annotated[str, typer.Option(help="Query modes: query (generated queries), none, or both.")] = "query,none",
+    llm_modes: Annotated[str, typer.Option(help="Query modes that get the language-model sample (default: all).")] = "",
+    load: Annotated[float, typer.Option(help="Target cloud load of LSC4Rec's re-request (Eq. 12).")] = 0.1,
+    fewshot: Annotated[bool, typer.Option(help="Also evaluate the held-out few-shot users.")] = True,
+    out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = RESULTS_DIR,
+    reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
+) -> None:
+    """Accuracy of Tandem vs baselines, ablations, history buckets, few-shot and request rate (full ranking)."""
+    from evals.rec_report import rich_table, write_report
+    from evals.rec_suite import RecEval, RecEvalConfig
+    from graph.runtime import TandemRuntime
+
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    bad = [m for m in chosen if m not in ("query", "none")]
+    if bad or not chosen:
+        raise TandemError(f"unknown query mode(s) {bad or modes!r}; choose query, none or query,none")
+    if not 0.0 <= load <= 1.0:
+        raise TandemError(f"--load must be in [0, 1], got {load}")
+    settings = get_settings()
+    runtime = TandemRuntime.create(settings, data, planner="llm")
+    llm_chosen = tuple(m.strip() for m in llm_modes.split(",") if m.strip()) or chosen
+    if set(llm_chosen) - set(chosen):
+        raise TandemError(f"--llm-modes {llm_modes!r} must be among --modes {','.join(chosen)}")
+    config = RecEvalConfig(llm_users=llm_users, modes=chosen, llm_modes=llm_chosen, load=load, seed=settings.seed,
+                           fewshot=fewshot)  # fmt: skip
+    report = RecEval(runtime, config, console).run()
+    command = (f"tandem eval rec --data {data} --llm-users {llm_users} --modes {','.join(chosen)} "
+               f"--llm-modes {','.join(llm_chosen)} --load {load:g}")  # fmt: skip
+    json_path, md_path = write_report(report, out, reports, command)
+    for mode in chosen:
+        console.print(rich_table(report, mode))
+    console.print(f"results: {json_path}\nreport: {md_path}")

@@ -1,0 +1,70 @@
+"""The cloud as a separate HTTP service (`tandem cloud serve`), called by the device graph over loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from graph.run import recommend
+from graph.runtime import TandemRuntime
+from tests.chroma_server import free_port
+
+
+@pytest.fixture
+def cloud_server(settings, tmp_path):
+    from tandem.workspace import Workspace
+
+    ws = Workspace(settings, "ml-100k", progress=False)
+    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+    port = free_port()
+    log = open(tmp_path / "cloud.log", "wb")
+    tandem = str(Path(sys.executable).with_name("tandem"))
+    proc = subprocess.Popen(
+        [tandem, "cloud", "serve", "--data", "ml-100k", "--port", str(port), "--planner", "rule"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TANDEM_HOME": str(settings.home)},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (tmp_path / "cloud.log").read_text()
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        assert time.monotonic() < deadline, "cloud service did not start"
+    yield url, proc, ws
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.mark.server
+def test_device_graph_over_http_cloud_then_cloud_goes_down(cloud_server, settings, tmp_path):
+    url, proc, ws = cloud_server
+    rt = TandemRuntime.create(settings, "ml-100k", planner="rule", cloud_url=url, store_path=str(tmp_path / "d.db"))
+    rt.workspace = ws
+    state = recommend(rt, "196", "a funny animated movie", allow_rerequest=False)
+    assert state["source"] == "cloud" and len(state["ranked"]) == 10
+    assert [c["route"] for c in state["crossings"]] == ["plan", "semantic"]
+
+    in_process = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "e.db"))
+    in_process.workspace = ws
+    local = recommend(in_process, "196", "a funny animated movie", allow_rerequest=False)
+    assert local["ranked"] == state["ranked"], "HTTP and in-process clouds must run the same code"
+
+    bad = httpx.post(f"{url}/plan", content=b'{"abstract": 42}', headers={"content-type": "application/json"})
+    assert bad.status_code == 422
+
+    proc.terminate()
+    proc.wait(timeout=20)
+    rt.store.append("196", ws.dataset.catalog.tag_members("Horror")[:12].tolist())
+    down = recommend(rt, "196", "a funny animated movie", allow_rerequest=False)
+    assert down["source"] == "calibrated_cache"
+    assert any("unreachable" in w for w in down["warnings"])

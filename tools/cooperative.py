@@ -1,0 +1,139 @@
+"""LSC4Rec 3.2.2 collaborative training: fine-tune the device encoder on the cloud's candidate lists.
+
+At inference the device model only reorders the cloud's candidates, so what it must learn is to tell the
+next item apart from the other items the cloud would retrieve for that user, not from random catalogue
+items. Cooperative fine-tuning therefore replaces uniform negatives by negatives drawn from each user's
+cloud candidate list (`cloud_candidate_pools`: the abstract the device would send, the rule plan, Eq. 2
+and Eq. 3 over the tag groups), with the pairwise loss of CDA4Rec Eq. 10:
+
+    L = -sum_j log sigma(y_pos - y_j),   j ~ Uniform(C_u minus the user's own items)
+
+Training starts from the trained checkpoint, keeps the epoch with the best validation NDCG@10 (full
+ranking), and stops early like `train_encoder`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import track
+
+from evals.metrics import evaluate
+from tools.data import Splits
+from tools.encoders import SequentialEncoder, pad_left
+
+
+@dataclass
+class CooperativeResult:
+    model: SequentialEncoder
+    before: dict[str, float]
+    best_valid: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+
+
+def cloud_candidate_pools(runtime, train: dict[int, np.ndarray], progress: bool = True) -> dict[int, np.ndarray]:
+    """For every training user, the ids the cloud would return for the behaviour-only abstract (Eq. 2-3)."""
+    from agents.cloud import plan_strategy
+    from graph.cloud_service import semantic_user_embeddings
+    from tools.tag_index import exact_candidate_ids
+
+    catalog = runtime.workspace.dataset.catalog
+    semantics = runtime.workspace.semantics
+    users = [u for u, seq in train.items() if len(seq) >= 2]
+    steps = track(users, description="cloud abstracts and plans") if progress else users
+    abstracts, plans = [], []
+    for user in steps:
+        seq = train[user]
+        abstract = runtime.abstract_for("", seq.tolist(), list(range(len(seq))))
+        abstracts.append(abstract)
+        plans.append(plan_strategy(abstract, catalog.tags(), None).plan)
+    e_sem = semantic_user_embeddings(abstracts, [p.alpha for p in plans], semantics)
+    pools = {}
+    for row, (user, plan) in enumerate(zip(users, plans, strict=True)):
+        ids = exact_candidate_ids(catalog, semantics.table @ e_sem[row], plan.tags)
+        pools[user] = ids[~np.isin(ids, train[user])]
+    return pools
+
+
+def _pool_negatives(
+    pools: list[np.ndarray], shape: tuple[int, int, int], num_items: int, rng: np.random.Generator
+) -> torch.Tensor:
+    """[B, T, K] negatives, row b drawn from pools[b] (uniform over the catalogue when a pool is empty)."""
+    _, steps, k = shape
+    out = np.empty(shape, dtype=np.int64)
+    for b, pool in enumerate(pools):
+        if len(pool):
+            out[b] = pool[rng.integers(0, len(pool), size=(steps, k))]
+        else:
+            out[b] = rng.integers(1, num_items + 1, size=(steps, k))
+    return torch.from_numpy(out)
+
+
+def cooperative_finetune(
+    model: SequentialEncoder,
+    splits: Splits,
+    pools: dict[int, np.ndarray],
+    *,
+    epochs: int = 5,
+    patience: int = 2,
+    lr: float = 2e-4,
+    batch_size: int = 128,
+    negatives: int = 4,
+    seed: int = 42,
+    time_budget_s: float | None = None,
+    max_valid: int | None = 2000,
+    progress: bool = True,
+) -> CooperativeResult:
+    """Fine-tune `model` (in place, best epoch kept) with negatives from the cloud's candidate lists."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    valid = splits.valid[:max_valid] if max_valid else splits.valid
+    before = evaluate(model, valid).metrics
+    best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), before, 0, 0
+    users = [u for u in pools if len(splits.train[u]) >= 2]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    started, epochs_run = time.perf_counter(), 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = rng.permutation(len(users))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        steps = track(batches, description=f"cooperative epoch {epoch}") if progress else batches
+        for batch in steps:
+            picked = [users[i] for i in batch]
+            seqs = [splits.train[u] for u in picked]
+            inputs = pad_left([s[:-1] for s in seqs], model.max_len)  # [B, L]
+            targets = pad_left([s[1:] for s in seqs], model.max_len)  # [B, L]
+            out = model.training_outputs(inputs)  # [B, T, d] (T = L per position, else 1)
+            targets = targets[:, -out.shape[1] :]
+            shape = (len(picked), out.shape[1], negatives)
+            neg = _pool_negatives([pools[u] for u in picked], shape, model.item_emb.num_embeddings - 1, rng)
+            items = model.item_emb.weight
+            y_pos = (out * items[targets]).sum(-1, keepdim=True)  # [B, T, 1]
+            y_neg = torch.einsum("btd,btkd->btk", out, items[neg])  # [B, T, K]
+            keep = targets > 0
+            loss = -F.logsigmoid(y_pos - y_neg).sum(-1)[keep].mean()  # CDA4Rec Eq. 10
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.item_emb.weight[0].zero_()
+            if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+                break
+        epochs_run = epoch
+        metrics = evaluate(model, valid).metrics
+        if metrics["NDCG@10"] > best_valid["NDCG@10"]:
+            best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), metrics, epoch, 0
+        else:
+            stale += 1
+        if stale >= patience or (time_budget_s is not None and time.perf_counter() - started > time_budget_s):
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return CooperativeResult(model, before, best_valid, best_epoch, epochs_run, time.perf_counter() - started)
