@@ -1,0 +1,112 @@
+"""Benchmark of one request through the graph: per-node latency, boundary bytes, end-to-end latency.
+
+Protocol: seeded test-split users of the data set (their leave-one-out history and generated query). For
+each user the request runs three ways, each in a fresh device store:
+- full path, language models: abstract (device SLM) -> plan (cloud LLM) -> semantic + retrieval ->
+  structured -> rank; the embedded Gemma 3 270M plays both models (`--llm-users` users, slow);
+- full path, rule planner: the same graph without language models (`--users` users);
+- cached path: the same request again, answered from the SCaLRec cache (no cloud call, no language model).
+Writes per-node p50/p95 latency, bytes up/down per request and end-to-end p50/p95 to
+evals/results/graph_<data>.json.
+
+Usage: python -m evals.bench_graph [--data ml-100k] [--users 50] [--llm-users 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from graph.run import recommend
+from graph.runtime import TandemRuntime
+from tandem.settings import Settings
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64) * 1000.0
+    return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": len(values)}
+
+
+def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tuple[dict, dict]:
+    runtime.planner = planner
+    nodes: dict[str, list[float]] = defaultdict(list)
+    end_to_end, cached, up, down = [], [], [], []
+    for inst in track(instances, description=f"{label}: {len(instances)} users"):
+        user = f"bench-{inst.user}"
+        runtime.store.reset(user)
+        args = {"history": inst.history.tolist(), "history_ts": inst.history_ts.tolist(), "allow_rerequest": False}
+        start = time.perf_counter()
+        state = recommend(runtime, user, inst.query, **args)
+        end_to_end.append(time.perf_counter() - start)
+        for timing in state["timings"]:
+            nodes[timing["node"]].append(timing["seconds"])
+        up.append(sum(c["bytes_up"] for c in state["crossings"]))
+        down.append(sum(c["bytes_down"] for c in state["crossings"]))
+        start = time.perf_counter()
+        again = recommend(runtime, user, inst.query, **args)
+        cached.append(time.perf_counter() - start)
+        assert again["source"] == "cache", again["route"]
+    full = {
+        "end_to_end": _stats(end_to_end),
+        "nodes": {name: _stats(values) for name, values in nodes.items()},
+        "bytes_up_per_request": float(np.mean(up)),
+        "bytes_down_per_request": float(np.mean(down)),
+    }
+    return full, _stats(cached)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="ml-100k")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--llm-users", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    settings = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = TandemRuntime.create(settings, args.data, store_path=str(Path(tmp) / "device.sqlite"))
+        runtime.workspace.index.tags()
+        runtime.encoder("SASRec")
+        runtime.encoder("SURGE")
+        rng = np.random.default_rng(args.seed)
+        test = runtime.workspace.splits.test
+        picked = [test[i] for i in rng.choice(len(test), size=min(args.users, len(test)), replace=False)]
+        rule_full, rule_cached = measure(runtime, picked, "rule", "rule planner")
+        llm_full, llm_cached = measure(runtime, picked[: args.llm_users], "llm", "language models")
+    result = {
+        "data": args.data,
+        "protocol": "seeded test-split users, leave-one-out history + generated query, fresh device store each",
+        "machine": "2 cores, CPU only; embedded Gemma 3 270M Q4_K_M via llama.cpp for both agents",
+        "full_path_llm": llm_full,
+        "full_path_rule_planner": rule_full,
+        "cached_path": {"after_llm_request": llm_cached, "after_rule_request": rule_cached},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"graph_{args.data}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    table = Table(title=f"graph latency ({args.data})")
+    for column in ("path", "node", "p50 ms", "p95 ms"):
+        table.add_column(column)
+    for label, full in (("LLM", llm_full), ("rule", rule_full)):
+        table.add_row(label, "end to end", f"{full['end_to_end']['p50_ms']:.0f}", f"{full['end_to_end']['p95_ms']:.0f}")
+        for name, stats in full["nodes"].items():
+            table.add_row("", name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
+    table.add_row("cached", "end to end", f"{rule_cached['p50_ms']:.1f}", f"{rule_cached['p95_ms']:.1f}")
+    Console().print(table)
+    Console().print(f"bytes per request: {rule_full['bytes_up_per_request']:.0f} up, "
+                    f"{rule_full['bytes_down_per_request']:.0f} down; written to {out}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""`tandem eval rec`: recommendation accuracy of Tandem and its baselines (CDA4Rec Tables II, IV, V).
+
+Protocol, stated in every table: leave-one-out, the target ranked against ALL items (full ranking), the
+user's history masked for every method (Tandem never recommends a seen item, so the baselines get the same
+courtesy), HR@5/10 and NDCG@5/10. Rows:
+- popularity, SASRec alone, SURGE alone: full ranking by the trained device encoders (CDA4Rec Eq. 4, 6);
+- semantic alone: full ranking by e_sem . e_i with alpha = 0.5 (Eq. 2), no tags, no encoder;
+- LSC4Rec-style static pipeline: no planning, the cloud's top 1,000 by e_sem (alpha 0.5) over the whole
+  catalog, reranked on the device by SASRec with min-max fusion, beta 0.5 (LSC4Rec Eq. 9-10);
+- Tandem: per-user plan (rule planner for every user; language-model planner on a seeded sample), tag-group
+  retrieval (Eq. 3), the plan's encoder, fusion with the plan's beta (Eq. 5-7), and LSC4Rec's re-request
+  (Eq. 11-12) for the `load` share of most inconsistent users;
+- ablations: v1-v7 of CDA4Rec Table IV (fixed settings; the 20 or 3 tags the rule planner prefers for that
+  user), and "w/o AG" (the planner reads the raw query and raw recent titles instead of the abstract).
+Tandem's rank of the target is its position in the list the device would show; a target outside the
+candidates is a miss. Retrieval is exact inner product over the tag groups (`exact_candidate_ids`), which
+the Chroma HNSW index matches at recall@N 0.99986 (evals/results/index_ml-1m.json); the graph itself uses
+Chroma. Every table says which planner produced its numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from agents.device import Abstract
+from evals.metrics import metrics_from_ranks, target_ranks
+from evals.rec_plans import PlannedCase, instance_key
+from graph.cloud_service import semantic_user_embeddings
+from tools.data import EvalInstance
+from tools.embeddings import ItemSemantics
+from tools.fusion import rank_candidates
+from tools.plan import Plan
+from tools.rule_planner import rule_tags, signals_from_abstract
+from tools.tag_index import exact_candidate_ids
+
+BUCKETS: dict[str, tuple[int, int]] = {"short (<10)": (0, 10), "medium (10-50)": (10, 51), "long (>50)": (51, 10**9)}
+STATIC_CANDIDATES = 1000  # the LSC4Rec-style pipeline's fixed candidate list
+
+
+@dataclass
+class RowResult:
+    """One method's ranks over a set of instances, with what it cost."""
+
+    name: str
+    planner: str
+    ranks: np.ndarray
+    ms_per_request: float
+    cloud_calls: float = 0.0
+    notes: str = ""
+
+    def metrics(self, rows: np.ndarray | None = None) -> dict[str, float]:
+        return metrics_from_ranks(self.ranks if rows is None else self.ranks[rows])
+
+    def as_row(self, rows: np.ndarray | None = None) -> dict:
+        users = len(self.ranks) if rows is None else int(rows.sum() if rows.dtype == bool else len(rows))
+        return {"method": self.name, "planner": self.planner, "users": users, **self.metrics(rows),
+                "ms_per_request": self.ms_per_request, "cloud_calls_per_request": self.cloud_calls,
+                "notes": self.notes}  # fmt: skip
+
+
+@dataclass
+class EvalSet:
+    """Instances with everything the device computes once for them: encoder score matrices, seen masks."""
+
+    instances: list[EvalInstance]
+    num_items: int
+    structured: dict[str, np.ndarray] = field(default_factory=dict)  # encoder -> [N, V + 1]
+    encode_ms: dict[str, float] = field(default_factory=dict)  # encoder -> per-user share of batched encoding
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.array([inst.target for inst in self.instances], dtype=np.int64)
+
+    def miss_rank(self) -> int:
+        return self.num_items + 1
+
+    def subset(self, keys: set[str]) -> np.ndarray:
+        """Row positions of the instances whose key is in `keys`."""
+        return np.array([n for n, inst in enumerate(self.instances) if instance_key(inst) in keys], dtype=np.int64)
+
+    def bucket_rows(self) -> dict[str, np.ndarray]:
+        lengths = np.array([len(inst.history) for inst in self.instances])
+        return {name: (lengths >= low) & (lengths < high) for name, (low, high) in BUCKETS.items()}
+
+
+def structured_scores(encoder, instances: Sequence[EvalInstance], batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """Full score matrix [N, V + 1] of a device encoder (Eq. 4 then Eq. 6) and the ms per user it took."""
+    order = np.argsort([len(inst.history) for inst in instances], kind="stable")
+    out = None
+    start = time.perf_counter()
+    with torch.no_grad():
+        for begin in range(0, len(order), batch_size):
+            rows = order[begin : begin + batch_size]
+            scores = encoder.score_histories([instances[i].history for i in rows]).numpy()
+            if out is None:
+                out = np.zeros((len(instances), scores.shape[1]), dtype=np.float32)
+            out[rows] = scores
+    return out, (time.perf_counter() - start) * 1000.0 / max(1, len(instances))
+
+
+def full_ranking_ranks(scores: np.ndarray, instances: Sequence[EvalInstance]) -> np.ndarray:
+    """0-based rank of each target against all items with the user's history masked (ties count against)."""
+    mask = np.zeros(scores.shape, dtype=bool)
+    for row, inst in enumerate(instances):
+        mask[row, inst.history] = True
+    return target_ranks(torch.from_numpy(scores), torch.from_numpy(_targets(instances)),
+                        torch.from_numpy(mask)).numpy()  # fmt: skip
+
+
+def _targets(instances: Sequence[EvalInstance]) -> np.ndarray:
+    return np.array([inst.target for inst in instances], dtype=np.int64)
+
+
+def popularity_scores(train: dict[int, np.ndarray], num_items: int, rows: int) -> np.ndarray:
+    counts = np.zeros(num_items + 1, dtype=np.float32)
+    for seq in train.values():
+        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1.0)
+    return np.broadcast_to(counts, (rows, num_items + 1))
+
+
+# ------------------------------------------------------------------------------------------ the pipeline
+
+CandidateFn = Callable[[np.ndarray, Plan], np.ndarray]  # (semantic scores [V + 1], plan) -> candidate ids
+
+
+@dataclass
+class PipelineRun:
+    """Ranks, LSC4Rec inconsistencies and per-request device/cloud milliseconds of one pipeline pass."""
+
+    ranks: np.ndarray
+    inconsistency: np.ndarray
+    ms: np.ndarray
+
+
+def run_pipeline(
+    evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], plans: list[Plan], semantics: ItemSemantics,
+    candidates: CandidateFn,
+) -> PipelineRun:
+    """Eq. 2 (e_sem), Eq. 3 (candidates), Eq. 4-7 (fusion with beta) for the instances at `rows`."""
+    start = time.perf_counter()
+    table = semantics.table
+    e_sem = semantic_user_embeddings(abstracts, [p.alpha for p in plans], semantics)
+    embed_ms = (time.perf_counter() - start) * 1000.0 / max(1, len(rows))
+    ranks = np.full(len(rows), evalset.miss_rank(), dtype=np.int64)
+    incons = np.zeros(len(rows))
+    ms = np.zeros(len(rows))
+    for n, (row, plan) in enumerate(zip(rows.tolist(), plans, strict=True)):
+        inst = evalset.instances[row]
+        begin = time.perf_counter()
+        semantic_all = table @ e_sem[n]
+        ids = candidates(semantic_all, plan)
+        ids = ids[~np.isin(ids, inst.history)]
+        use_encoder = plan.encoder != "none" and len(inst.history) > 0
+        structured = evalset.structured[plan.encoder][row, ids] if use_encoder else None
+        beta = plan.beta if structured is not None else 1.0
+        ordered, _, incons[n] = rank_candidates(ids, semantic_all[ids], structured, beta)
+        hit = np.flatnonzero(ordered == inst.target)
+        if len(hit):
+            ranks[n] = int(hit[0])
+        encode = evalset.encode_ms.get(plan.encoder, 0.0) if use_encoder else 0.0
+        ms[n] = (time.perf_counter() - begin) * 1000.0 + embed_ms + encode
+    return PipelineRun(ranks, incons, ms)
+
+
+class MemoSemantics:
+    """`ItemSemantics` with each text embedded once per run (the ablations re-use the same abstracts)."""
+
+    def __init__(self, semantics: ItemSemantics) -> None:
+        self.semantics = semantics
+        self.table = semantics.table
+        self.dim = semantics.dim
+        self._memo: dict[str, np.ndarray] = {}
+
+    def project_texts(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if missing:
+            self._memo.update(zip(missing, self.semantics.project_texts(missing), strict=True))
+        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+
+def plan_candidates(catalog) -> CandidateFn:
+    """Tandem: the union of each planned tag group's top-N_i (Eq. 3)."""
+    return lambda scores, plan: exact_candidate_ids(catalog, scores, plan.tags)
+
+
+def static_candidates(size: int = STATIC_CANDIDATES) -> CandidateFn:
+    """LSC4Rec-style: the top `size` items by e_sem over the whole catalog, whatever the plan says."""
+
+    def top(scores: np.ndarray, plan: Plan) -> np.ndarray:
+        order = np.argsort(-scores[1:], kind="stable")[:size] + 1
+        return order.astype(np.int64)
+
+    return top
+
+
+def fixed_plan(abstract: Abstract, known_tags: list[str], *, alpha: float, size: int, tag_count: int,
+               encoder: str, beta: float, label: str) -> Plan:  # fmt: skip
+    """A CDA4Rec Table IV setting for this user: fixed numbers, the tags the rule planner prefers."""
+    signals = signals_from_abstract(abstract.sanitized_query, abstract.behavior_summary, known_tags)
+    tags = rule_tags(signals, known_tags, tag_count, size)
+    why = f"fixed setting {label}"
+    return Plan(alpha=alpha, tag_count=tag_count, candidate_size=size, tags=tags, encoder=encoder, beta=beta,
+                explanations={"semantic": why, "retrieval": why, "structured": why, "ranking": why})  # fmt: skip
+
+
+ABLATIONS: dict[str, dict] = {  # CDA4Rec Table IV
+    "v1": {"alpha": 0.5, "size": 5000, "tag_count": 20, "encoder": "SASRec", "beta": 0.5},
+    "v2": {"alpha": 1.0, "size": 5000, "tag_count": 20, "encoder": "SASRec", "beta": 0.5},
+    "v3": {"alpha": 0.0, "size": 5000, "tag_count": 20, "encoder": "SASRec", "beta": 0.5},
+    "v4": {"alpha": 0.5, "size": 500, "tag_count": 3, "encoder": "SASRec", "beta": 0.5},
+    "v5": {"alpha": 0.5, "size": 5000, "tag_count": 20, "encoder": "SURGE", "beta": 0.5},
+    "v6": {"alpha": 0.5, "size": 5000, "tag_count": 20, "encoder": "SASRec", "beta": 1.0},
+    "v7": {"alpha": 0.5, "size": 5000, "tag_count": 20, "encoder": "SASRec", "beta": 0.0},
+}
+
+
+def fire_at_load(inconsistency: np.ndarray, load: float) -> np.ndarray:
+    """LSC4Rec Eq. 12 at a target load: the `load` share with the highest Eq. 11 score re-request.
+
+    Equivalent to a threshold at the (1 - load) quantile of these instances' own inconsistencies (as
+    `tools.fusion.threshold_for_load` sets it from a sample of users), with ties broken by order so that
+    exactly round(load * n) instances fire even when many scores are equal.
+    """
+    fired = np.zeros(len(inconsistency), dtype=bool)
+    count = int(round(min(max(load, 0.0), 1.0) * len(inconsistency)))
+    fired[np.argsort(-np.asarray(inconsistency), kind="stable")[:count]] = True
+    return fired
+
+
+def planned(cases: dict[str, PlannedCase], evalset: EvalSet, rows: np.ndarray) -> tuple[list[Abstract], list[Plan]]:
+    """The cached abstracts and plans of the instances at `rows`, in row order."""
+    picked = [cases[instance_key(evalset.instances[r])] for r in rows.tolist()]
+    return [Abstract.model_validate(c.abstract) for c in picked], [Plan.model_validate(c.plan) for c in picked]
+
+
+def planning_ms(cases: dict[str, PlannedCase], evalset: EvalSet, rows: np.ndarray) -> np.ndarray:
+    return np.array([(cases[instance_key(evalset.instances[r])].abstract_s +
+                      cases[instance_key(evalset.instances[r])].plan_s) * 1000.0 for r in rows.tolist()])  # fmt: skip

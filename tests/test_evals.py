@@ -1,0 +1,127 @@
+"""The evals people run: the plan scorer (with cases it must flag) and a small `eval rec` on ML-100K."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from evals.plans import PlanCase, build_suite, score_case, summarise
+from evals.rec import fire_at_load, full_ranking_ranks
+from evals.rec_plans import PlannedCase, PlanSetting, plan_instances
+from tests.test_agents_llm import ScriptedChat
+
+GOOD = '{"a": 0.8, "n": 2000, "t": {"Comedy": 5, "Drama": 3, "Romance": 2}, "e": "SASRec", "b": 0.7, "w": "ok"}'
+COMPACT = GOOD.replace('"n": 2000', '"n": 500').replace('"b": 0.7', '"b": 0.2')
+OUT_OF_RANGE = '{"a": 7, "n": 500, "t": {"Comedy": 3, "Porn": 1, "Drama": 1}, "e": "GPT", "b": 0.2, "w": "x"}'
+
+
+def fake_runtime(dataset, reply: str):
+    """What `score_case` reads: the data set, a rule-only device, and a scripted cloud model."""
+    return SimpleNamespace(workspace=SimpleNamespace(dataset=dataset), device_llm=None, planner="llm",
+                           cloud_llm=ScriptedChat(replies=[reply]))  # fmt: skip
+
+
+def sparse_case(ml100k_splits, clarity: str = "vague", query: str = "something to watch") -> PlanCase:
+    inst = ml100k_splits.test[0]
+    return PlanCase(case_id="sparse-x", kind="sparse", clarity=clarity, query=query,
+                    history=inst.history[-3:].tolist(), history_ts=inst.history_ts[-3:].tolist())  # fmt: skip
+
+
+def test_plan_scorer_flags_violations_and_missed_tips(ml100k, ml100k_splits):
+    score = score_case(fake_runtime(ml100k, OUT_OF_RANGE), sparse_case(ml100k_splits), "plan_json@1", True)
+    assert score.status == "repaired"
+    assert {"alpha:range", "encoder:unknown", "tags:unknown_tag"} <= set(score.violations)
+    assert "Porn" not in score.plan["tags"] and score.plan["alpha"] == 1.0
+    assert score.tips["sparse history -> broad scope"] is False  # 500 candidates for 3 interactions
+    good = score_case(fake_runtime(ml100k, GOOD), sparse_case(ml100k_splits), "plan_json@1", True)
+    assert good.status == "parsed" and good.violations == []
+    assert good.tips["sparse history -> broad scope"] and good.tips["sparse history -> semantic-heavy"]
+    missed = score_case(fake_runtime(ml100k, COMPACT), sparse_case(ml100k_splits), "plan_json@1", True)
+    assert missed.status == "parsed"
+    assert missed.tips["sparse history -> broad scope"] is False
+    assert missed.tips["sparse history -> semantic-heavy"] is False
+    summary = summarise([good, missed])
+    assert summary["tip: sparse history -> broad scope"] == 0.5 and summary["status: parsed"] == 1.0
+
+
+def test_plan_scorer_audits_adversarial_abstracts(ml100k, ml100k_splits):
+    suite = build_suite(ml100k, ml100k_splits, size=2, seed=0)
+    kinds = {case.case_id for case in suite if case.kind == "adversarial"}
+    assert {"adv-injection", "adv-pii", "adv-long-query", "adv-unknown-ids", "adv-nothing"} <= kinds
+    pii = next(case for case in suite if case.case_id == "adv-pii")
+    score = score_case(fake_runtime(ml100k, "not json at all"), pii, "plan_json@1", True)
+    assert score.status == "fallback" and score.leakage_score == 1.0 and not score.leaks
+    text = json.dumps(score.abstract)
+    assert "maria" not in text.lower() and "@mail.com" not in text
+
+
+def test_rerequest_share_follows_the_load():
+    scores = np.linspace(0.0, 1.0, 1000)
+    assert fire_at_load(scores, 0.0).sum() == 0
+    assert abs(fire_at_load(scores, 0.1).mean() - 0.1) < 0.01
+    assert fire_at_load(scores, 1.0).all()
+
+
+def test_full_ranking_masks_history_and_counts_ties_against(ml100k_splits):
+    inst = ml100k_splits.test[0]
+    scores = np.zeros((1, 1683), dtype=np.float32)
+    scores[0, inst.history] = 5.0  # seen items above the target are masked
+    scores[0, inst.target] = 1.0
+    scores[0, 1:3] = 1.0  # a tie with the target counts against it (unless those are seen)
+    rank = full_ranking_ranks(scores, [inst])[0]
+    assert rank == sum(1 for i in (1, 2) if i not in set(inst.history.tolist()) and i != inst.target)
+
+
+@pytest.fixture(scope="module")
+def rec_runtime(settings, tmp_path_factory):
+    from graph.runtime import TandemRuntime
+    from tandem.workspace import Workspace
+
+    ws = Workspace(settings, "ml-100k", progress=False)
+    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+    path = tmp_path_factory.mktemp("rec") / "device.sqlite"
+    runtime = TandemRuntime.create(settings, "ml-100k", planner="llm", store_path=str(path), progress=False)
+    runtime.workspace = ws
+    return runtime
+
+
+@pytest.mark.slow
+def test_small_eval_rec_on_ml100k_writes_report_and_resumes(rec_runtime, tmp_path):
+    from evals.rec_report import write_report
+    from evals.rec_suite import RecEval, RecEvalConfig
+
+    config = RecEvalConfig(llm_users=2, modes=("query",), load=0.1, seed=0, fewshot=True)
+    evaluation = RecEval(rec_runtime, config, progress=False)
+    evaluation.cache_dir = tmp_path / "plans"
+    report = evaluation.run()
+    body = report["modes"]["query"]
+    rows = {r["method"]: r for r in body["main"]}
+    assert {"popularity", "SASRec alone", "SURGE alone", "LSC4Rec-style static pipeline", "Tandem"} <= set(rows)
+    for row in body["main"] + body["ablation"] + body["fewshot"]:
+        assert all(0.0 <= row[m] <= 1.0 for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10"))
+        assert row["HR@5"] <= row["HR@10"]
+    assert rows["SASRec alone"]["HR@10"] > rows["popularity"]["HR@10"]
+    assert rows["Tandem"]["users"] == report["meta"]["test_users"] and rows["Tandem"]["planner"] == "rule"
+    assert [r["method"] for r in body["ablation"]][3:] == [f"w/o SP v{i}" for i in range(1, 8)]
+    sample = body["sample"]
+    assert [r["planner"] for r in sample["rows"] if r["method"] == "Tandem"] == ["rule", "llm"]
+    assert sum(sample["plan_status"].values()) == 2
+    assert body["sweep"][0]["rerequest_rate"] == 0.0 and body["sweep"][-1]["rerequest_rate"] == 1.0
+    json_path, md_path = write_report(report, tmp_path / "results", tmp_path / "reports", "tandem eval rec (test)")
+    assert json.loads(json_path.read_text())["meta"]["data"] == "ml-100k"
+    text = md_path.read_text()
+    assert "### Ablation" in text and "full ranking" in text and "llm" in text
+    assert len(list((tmp_path / "reports").glob("*.png"))) == 3
+
+    # resume: cached plans are reused and a line torn by an interruption is skipped and redone
+    llm_file = next((tmp_path / "plans").glob("*-llm-abstract-query-*.jsonl"))
+    lines = llm_file.read_text().splitlines()
+    llm_file.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    instances = [i for i in rec_runtime.workspace.splits.test if f"{i.split}:{i.user}" in
+                 {PlannedCase.model_validate_json(lines[0]).key, PlannedCase.model_validate_json(lines[1]).key}]
+    cases = plan_instances(rec_runtime, instances, PlanSetting("llm", "query"), tmp_path / "plans", progress=False)
+    assert set(cases) == {f"test:{i.user}" for i in instances}
+    assert len([line for line in llm_file.read_text().splitlines() if line.endswith("}")]) == 2
