@@ -319,10 +319,23 @@ def template_explanation(plan: Plan, items: Sequence[Item]) -> str:
     )
 
 
+def ungrounded_tags(text: str, plan: Plan, items: Sequence[Item], known_tags: Sequence[str]) -> list[str]:
+    """Known tags the explanation names although neither the plan nor the listed items carry them."""
+    allowed = {t.lower() for t in plan.tags} | {t.lower() for item in items for t in item.tags}
+    named = [t for t in known_tags if re.search(rf"\b{re.escape(t.lower())}(s|es)?\b", text.lower())]
+    return [t for t in named if t.lower() not in allowed]
+
+
 def generate_explanation(
-    plan: Plan, items: Sequence[Item], llm: BaseChatModel | None, *, max_tokens: int = 60
+    plan: Plan, items: Sequence[Item], llm: BaseChatModel | None, *, max_tokens: int = 60,
+    known_tags: Sequence[str] = (),
 ) -> Explanation:
-    """CDA4Rec III-H (Fig. 5): plan + final list with item descriptions -> a short explanation."""
+    """CDA4Rec III-H (Fig. 5): plan + final list with item descriptions -> a short explanation.
+
+    The SLM's text is kept only if it is not degenerate, not copied from the prompt, and names no known
+    tag that neither the plan nor the list carries (a 270M base model readily echoes its worked example);
+    otherwise a template built from the plan is used, and the reason is noted.
+    """
     notes: list[str] = []
     if llm is not None:
         prompt = get_prompt(EXPLAIN_PROMPT).render(plan=plan.to_lines(), items=describe_items(items))
@@ -335,9 +348,12 @@ def generate_explanation(
             text = " ".join(str(answer.content).split())
             sentences = re.split(r"(?<=[.!?])\s+", text)
             text = " ".join(sentences[:3]) if len(sentences) > 1 else text
-            if not degenerate(text, 5) and not copied(text, prompt):
+            invented = ungrounded_tags(text, plan, items, known_tags)
+            if not degenerate(text, 5) and not copied(text, prompt) and not invented:
                 return Explanation(text=text, source="slm", stats=stats_of(answer))
-            notes.append("SLM explanation unusable (empty, repetitive or copied): template used")
+            reason = f"names {', '.join(invented)}, which the list does not have" if invented else (
+                "empty, repetitive or copied")  # fmt: skip
+            notes.append(f"SLM explanation unusable ({reason}): template used")
             return Explanation(text=template_explanation(plan, items), source="template", stats=stats_of(answer),
                                notes=notes)  # fmt: skip
     return Explanation(text=template_explanation(plan, items), source="template", notes=notes)

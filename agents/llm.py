@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
+import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,6 +126,20 @@ def gguf_path(settings: Settings) -> Path:
     return target
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration (C libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_llama(model_path: Path | str, n_ctx: int = 2048, n_threads: int = 2) -> tuple[Any, threading.Lock]:
     """The process-wide llama.cpp model for this path (loaded once) and the lock that serialises its use."""
     key = (str(model_path), n_ctx, n_threads)
@@ -129,10 +147,11 @@ def load_llama(model_path: Path | str, n_ctx: int = 2048, n_threads: int = 2) ->
         if key not in _models:
             from llama_cpp import Llama
 
-            _models[key] = Llama(
-                model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                verbose=False, seed=0,
-            )  # fmt: skip
+            with _quiet_stderr():  # llama.cpp prints a KV-cache note straight to fd 2 even when not verbose
+                _models[key] = Llama(
+                    model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                    verbose=False, seed=0,
+                )  # fmt: skip
             _locks[key] = threading.Lock()
             _prompt_states[id(_models[key])] = OrderedDict()
             if len(_models) == 1:

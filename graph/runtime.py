@@ -125,7 +125,8 @@ class TandemRuntime:
         from agents.device import generate_explanation
 
         items = [self.workspace.dataset.catalog[i] for i in ranked]
-        return generate_explanation(Plan.model_validate(plan), items, self.device_llm).text
+        catalog = self.workspace.dataset.catalog
+        return generate_explanation(Plan.model_validate(plan), items, self.device_llm, known_tags=catalog.tags()).text
 
     # -- device models ------------------------------------------------------------------------------
     def encoder(self, name: str) -> SequentialEncoder:
