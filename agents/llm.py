@@ -372,19 +372,24 @@ ws ::= | " " | "\n" [ \t]{0,20}
 """
 
 
-class LlamaCppChat(BaseChatModel):
-    """Embedded llama.cpp chat model over a base GGUF (messages joined into one completion prompt)."""
+class GenerationOptions(BaseChatModel):
+    """The generation options both backends share (each call may override them as keyword arguments)."""
 
-    model_path: str
-    model_name: str = GGUF_NAME
-    n_ctx: int = 2048
-    n_threads: int = 2
     max_tokens: int = 128
     temperature: float = 0.0
     seed: int = 0
     stop: list[str] | None = None
     json_schema: dict[str, Any] | None = None
     timeout_s: float | None = 120.0
+
+
+class LlamaCppChat(GenerationOptions):
+    """Embedded llama.cpp chat model over a base GGUF (messages joined into one completion prompt)."""
+
+    model_path: str
+    model_name: str = GGUF_NAME
+    n_ctx: int = 2048
+    n_threads: int = 2
 
     @property
     def _llm_type(self) -> str:
@@ -418,17 +423,11 @@ class LlamaCppChat(BaseChatModel):
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
-class OllamaChat(BaseChatModel):
+class OllamaChat(GenerationOptions):
     """Chat model on an Ollama server through the official `ollama` client (`format` = JSON schema)."""
 
     host: str
     model: str
-    max_tokens: int = 128
-    temperature: float = 0.0
-    seed: int = 0
-    stop: list[str] | None = None
-    json_schema: dict[str, Any] | None = None
-    timeout_s: float | None = 120.0
 
     @property
     def _llm_type(self) -> str:

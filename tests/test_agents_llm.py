@@ -248,7 +248,7 @@ def test_explanation(ml100k: Dataset, tags) -> None:
     for bad in (ScriptedChat(replies=["ok ok ok ok ok ok"]), ScriptedChat(replies=[""]), ScriptedChat(error="x")):
         fallback = generate_explanation(plan, items, bad)
         assert fallback.source == "template" and "3 picks" in fallback.text and fallback.notes
-    echoed = ScriptedChat(replies=[" You asked for something scary, so these are horror films and westerns from the 1990s."])
+    echoed = ScriptedChat(replies=[" You asked for something scary, so these are horror films and westerns."])
     invented = generate_explanation(plan, items, echoed, known_tags=tags)
     assert invented.source == "template" and "names Horror, Western" in invented.notes[0]
 
