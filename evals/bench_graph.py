@@ -5,11 +5,14 @@ each user the request runs three ways, each in a fresh device store:
 - full path, language models: abstract (device SLM) -> plan (cloud LLM) -> semantic + retrieval ->
   structured -> rank; the embedded Gemma 3 270M plays both models (`--llm-users` users, slow);
 - full path, rule planner: the same graph without language models (`--users` users);
-- cached path: the same request again, answered from the SCaLRec cache (no cloud call, no language model).
-Writes per-node p50/p95 latency, bytes up/down per request and end-to-end p50/p95 to
+- cached path: the same request again, answered from the SCaLRec cache (no cloud call, no language model);
+- CHORD path (`--chord-seconds` > 0): CHORD's profiler + hypernetworks are trained for that many seconds
+  against the device SASRec, then the rule-planner path runs with `device_precision = chord`, so the
+  profile goes up and the 2-bit-per-channel strategy comes down through the boundary (CHORD Eq. 4-13).
+Writes per-node p50/p95 latency, bytes up/down per request (per route) and end-to-end p50/p95 to
 evals/results/graph_<data>.json.
 
-Usage: python -m evals.bench_graph [--data ml-100k] [--users 50] [--llm-users 8]
+Usage: python -m evals.bench_graph [--data ml-100k] [--users 50] [--llm-users 8] [--chord-seconds 60]
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tupl
     runtime.planner = planner
     nodes: dict[str, list[float]] = defaultdict(list)
     end_to_end, cached, up, down = [], [], [], []
+    routes: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"up": [], "down": []})
     for inst in track(instances, description=f"{label}: {len(instances)} users"):
         user = f"bench-{inst.user}"
         runtime.store.reset(user)
@@ -52,6 +56,9 @@ def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tupl
         for timing in state["timings"]:
             nodes[timing["node"]].append(timing["seconds"])
         up.append(sum(c["bytes_up"] for c in state["crossings"]))
+        for crossing in state["crossings"]:
+            routes[crossing["route"]]["up"].append(crossing["bytes_up"])
+            routes[crossing["route"]]["down"].append(crossing["bytes_down"])
         down.append(sum(c["bytes_down"] for c in state["crossings"]))
         start = time.perf_counter()
         again = recommend(runtime, user, inst.query, **args)
@@ -62,8 +69,24 @@ def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tupl
         "nodes": {name: _stats(values) for name, values in nodes.items()},
         "bytes_up_per_request": float(np.mean(up)),
         "bytes_down_per_request": float(np.mean(down)),
+        "bytes_per_route": {r: {"up": float(np.mean(v["up"])), "down": float(np.mean(v["down"]))}
+                            for r, v in routes.items()},
     }
     return full, _stats(cached)
+
+
+def measure_chord(runtime: TandemRuntime, instances, seconds: float, settings: Settings) -> dict:
+    """The rule-planner path with CHORD's per-user mixed precision (hypernetworks trained for `seconds`)."""
+    from tools.chord import ChordConfig, train_chord
+
+    config = ChordConfig(steps=100_000, time_budget_s=seconds, seed=settings.seed)
+    trained = train_chord(runtime.encoder("SASRec"), runtime.workspace.splits.train, config)
+    runtime._chords["sasrec"] = trained.chord
+    runtime.settings = settings.model_copy(update={"device_precision": "chord"})
+    full, _ = measure(runtime, instances, "rule", "CHORD precision")
+    runtime.settings = settings
+    full["chord_training"] = {"steps": trained.steps, "seconds": trained.seconds}
+    return full
 
 
 def main() -> None:
@@ -72,6 +95,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--llm-users", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chord-seconds", type=float, default=60.0)
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +108,7 @@ def main() -> None:
         picked = [test[i] for i in rng.choice(len(test), size=min(args.users, len(test)), replace=False)]
         rule_full, rule_cached = measure(runtime, picked, "rule", "rule planner")
         llm_full, llm_cached = measure(runtime, picked[: args.llm_users], "llm", "language models")
+        chord_full = measure_chord(runtime, picked, args.chord_seconds, settings) if args.chord_seconds > 0 else None
     result = {
         "data": args.data,
         "protocol": "seeded test-split users, leave-one-out history + generated query, fresh device store each",
@@ -91,6 +116,7 @@ def main() -> None:
         "full_path_llm": llm_full,
         "full_path_rule_planner": rule_full,
         "cached_path": {"after_llm_request": llm_cached, "after_rule_request": rule_cached},
+        "chord_path_rule_planner": chord_full,
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"graph_{args.data}.json"
@@ -98,7 +124,9 @@ def main() -> None:
     table = Table(title=f"graph latency ({args.data})")
     for column in ("path", "node", "p50 ms", "p95 ms"):
         table.add_column(column)
-    for label, full in (("LLM", llm_full), ("rule", rule_full)):
+    for label, full in (("LLM", llm_full), ("rule", rule_full), ("CHORD", chord_full)):
+        if full is None:
+            continue
         table.add_row(label, "end to end", f"{full['end_to_end']['p50_ms']:.0f}", f"{full['end_to_end']['p95_ms']:.0f}")
         for name, stats in full["nodes"].items():
             table.add_row("", name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
