@@ -192,3 +192,21 @@ def test_chord_without_hypernetworks_falls_back_to_full_precision(runtime):
     _use_chord(runtime, None)
     state = recommend(runtime, USER, "a scary movie", allow_rerequest=False)
     assert state["precision"]["mode"] == "full" and any("no CHORD" in w for w in state["warnings"])
+
+
+def test_chroma_unreachable_in_the_cloud_takes_the_fallback(runtime, monkeypatch):
+    from tools.tag_index import ChromaUnavailableError
+
+    def down(*args, **kwargs):
+        raise ChromaUnavailableError("Chroma server at http://127.0.0.1:9 is unreachable: ConnectError")
+
+    monkeypatch.setattr(runtime.workspace.index, "retrieve", down)
+    state = recommend(runtime, USER, "space adventure", allow_rerequest=False)
+    assert state["source"] == "device_only" and len(state["ranked"]) == 10
+    assert any("unreachable" in w for w in state["warnings"])
+
+
+def test_plan_whose_tags_return_nothing_takes_the_fallback(runtime, monkeypatch):
+    monkeypatch.setattr(runtime.workspace.index, "retrieve", lambda *args, **kwargs: [])
+    state = recommend(runtime, USER, "space adventure", allow_rerequest=False)
+    assert state["source"] == "device_only" and any("no candidates" in w for w in state["warnings"])
