@@ -18,7 +18,6 @@ Usage: python -m evals.bench_graph [--data ml-100k] [--users 50] [--llm-users 8]
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections import defaultdict
@@ -29,6 +28,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from evals.jsonl import write_json
 from graph.run import recommend
 from graph.runtime import TandemRuntime
 from tandem.settings import Settings
@@ -56,10 +56,10 @@ def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tupl
         for timing in state["timings"]:
             nodes[timing["node"]].append(timing["seconds"])
         up.append(sum(c["bytes_up"] for c in state["crossings"]))
+        down.append(sum(c["bytes_down"] for c in state["crossings"]))
         for crossing in state["crossings"]:
             routes[crossing["route"]]["up"].append(crossing["bytes_up"])
             routes[crossing["route"]]["down"].append(crossing["bytes_down"])
-        down.append(sum(c["bytes_down"] for c in state["crossings"]))
         start = time.perf_counter()
         again = recommend(runtime, user, inst.query, **args)
         cached.append(time.perf_counter() - start)
@@ -118,9 +118,8 @@ def main() -> None:
         "cached_path": {"after_llm_request": llm_cached, "after_rule_request": rule_cached},
         "chord_path_rule_planner": chord_full,
     }
-    RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"graph_{args.data}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     table = Table(title=f"graph latency ({args.data})")
     for column in ("path", "node", "p50 ms", "p95 ms"):
         table.add_column(column)

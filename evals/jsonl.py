@@ -9,7 +9,6 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,10 +51,7 @@ class JsonlAppender:
 
 def write_json(path: Path, payload: dict | list) -> None:
     """Write `payload` as indented JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -64,7 +60,3 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def keys_of(records: Iterable[BaseModel], field: str = "key") -> set[str]:
-    return {getattr(r, field) for r in records}

@@ -72,10 +72,6 @@ class EvalSet:
     structured: dict[str, np.ndarray] = field(default_factory=dict)  # encoder -> [N, V + 1]
     encode_ms: dict[str, float] = field(default_factory=dict)  # encoder -> per-user share of batched encoding
 
-    @property
-    def targets(self) -> np.ndarray:
-        return np.array([inst.target for inst in self.instances], dtype=np.int64)
-
     def miss_rank(self) -> int:
         return self.num_items + 1
 
@@ -114,13 +110,6 @@ def full_ranking_ranks(scores: np.ndarray, instances: Sequence[EvalInstance]) ->
 
 def _targets(instances: Sequence[EvalInstance]) -> np.ndarray:
     return np.array([inst.target for inst in instances], dtype=np.int64)
-
-
-def popularity_scores(train: dict[int, np.ndarray], num_items: int, rows: int) -> np.ndarray:
-    counts = np.zeros(num_items + 1, dtype=np.float32)
-    for seq in train.values():
-        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1.0)
-    return np.broadcast_to(counts, (rows, num_items + 1))
 
 
 # ------------------------------------------------------------------------------------------ the pipeline
@@ -239,5 +228,6 @@ def planned(cases: dict[str, PlannedCase], evalset: EvalSet, rows: np.ndarray) -
 
 
 def planning_ms(cases: dict[str, PlannedCase], evalset: EvalSet, rows: np.ndarray) -> np.ndarray:
-    return np.array([(cases[instance_key(evalset.instances[r])].abstract_s +
-                      cases[instance_key(evalset.instances[r])].plan_s) * 1000.0 for r in rows.tolist()])  # fmt: skip
+    """Measured abstract + plan milliseconds of the instances at `rows`."""
+    picked = [cases[instance_key(evalset.instances[r])] for r in rows.tolist()]
+    return np.array([(c.abstract_s + c.plan_s) * 1000.0 for c in picked])

@@ -26,11 +26,11 @@ from rich.progress import track
 
 from agents.device import Abstract
 from evals.jsonl import JsonlAppender, read_jsonl
+from graph.runtime import RECENT_WINDOW
 from tools.data import EvalInstance
 
 PlannerKind = Literal["rule", "llm"]
 QueryMode = Literal["query", "none"]
-RECENT_WINDOW = 20  # as graph.runtime: the newest interactions behind a re-request's abstract
 RAW_HISTORY_ITEMS = 20  # raw-input ablation: the newest items, as the abstract prompt shows them
 
 
@@ -84,7 +84,6 @@ def raw_abstract(query: str, history: Sequence[int], catalog) -> Abstract:
 def plan_instance(runtime, inst: EvalInstance, setting: PlanSetting) -> PlannedCase:
     """Abstract then plan for one instance, as the device and the cloud would produce them."""
     from agents.cloud import plan_strategy
-    from agents.device import generate_abstract, history_from_ids
 
     catalog = runtime.workspace.dataset.catalog
     query = query_of(inst, setting.query_mode)
@@ -96,9 +95,7 @@ def plan_instance(runtime, inst: EvalInstance, setting: PlanSetting) -> PlannedC
     if setting.raw_input:
         abstract = raw_abstract(query, history, catalog)
     else:
-        entries, unknown = history_from_ids(history, stamps, catalog)
-        llm = runtime.device_llm if use_llm else None
-        abstract = generate_abstract(query, entries, llm, known_tags=catalog.tags(), unknown_ids=unknown).abstract
+        abstract = runtime.abstract_for(query, history, stamps, runtime.device_llm if use_llm else None)
     abstract_s = time.perf_counter() - start
     start = time.perf_counter()
     result = plan_strategy(abstract, catalog.tags(), runtime.cloud_llm if use_llm else None)

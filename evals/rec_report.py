@@ -11,10 +11,6 @@ from evals.jsonl import write_text
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
 
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
 def markdown_rows(rows: list[dict]) -> list[str]:
     head = ["method", "planner", "users", *METRICS, "ms / request", "cloud requests / request", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

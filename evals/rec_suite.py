@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 
 from agents.device import Abstract
+from evals.metrics import PopularityScorer
 from evals.rec import (
     ABLATIONS,
     EvalSet,
@@ -29,7 +30,6 @@ from evals.rec import (
     plan_candidates,
     planned,
     planning_ms,
-    popularity_scores,
     run_pipeline,
     static_candidates,
     structured_scores,
@@ -83,8 +83,9 @@ class RecEval:
     def baselines(self, evalset: EvalSet, mode: str, abstracts: list[Abstract]) -> list[RowResult]:
         """Popularity, SASRec alone, SURGE alone, semantic alone, LSC4Rec-style static pipeline (all rows)."""
         inst = evalset.instances
-        pop = popularity_scores(self.rt.workspace.splits.train, self.catalog.num_items, len(inst))
-        rows = [RowResult("popularity", "-", full_ranking_ranks(np.ascontiguousarray(pop), inst), 0.0)]
+        popularity = PopularityScorer(self.rt.workspace.splits.train, self.catalog.num_items)
+        pop = popularity.score_histories([i.history for i in inst]).numpy()
+        rows = [RowResult("popularity", "-", full_ranking_ranks(pop, inst), 0.0)]
         for name in ("SASRec", "SURGE"):
             ranks = full_ranking_ranks(evalset.structured[name], inst)
             rows.append(RowResult(f"{name} alone", "-", ranks, evalset.encode_ms[name]))
@@ -106,9 +107,15 @@ class RecEval:
         run.ms += planning_ms(cases, evalset, rows)
         return run
 
-    def tandem(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting, name: str) -> tuple[RowResult, dict]:
-        """Tandem with the plans of `setting`, plus LSC4Rec's re-request at the configured load."""
-        first = self.pipeline(evalset, rows, self.plans(evalset, rows, setting))
+    def tandem(
+        self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting, name: str
+    ) -> tuple[RowResult, PipelineRun, dict[str, PlannedCase]]:
+        """Tandem with the plans of `setting`, plus LSC4Rec's re-request at the configured load.
+
+        Returns the row, the first pass (before any re-request) and the plans it used.
+        """
+        cases = self.plans(evalset, rows, setting)
+        first = self.pipeline(evalset, rows, cases)
         fired = fire_at_load(first.inconsistency, self.config.load)
         ranks, ms = first.ranks.copy(), first.ms.copy()
         if fired.any():
@@ -117,7 +124,7 @@ class RecEval:
             ranks[fired], ms[fired] = again.ranks, ms[fired] + again.ms
         row = RowResult(name, setting.planner, ranks, float(ms.mean()), 1.0 + float(fired.mean()),
                         f"re-request at load {self.config.load:g}")  # fmt: skip
-        return row, {"first": first, "fired": fired}
+        return row, first, cases
 
     def ablations(self, evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract]) -> list[RowResult]:
         """CDA4Rec Table IV settings v1-v7 (fixed plans, no planning, no re-request)."""
@@ -165,18 +172,18 @@ class RecEval:
         rule_cases = self.plans(test, all_rows, rule)
         abstracts, _ = planned(rule_cases, test, all_rows)
         base = self.baselines(test, mode, abstracts)
-        tandem_rule, detail = self.tandem(test, all_rows, rule, "Tandem")
+        tandem_rule, first, _ = self.tandem(test, all_rows, rule, "Tandem")
         main = [*base, tandem_rule]
         out: dict = {"query": "generated query per instance" if mode == "query" else "no query (empty)"}
         out["main"] = [r.as_row() for r in main]
-        raw_rule, _ = self.tandem(test, all_rows, PlanSetting("rule", mode, raw_input=True), "Tandem w/o AG")
+        raw_rule, _, _ = self.tandem(test, all_rows, PlanSetting("rule", mode, raw_input=True), "Tandem w/o AG")
         ablation = [tandem_rule, next(r for r in base if r.name.startswith("LSC4Rec")), raw_rule,
                     *self.ablations(test, all_rows, abstracts)]  # fmt: skip
         out["ablation"] = [r.as_row() for r in ablation]
         buckets = test.bucket_rows()
         out["buckets"] = {r.name: {b: {"users": int(m.sum()), **r.metrics(m)} for b, m in buckets.items()}
                           for r in [*base, tandem_rule]}  # fmt: skip
-        out["sweep"] = self.sweep(test, all_rows, rule, detail["first"])
+        out["sweep"] = self.sweep(test, all_rows, rule, first)
         if len(sample_rows) and mode in (self.config.llm_modes or self.config.modes):
             out["sample"] = self.sample_table(test, sample_rows, mode, main)
         if fewshot is not None:
@@ -191,12 +198,10 @@ class RecEval:
         """Like-for-like on the language-model sample: every main row restricted to it, plus Tandem (LLM)."""
         table = [r.as_row(rows) for r in main]
         llm = PlanSetting("llm", mode)
-        tandem_llm, _ = self.tandem(test, rows, llm, "Tandem")
+        tandem_llm, _, cases = self.tandem(test, rows, llm, "Tandem")
         table.append(tandem_llm.as_row())
-        cases = self.plans(test, rows, llm)
-        raw, _ = self.tandem(test, rows, PlanSetting("llm", mode, raw_input=True), "Tandem w/o AG") if mode == "query" \
-            else (None, None)  # fmt: skip
-        if raw is not None:
+        if mode == "query":
+            raw, _, _ = self.tandem(test, rows, PlanSetting("llm", mode, raw_input=True), "Tandem w/o AG")
             table.append(raw.as_row())
         statuses = [c.status for c in cases.values()]
         tokens = [c.plan_tokens for c in cases.values() if c.plan_tokens is not None]

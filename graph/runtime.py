@@ -55,7 +55,7 @@ class TandemRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _encoders: dict[str, SequentialEncoder] = field(default_factory=dict, repr=False)
     _chords: dict[str, Chord | None] = field(default_factory=dict, repr=False)
-    _quantized: dict[str, SequentialEncoder] = field(default_factory=dict, repr=False)
+    _quantized: dict[str, tuple[SequentialEncoder, float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(
@@ -174,29 +174,30 @@ class TandemRuntime:
         from tools.quant import DeviceResources, average_bits, resource_transform
 
         base = self.encoder(name)
+        full = {"mode": "full", "avg_bits": 32.0}
         if self.settings.device_precision != "chord":
-            return base, {"mode": "full", "avg_bits": 32.0}
+            return base, full
         chord = self.cloud_chord(ENCODER_FILES[name])  # the device half (profiler) comes from the same checkpoint
         if chord is None:
-            return base, {"mode": "full", "avg_bits": 32.0,
-                          "warning": f"no CHORD trained for {name}: full precision (tandem train --chord)"}  # fmt: skip
+            return base, {**full, "warning": f"no CHORD trained for {name}: full precision (tandem train --chord)"}
         profile = UserProfile(z=chord.profile([np.asarray(history, dtype=np.int64)])[0].tolist())
         try:
             strategy, crossing = self.boundary.call(
                 "strategy", StrategyRequest(encoder=ENCODER_FILES[name], profile=profile), ChordStrategy
             )
         except CloudUnavailableError as exc:
-            return base, {"mode": "full", "avg_bits": 32.0, "warning": f"no precision strategy ({exc}): full precision"}
+            return base, {**full, "warning": f"no precision strategy ({exc}): full precision"}
         resources = DeviceResources(max_avg_bits=self.settings.chord_max_avg_bits)
         key = f"{name}:{strategy.codes}:{resources.max_avg_bits}"
         with self._lock:
-            if key not in self._quantized:
+            if key not in self._quantized:  # decode, transform (Eq. 4) and quantize once per strategy
                 if len(self._quantized) >= 64:
                     self._quantized.pop(next(iter(self._quantized)))
-                self._quantized[key] = apply_strategy(base, strategy, resources)
-        fan_in = [spec.fan_in for spec in chord.specs]
-        on_device = average_bits(resource_transform(strategy.bits(), resources, fan_in), fan_in)
-        return self._quantized[key], {
+                fan_in = [spec.fan_in for spec in chord.specs]
+                on_device = average_bits(resource_transform(strategy.bits(), resources, fan_in), fan_in)
+                self._quantized[key] = (apply_strategy(base, strategy, resources), on_device)
+            quantized, on_device = self._quantized[key]
+        return quantized, {
             "mode": "chord", "avg_bits": on_device, "strategy_avg_bits": strategy_average_bits(strategy, chord.specs),
             "strategy_bits": strategy.payload_bits, "crossing": crossing.model_dump(),
         }  # fmt: skip

@@ -76,7 +76,7 @@ def rec(
     from evals.rec_suite import RecEval, RecEvalConfig
     from graph.runtime import TandemRuntime
 
-    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    chosen = _modes(modes)
     bad = [m for m in chosen if m not in ("query", "none")]
     if bad or not chosen:
         raise TandemError(f"unknown query mode(s) {bad or modes!r}; choose query, none or query,none")
@@ -84,7 +84,7 @@ def rec(
         raise TandemError(f"--load must be in [0, 1], got {load}")
     settings = get_settings()
     runtime = TandemRuntime.create(settings, data, planner="llm")
-    llm_chosen = tuple(m.strip() for m in llm_modes.split(",") if m.strip()) or chosen
+    llm_chosen = _modes(llm_modes) or chosen
     if set(llm_chosen) - set(chosen):
         raise TandemError(f"--llm-modes {llm_modes!r} must be among --modes {','.join(chosen)}")
     config = RecEvalConfig(llm_users=llm_users, modes=chosen, llm_modes=llm_chosen, load=load, seed=settings.seed,
@@ -96,3 +96,8 @@ def rec(
     for mode in chosen:
         console.print(rich_table(report, mode))
     console.print(f"results: {json_path}\nreport: {md_path}")
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    """"query,none" -> ("query", "none"), blanks dropped."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())

@@ -1,7 +1,8 @@
 """`tandem train`: train a device encoder (CDA4Rec Eq. 4) with Eq. 10 or softmax CE and save a checkpoint.
 
-The lead registers it in `tandem/cli.py` with `app.command("train")(train)`; this module only hands off
-to `tools.training.train_encoder` and prints what happened.
+Registered in `tandem/cli.py`. Plain training hands off to `tools.training.train_encoder`; `--chord` trains
+CHORD's hypernetworks (`tools.chord`) and `--cooperative` fine-tunes on cloud candidates
+(`tools.cooperative`) against the saved checkpoint.
 """
 
 from __future__ import annotations
