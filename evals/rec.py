@@ -14,7 +14,7 @@ courtesy), HR@5/10 and NDCG@5/10. Rows:
   user), and "w/o AG" (the planner reads the raw query and raw recent titles instead of the abstract).
 Tandem's rank of the target is its position in the list the device would show; a target outside the
 candidates is a miss. Retrieval is exact inner product over the tag groups (`exact_candidate_ids`), which
-the Chroma HNSW index matches at recall@N 0.99986 (evals/results/index_ml-1m.json); the graph itself uses
+the Chroma HNSW index matches at recall@N 0.99995 (evals/results/index_ml-1m.json); the graph itself uses
 Chroma. Every table says which planner produced its numbers.
 """
 
