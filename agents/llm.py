@@ -35,8 +35,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import BaseModel, Field
 
-from tandem.errors import TandemError
-from tandem.settings import Settings
+from ground.errors import TandemError
+from ground.settings import Settings
 
 Role = Literal["cloud", "device"]
 GGUF_NAME = "gemma-3-270m-q4_k_m"

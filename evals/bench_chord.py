@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evals.metrics import evaluate
-from tandem.settings import Settings
+from ground.settings import Settings
 from tools.chord import (
     Chord,
     ChordConfig,
@@ -52,6 +51,7 @@ from tools.chord import (
 from tools.data import Dataset, EvalInstance, Splits, leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import SequentialEncoder
+from tools.metrics import evaluate
 from tools.quant import DeviceResources, memory_report, quantize_model
 from tools.training import TrainConfig, default_checkpoint, load_encoder, train_encoder
 

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from evals.metrics import PopularityScorer, evaluate
-from tandem.settings import Settings
+from ground.settings import Settings
 from tools.data import leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import SequentialEncoder
+from tools.metrics import PopularityScorer, evaluate
 from tools.training import TrainConfig, default_checkpoint, train_encoder
 
 RESULTS_DIR = Path(__file__).parent / "results"

@@ -31,7 +31,7 @@ from rich.table import Table
 from evals.jsonl import write_json
 from graph.run import recommend
 from graph.runtime import TandemRuntime
-from tandem.settings import Settings
+from ground.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from tandem.settings import Settings
-from tandem.workspace import Workspace
+from ground.settings import Settings
 from tools.embeddings import PCA, embed_texts
 from tools.tag_index import TagIndex, chroma_client, exact_retrieve
+from tools.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
 

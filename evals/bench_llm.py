@@ -28,7 +28,7 @@ import numpy as np
 from agents.cloud import PLAN_PROMPT, plan_strategy
 from agents.device import ABSTRACT_PROMPT, EXPLAIN_PROMPT, generate_abstract, generate_explanation, history_from_ids
 from agents.llm import CallStats, chat_model
-from tandem.settings import Settings
+from ground.settings import Settings
 from tools.data import Dataset, leave_one_out, load
 from tools.data.catalog import Item
 from tools.plan import Plan

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from agents.device import Abstract
-from evals.metrics import metrics_from_ranks, target_ranks
 from evals.rec_plans import PlannedCase, instance_key
 from graph.cloud_service import semantic_user_embeddings
 from tools.data import EvalInstance
 from tools.embeddings import ItemSemantics
 from tools.fusion import rank_candidates
+from tools.metrics import metrics_from_ranks, target_ranks
 from tools.plan import Plan
 from tools.rule_planner import rule_tags, signals_from_abstract
 from tools.tag_index import exact_candidate_ids

@@ -17,7 +17,6 @@ import torch
 from rich.console import Console
 
 from agents.device import Abstract
-from evals.metrics import PopularityScorer
 from evals.rec import (
     ABLATIONS,
     EvalSet,
@@ -37,6 +36,7 @@ from evals.rec import (
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, query_of, seeded_sample
 from graph.cloud_service import semantic_user_embeddings
 from tools.data import EvalInstance
+from tools.metrics import PopularityScorer
 
 SWEEP_LOADS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 PROTOCOL = ("leave-one-out test split; target ranked against ALL items (full ranking); the user's history "

@@ -3,7 +3,8 @@
 The device graph never hands Python objects to the cloud. It calls `Boundary.call(route, request,
 ResponseType)`, which serialises the request to JSON bytes, sends them through a transport (in process,
 or HTTP to `tandem cloud serve`), validates the reply into `ResponseType` and records a `Crossing` with
-bytes each way and wall time. Both transports run the very same cloud handlers (`graph.cloud_service`).
+bytes each way and wall time. Both transports run the very same handlers (`cloud_handlers`), which call the
+`CloudAgent`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from typing import Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from tandem.errors import TandemError
+from agents.cloud.agent import CloudAgent
+from ground.errors import TandemError
+from tools.protocol import (
+    Crossing,
+    PlanRequest,
+    Route,
+    SemanticRequest,
+    SemanticResponse,
+    StrategyRequest,
+)
 
 Response = TypeVar("Response", bound=BaseModel)
 
@@ -24,14 +34,31 @@ class CloudUnavailableError(TandemError):
     """The cloud could not be reached, timed out, or answered something that is not a valid message."""
 
 
-class Crossing(BaseModel):
-    """One request/response across the boundary."""
+Handler = Callable[[bytes], bytes]
 
-    route: str
-    bytes_up: int
-    bytes_down: int
-    seconds: float
-    ok: bool
+
+def cloud_handlers(cloud: CloudAgent) -> dict[str, Handler]:
+    """Route name -> bytes handler over the cloud agent, shared by the in-process and HTTP transports.
+
+    Each request body is validated into its protocol model (unknown fields are refused) before the agent
+    sees it; each reply is the protocol model's JSON.
+    """
+
+    def plan(payload: bytes) -> bytes:
+        request = PlanRequest.model_validate_json(payload)
+        return cloud.plan(request.abstract).model_dump_json().encode()
+
+    def semantic(payload: bytes) -> bytes:
+        request = SemanticRequest.model_validate_json(payload)
+        answer = cloud.semantic(request.abstract, request.plan)
+        reply = SemanticResponse(e_sem=answer.e_sem.tolist(), candidates=answer.candidates.tolist(),
+                                 scores=answer.scores.tolist())  # fmt: skip
+        return reply.model_dump_json().encode()
+
+    def strategy(payload: bytes) -> bytes:
+        return cloud.strategy(StrategyRequest.model_validate_json(payload)).model_dump_json().encode()
+
+    return {"plan": plan, "semantic": semantic, "strategy": strategy}
 
 
 class Transport(Protocol):
@@ -41,7 +68,7 @@ class Transport(Protocol):
 class InProcessTransport:
     """Calls the cloud handlers directly, still through bytes, so the boundary is the same as over HTTP."""
 
-    def __init__(self, handlers: dict[str, Callable[[bytes], bytes]]) -> None:
+    def __init__(self, handlers: dict[str, Handler]) -> None:
         self.handlers = handlers
 
     def send(self, route: str, payload: bytes) -> bytes:
@@ -76,7 +103,7 @@ class Boundary:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    def call(self, route: str, request: BaseModel, response_type: type[Response]) -> tuple[Response, Crossing]:
+    def call(self, route: Route, request: BaseModel, response_type: type[Response]) -> tuple[Response, Crossing]:
         payload = request.model_dump_json().encode()
         start = time.perf_counter()
         try:

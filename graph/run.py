@@ -1,13 +1,29 @@
-"""Run one request through the compiled graph with a runtime: the one entry point for CLI, chat and evals."""
+"""Run one request through the compiled graph: the one entry point of the CLI, the chat and the benchmarks."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from graph.builder import builder
+from graph.builder import graph as default_graph
+from graph.context import TandemContext
 from graph.runtime import TandemRuntime
+from graph.state import RequestInput, RequestOutput
+from ground.errors import TandemError
 
-_compiled = builder.compile(name="tandem")
+MAX_QUERY_CHARS = 10_000
+MAX_TOP_K = 100
+
+
+def request_input(user: str, query: str = "", **options: Any) -> RequestInput:
+    """A validated request: the query and list limits are enforced here, for every entry point."""
+    if not isinstance(user, str) or not user.strip():
+        raise TandemError("a request needs a user id")
+    if len(query) > MAX_QUERY_CHARS:
+        raise TandemError(f"query is {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}")
+    top_k = options.get("top_k", 10)
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise TandemError(f"--top must be between 1 and {MAX_TOP_K}, got {top_k}")
+    return RequestInput(user=user, query=query, **options)  # type: ignore[typeddict-item]
 
 
 def recommend(
@@ -23,18 +39,15 @@ def recommend(
     allow_rerequest: bool = True,
     graph: Any = None,
     thread_id: str | None = None,
-) -> dict[str, Any]:
-    """One recommendation request; returns the final DeviceState as a dict.
+) -> RequestOutput:
+    """One recommendation request; returns the request's output (`RequestOutput`).
 
     `history` overrides the device store (evals pass each instance's history); `graph` may be a graph
     compiled with a checkpointer (chat sessions), in which case `thread_id` names the session.
     """
-    state: dict[str, Any] = {"user": user, "query": query, "explain": explain, "top_k": top_k,
-                             "use_cache": use_cache, "allow_rerequest": allow_rerequest}  # fmt: skip
-    if history is not None:
-        stamps = list(history_ts) if history_ts is not None else list(range(len(history)))
-        state["given_history"] = {"items": list(history), "timestamps": stamps}
-    configurable: dict[str, Any] = {"runtime": runtime}
+    state = request_input(user, query, explain=explain, top_k=top_k, use_cache=use_cache,
+                          allow_rerequest=allow_rerequest, history=history, history_ts=history_ts)  # fmt: skip
+    config: dict[str, Any] = {"recursion_limit": 50}
     if thread_id is not None:
-        configurable["thread_id"] = thread_id
-    return (graph or _compiled).invoke(state, config={"configurable": configurable, "recursion_limit": 50})
+        config["configurable"] = {"thread_id": thread_id}
+    return (graph or default_graph).invoke(state, config=config, context=TandemContext(runtime=runtime))

@@ -1,84 +1,110 @@
 """State schemas of the Tandem graph.
 
-`DeviceState` is the whole request as the device sees it, raw query and history included. `CloudInput`
-is the narrow schema every cloud node is given: abstract and plan only, so raw data cannot reach a cloud
-node by construction (LangGraph passes a node only the keys of its input schema). List fields that
-several nodes append to have an explicit `operator.add` reducer.
+- `RequestInput`: what a caller gives (LangGraph `input_schema`): the user, the query and a few switches.
+- `DeviceState`: the whole request as the device sees it, raw query and history included.
+- `CloudInput`: the narrow schema every cloud node is given: the abstract and the plan, so raw data cannot
+  reach a cloud node by construction (LangGraph passes a node only the keys of its input schema).
+- `RequestOutput`: what a caller gets back (LangGraph `output_schema`).
+Messages are typed models (`tools.protocol`), validated where they cross. The per-turn lists (route,
+warnings, crossings, timings) append within a request and are reset by its first node, so a chat thread
+does not accumulate them for its whole life.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Literal, TypedDict
+
+from agents.device.agent import CacheVerdict, Precision
+from tools.protocol import Abstract, Crossing, PlanResult
 
 Source = Literal["cloud", "re-request", "cache", "calibrated_cache", "device_only"]
+
+
+class Timing(TypedDict):
+    node: str
+    seconds: float
+
+
+class RequestInput(TypedDict, total=False):
+    """One recommendation request."""
+
+    user: str
+    """The device user's id (as in the data set, e.g. "196")."""
+    query: str
+    """The raw query as typed (may be empty). Never leaves the device."""
+    explain: bool
+    """Whether to generate an explanation (CDA4Rec III-H)."""
+    top_k: int
+    """How many items to recommend (default 10)."""
+    use_cache: bool
+    """Whether the SCaLRec cache may answer (default True)."""
+    allow_rerequest: bool
+    """Whether LSC4Rec's re-request may fire (default True)."""
+    history: list[int] | None
+    """Optional item ids replacing the device store's history for this request (evals). Device only."""
+    history_ts: list[int] | None
+    """Timestamps aligned with `history`."""
 
 
 class CloudInput(TypedDict, total=False):
     """What may cross to the cloud."""
 
-    abstract: dict
-    """The scrubbed Abstract (sanitized query + behaviour summary) as JSON."""
-    plan_result: dict
-    """The cloud's PlanResult (plan, status, violations) as JSON."""
+    abstract: Abstract | None
+    """The scrubbed abstract (sanitized query + behaviour summary)."""
+    plan_result: PlanResult | None
+    """The cloud's plan and how it was obtained."""
 
 
-class DeviceState(TypedDict, total=False):
-    """One recommendation request on the device."""
+class RequestOutput(TypedDict, total=False):
+    """What a request returns."""
 
     user: str
-    """The device user's id (as in the data set, e.g. "196")."""
     query: str
-    """The raw query as typed. Never leaves the device."""
-    given_history: dict | None
-    """Optional {"items": [...], "timestamps": [...]} replacing the device store (evals). Device only."""
-    history: list[int]
-    """The user's item ids, oldest first, as read by `device_history`. Never leaves the device."""
-    history_ts: list[int]
-    """Timestamps aligned with `history`."""
-    explain: bool
-    """Whether to generate an explanation (CDA4Rec III-H)."""
-    top_k: int
-    """How many items to recommend."""
-    use_cache: bool
-    """Whether the SCaLRec cache may answer (default True)."""
-    allow_rerequest: bool
-    """Whether LSC4Rec's re-request may fire (default True)."""
-    abstract: dict | None
-    """The scrubbed abstract sent to the cloud (CDA4Rec III-B)."""
-    plan_result: dict | None
-    """Plan as JSON plus how it was obtained (parsed / repaired / fallback)."""
-    e_sem: list[float] | None
-    """Semantic user embedding (CDA4Rec Eq. 2), fresh from the cloud or from the device cache."""
+    source: Source | None
+    """Where the semantics came from for this answer."""
+    abstract: Abstract | None
+    plan_result: PlanResult | None
     candidates: list[int]
     """Cloud candidate ids, best first (CDA4Rec Eq. 3)."""
     candidate_scores: list[float]
     """The cloud's e_sem . e_i for each candidate."""
-    e_str: list[float] | None
-    """Structured user embedding (CDA4Rec Eq. 4), when the plan asks for an encoder."""
-    precision: dict | None
-    """Device encoder precision this request: {"mode": "full"|"chord", "avg_bits": ..., "strategy_bits": ...}."""
     ranked: list[int]
     """Final top-k item ids (CDA4Rec Eq. 7)."""
     ranked_scores: list[float]
     """Fused scores of `ranked` (CDA4Rec Eq. 5-6 at score level)."""
-    source: Source | None
-    """Where the semantics came from for this answer."""
-    cache: dict
-    """SCaLRec cache verdict: reliable, reliability, new interactions."""
     inconsistency: float | None
     """LSC4Rec Eq. 11 between the cloud ranking and the device ranking."""
-    cloud_failed: bool
-    """Set when a cloud call failed during this request."""
     rerequests: int
     """How many times the device asked the cloud again in this request (LSC4Rec Eq. 12)."""
+    cache: CacheVerdict | None
+    """SCaLRec cache verdict."""
+    precision: Precision | None
+    """Device encoder precision this request (CHORD)."""
     explanation: str | None
     """Natural-language explanation of the list (CDA4Rec Fig. 5)."""
     route: Annotated[list[str], operator.add]
-    """Every node and decision this request went through, in order."""
+    """Every node this request went through, in order."""
     warnings: Annotated[list[str], operator.add]
     """Fallbacks taken and why (shown to the user)."""
-    crossings: Annotated[list[dict[str, Any]], operator.add]
+    crossings: Annotated[list[Crossing], operator.add]
     """Every device<->cloud message: route, bytes up/down, seconds."""
-    timings: Annotated[list[dict[str, Any]], operator.add]
-    """Per-node wall time: {"node": ..., "seconds": ...}."""
+    timings: Annotated[list[Timing], operator.add]
+    """Per-node wall time."""
+
+
+class DeviceState(RequestInput, RequestOutput, total=False):
+    """One recommendation request on the device (input, intermediate results, output)."""
+
+    history_items: list[int]
+    """The user's item ids, oldest first, as the device models read them. Never leaves the device."""
+    history_stamps: list[int]
+    """Timestamps aligned with `history_items`."""
+    e_sem: list[float] | None
+    """Semantic user embedding (CDA4Rec Eq. 2), fresh from the cloud or from the device cache."""
+    e_str: list[float] | None
+    """Structured user embedding (CDA4Rec Eq. 4), when the plan asks for an encoder."""
+    structured_encoder: str | None
+    """Which encoder produced `e_str` (SASRec stands in for an untrained SURGE)."""
+    cloud_failed: bool
+    """Set when a cloud call failed during this request."""

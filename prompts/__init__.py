@@ -23,7 +23,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from tandem.errors import TandemError
+from ground.errors import TandemError
 
 PROMPTS_DIR = Path(__file__).resolve().parent
 _FILE_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)@(?P<version>\d+)\.(?P<ext>txt|json)$")

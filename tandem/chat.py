@@ -15,8 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ground.errors import TandemError
 from tandem import views
-from tandem.errors import TandemError
 
 HELP = """[bold]commands[/]
   any text        ask for recommendations (empty line: recommend from your history alone)

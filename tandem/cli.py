@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ground.errors import TandemError
+from ground.settings import get_settings
 from tandem import views
 from tandem.commands.evals import eval_app
 from tandem.commands.prompts import prompts_app
 from tandem.commands.train import train
-from tandem.errors import TandemError
-from tandem.settings import get_settings
-from tandem.workspace import Workspace
+from tools.workspace import Workspace
 
 app = typer.Typer(
     help="Tandem: cloud-device collaborative sequential recommendation.",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from tandem import views
-from tandem.workspace import Workspace
+from tools.workspace import Workspace
 
 DEMO_USER = "196"
 DEMO_QUERY = "Something funny and animated for a family evening, like the films I enjoyed last year"

@@ -8,9 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.panel import Panel
 
+from ground.errors import TandemError
+from ground.settings import Settings
 from tandem import views
-from tandem.errors import TandemError
-from tandem.settings import Settings
 
 
 def request_once(

@@ -8,10 +8,10 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tandem.errors import TandemError
-from tandem.workspace import Workspace
+from ground.errors import TandemError
 from tools.data import Catalog, Dataset, Splits
 from tools.tag_index import BuildReport, Candidate
+from tools.workspace import Workspace
 
 
 def parse_tag_counts(text: str) -> dict[str, int]:

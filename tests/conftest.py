@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.settings import Settings
+from ground.settings import Settings
 from tools.data import Dataset, Splits, leave_one_out, load
 from tools.embeddings import ItemSemantics, item_semantics
+from tools.workspace import Workspace
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,11 @@ def ml100k_splits(ml100k: Dataset, settings: Settings) -> Splits:
 @pytest.fixture(scope="session")
 def ml100k_semantics(ml100k: Dataset, settings: Settings) -> ItemSemantics:
     return item_semantics(ml100k, settings.item_dim, settings.embeddings_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def built_index(settings: Settings) -> Workspace:
+    """The ML-100K workspace with its Chroma tag index built (once per machine; a no-op when up to date)."""
+    ws = Workspace(settings, "ml-100k", progress=False)
+    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+    return ws

@@ -40,7 +40,7 @@ from agents.llm import (
     messages_to_prompt,
     stats_of,
 )
-from tandem.settings import Settings
+from ground.settings import Settings
 from tests.ollama_stub import OllamaStub
 from tools.data import Dataset
 from tools.plan import plan_json_schema, rule_plan

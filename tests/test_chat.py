@@ -55,7 +55,7 @@ class Terminal:
 
 @pytest.fixture
 def chat_env(settings, tmp_path, ml100k_semantics):
-    from tandem.workspace import Workspace
+    from tools.workspace import Workspace
 
     ws = Workspace(settings, "ml-100k", progress=False)
     ws.index_for_build().build(ws.dataset.catalog, ws.semantics)

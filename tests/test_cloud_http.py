@@ -18,7 +18,7 @@ from tests.chroma_server import free_port
 
 @pytest.fixture
 def cloud_server(settings, tmp_path):
-    from tandem.workspace import Workspace
+    from tools.workspace import Workspace
 
     ws = Workspace(settings, "ml-100k", progress=False)
     ws.index_for_build().build(ws.dataset.catalog, ws.semantics)

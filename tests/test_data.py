@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tandem.errors import NotMovieLensError, UnknownDatasetError, UnknownItemError, UnknownUserError
+from ground.errors import NotMovieLensError, UnknownDatasetError, UnknownItemError, UnknownUserError
 from tools.data import leave_one_out, load, load_folder
 
 

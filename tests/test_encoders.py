@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evals.metrics import PopularityScorer, evaluate
-from tandem.errors import TandemError
+from ground.errors import TandemError
 from tools.encoders import ENCODERS, build_encoder, pad_left
+from tools.metrics import PopularityScorer, evaluate
 from tools.training import (
     BPRLoss,
     CheckpointError,

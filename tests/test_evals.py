@@ -78,7 +78,7 @@ def test_full_ranking_masks_history_and_counts_ties_against(ml100k_splits):
 @pytest.fixture(scope="module")
 def rec_runtime(settings, tmp_path_factory):
     from graph.runtime import TandemRuntime
-    from tandem.workspace import Workspace
+    from tools.workspace import Workspace
 
     ws = Workspace(settings, "ml-100k", progress=False)
     ws.index_for_build().build(ws.dataset.catalog, ws.semantics)

@@ -32,7 +32,7 @@ class GarbageTransport:
 
 @pytest.fixture(scope="module")
 def built_index(settings):
-    from tandem.workspace import Workspace
+    from tools.workspace import Workspace
 
     ws = Workspace(settings, "ml-100k", progress=False)
     ws.index_for_build().build(ws.dataset.catalog, ws.semantics)

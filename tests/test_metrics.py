@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from evals.metrics import PopularityScorer, evaluate, hit_ratio, metrics_from_ranks, ndcg, target_ranks
 from tools.data import EvalInstance
+from tools.metrics import PopularityScorer, evaluate, hit_ratio, metrics_from_ranks, ndcg, target_ranks
 
 
 def test_rank_counts_items_scoring_higher_and_ignores_padding() -> None:

@@ -31,7 +31,7 @@ class SpyTransport(InProcessTransport):
 
 @pytest.fixture
 def spied(settings, tmp_path) -> tuple[TandemRuntime, SpyTransport]:
-    from tandem.workspace import Workspace
+    from tools.workspace import Workspace
 
     ws = Workspace(settings, "ml-100k", progress=False)
     ws.index_for_build().build(ws.dataset.catalog, ws.semantics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tandem.errors import IndexMissingError, UnknownTagError
+from ground.errors import IndexMissingError, UnknownTagError
 from tests.chroma_server import chroma_server
 from tools.tag_index import ChromaUnavailableError, TagIndex, chroma_client, exact_retrieve
 

@@ -3,8 +3,8 @@
 At inference the device model only reorders the cloud's candidates, so what it must learn is to tell the
 next item apart from the other items the cloud would retrieve for that user, not from random catalogue
 items. Cooperative fine-tuning therefore replaces uniform negatives by negatives drawn from each user's
-cloud candidate list (`cloud_candidate_pools`: the abstract the device would send, the rule plan, Eq. 2
-and Eq. 3 over the tag groups), with the pairwise loss of CDA4Rec Eq. 10:
+cloud candidate list (`agents.pipeline.candidate_pools`: the abstract the device would send, the rule plan,
+Eq. 2 and Eq. 3 over the tag groups), with the pairwise loss of CDA4Rec Eq. 10:
 
     L = -sum_j log sigma(y_pos - y_j),   j ~ Uniform(C_u minus the user's own items)
 
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from rich.progress import track
 
-from evals.metrics import evaluate
 from tools.data import Splits
 from tools.encoders import SequentialEncoder, pad_left
+from tools.metrics import evaluate
 
 
 @dataclass
@@ -36,30 +36,6 @@ class CooperativeResult:
     best_epoch: int
     epochs_run: int
     seconds: float
-
-
-def cloud_candidate_pools(runtime, train: dict[int, np.ndarray], progress: bool = True) -> dict[int, np.ndarray]:
-    """For every training user, the ids the cloud would return for the behaviour-only abstract (Eq. 2-3)."""
-    from agents.cloud import plan_strategy
-    from graph.cloud_service import semantic_user_embeddings
-    from tools.tag_index import exact_candidate_ids
-
-    catalog = runtime.workspace.dataset.catalog
-    semantics = runtime.workspace.semantics
-    users = [u for u, seq in train.items() if len(seq) >= 2]
-    steps = track(users, description="cloud abstracts and plans") if progress else users
-    abstracts, plans = [], []
-    for user in steps:
-        seq = train[user]
-        abstract = runtime.abstract_for("", seq.tolist(), list(range(len(seq))))
-        abstracts.append(abstract)
-        plans.append(plan_strategy(abstract, catalog.tags(), None).plan)
-    e_sem = semantic_user_embeddings(abstracts, [p.alpha for p in plans], semantics)
-    pools = {}
-    for row, (user, plan) in enumerate(zip(users, plans, strict=True)):
-        ids = exact_candidate_ids(catalog, semantics.table @ e_sem[row], plan.tags)
-        pools[user] = ids[~np.isin(ids, train[user])]
-    return pools
 
 
 def _pool_negatives(

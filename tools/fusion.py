@@ -5,7 +5,8 @@
   Eq. 1, while the device encoder trains its own copy of the item table, so e_sem . e_i and e_str . e_i are
   dot products with two different tables. Min-max normalising each (Eq. 9) before the beta-weighted sum
   puts them on one scale; when both tables coincide this ranks like Eq. 5-6 up to the normalisation.
-- `top_k` is CDA4Rec Eq. 7.
+- `rank_step` is the device's whole rank step: mask seen items, fuse (Eq. 5-6), order (CDA4Rec Eq. 7), and
+  score the disagreement with the cloud (Eq. 11).
 - `inconsistency` is LSC4Rec Eq. 11, `should_request` Eq. 12, and `threshold_for_load` sets the threshold
   from a target cloud load, as the paper does: sort the inconsistency of a sample of users and cut at the
   (1 - load) quantile, so that about `load` of requests go back to the cloud.
@@ -13,7 +14,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,13 +34,6 @@ def fuse_scores(semantic: np.ndarray, structured: np.ndarray | None, beta: float
     if structured is None or beta >= 1.0:
         return minmax(semantic)
     return beta * minmax(semantic) + (1.0 - beta) * minmax(structured)
-
-
-def top_k(item_ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """CDA4Rec Eq. 7: the k best candidates by score (ties broken by smaller id), best first."""
-    item_ids = np.asarray(item_ids)
-    order = np.lexsort((item_ids, -np.asarray(scores)))[:k]
-    return item_ids[order], np.asarray(scores)[order]
 
 
 def inconsistency(initial: Sequence[int], reranked: Sequence[int]) -> float:
@@ -70,17 +65,46 @@ def threshold_for_load(scores: Sequence[float], load: float) -> float:
     return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - load))
 
 
-def rank_candidates(
-    candidates: np.ndarray, semantic: np.ndarray, structured: np.ndarray | None, beta: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Device ranking of the cloud candidates and its disagreement with the cloud.
+StructuredScores = Callable[[np.ndarray], np.ndarray]
+"""Candidate ids [C] -> the device encoder's e_str . e_i for each (CDA4Rec Eq. 4 then Eq. 6)."""
 
-    Returns the candidates in fused order (CDA4Rec Eq. 5-7 via `fuse_scores`), their fused scores, and the
-    LSC4Rec Eq. 11 inconsistency between the cloud's order (by semantic score) and this one.
+
+@dataclass(frozen=True)
+class Ranking:
+    """The device's order of the cloud candidates (seen items removed), with the fused scores."""
+
+    items: np.ndarray  # [C'] candidate ids, best first
+    scores: np.ndarray  # [C'] fused scores (CDA4Rec Eq. 5-6 at score level), same order
+    inconsistency: float  # LSC4Rec Eq. 11 between the cloud's order and this one
+
+    def position(self, item_id: int) -> int | None:
+        """0-based position of `item_id` in the order, None when it is not a candidate."""
+        hit = np.flatnonzero(self.items == item_id)
+        return int(hit[0]) if len(hit) else None
+
+
+def rank_step(
+    candidates: np.ndarray,
+    semantic: np.ndarray,
+    beta: float,
+    seen: np.ndarray | Sequence[int],
+    structured: StructuredScores | None = None,
+) -> Ranking:
+    """The device's one rank step: CDA4Rec Eq. 5-7 with LSC4Rec Eq. 9-11.
+
+    1. mask seen: a candidate the user already interacted with is never recommended;
+    2. fuse: beta * minmax(e_sem . e_i) + (1 - beta) * minmax(e_str . e_i) (`fuse_scores`); without structured
+       scores (no encoder, or no history to encode) the semantic scores alone decide (beta = 1);
+    3. order by fused score, ties by smaller id (Eq. 7);
+    4. score the disagreement with the cloud's order (Eq. 11) for LSC4Rec's re-request decision.
+    The graph, the evaluations and the re-request threshold sample all rank through this function.
     """
     candidates = np.asarray(candidates, dtype=np.int64)
-    fused = fuse_scores(semantic, structured, beta)
+    keep = ~np.isin(candidates, np.asarray(seen, dtype=np.int64))
+    candidates, semantic = candidates[keep], np.asarray(semantic, dtype=np.float64)[keep]
+    scores = structured(candidates) if structured is not None else None
+    fused = fuse_scores(semantic, scores, beta if scores is not None else 1.0)
     device_order = np.lexsort((candidates, -fused))
-    cloud_order = np.lexsort((candidates, -np.asarray(semantic)))
+    cloud_order = np.lexsort((candidates, -semantic))
     score = inconsistency(candidates[cloud_order].tolist(), candidates[device_order].tolist())
-    return candidates[device_order], fused[device_order], score
+    return Ranking(candidates[device_order], fused[device_order], score)

@@ -23,14 +23,16 @@ The tips, as rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ground.errors import TandemError
+from tools.protocol import DENSE_FROM, SPARSE_BELOW, TAG_COUNTS, Abstract, BehaviorFacts, Plan, effective_beta
+
 Clarity = Literal["clear", "vague", "none"]
 
-SPARSE_BELOW = 20
-DENSE_FROM = 50
 RECENT_FROM = 10
 ENCODER_MIN = 5
 RULES_VERSION = 2  # bump when a rule changes: cached rule plans (evals) are keyed by it
@@ -45,49 +47,6 @@ TAG_ALIASES: dict[str, str] = {
     "war movie": "War", "mysteries": "Mystery", "adventurous": "Adventure", "magical": "Fantasy",
     "tense": "Thriller", "gritty": "Crime", "futuristic": "Sci-Fi", "moving": "Drama", "dramas": "Drama",
 }  # fmt: skip
-
-
-class BehaviorFacts(BaseModel):
-    """Computed facts about a history that the behavioural summary always carries (CDA4Rec III-B).
-
-    They let the planner see sparsity and recency even when the small model writes poorly.
-    """
-
-    interactions: int = Field(ge=0, description="Number of interactions with known items.")
-    span_days: int = Field(ge=0, description="Days between the first and the newest interaction.")
-    recent_30d: int = Field(ge=0, description="Interactions in the 30 days up to the newest one.")
-    days_since_last: int = Field(ge=0, description="Days from the newest interaction to the request time.")
-    top_tags: list[str] = Field(default_factory=list, description="Most frequent tags, most frequent first.")
-    recent_tags: list[str] = Field(default_factory=list, description="Most frequent tags of the newest 10 items.")
-
-    def to_text(self) -> str:
-        """One fixed sentence, parsed back by `from_text` on the cloud side."""
-        top = ", ".join(self.top_tags) or "none"
-        recent = ", ".join(self.recent_tags) or "none"
-        return (
-            f"Facts: {self.interactions} interactions over {self.span_days} days; "
-            f"{self.recent_30d} in the last 30 days; last one {self.days_since_last} days before the request; "
-            f"top tags: {top}; recent tags: {recent}."
-        )
-
-    @classmethod
-    def from_text(cls, text: str) -> BehaviorFacts | None:
-        """The facts inside a behavioural summary, or None when the sentence is missing."""
-        match = re.search(
-            r"Facts: (\d+) interactions over (\d+) days; (\d+) in the last 30 days; last one (\d+) days before the "
-            r"request; top tags: ([^;]*); recent tags: ([^.]*)\.",
-            text,
-        )
-        if not match:
-            return None
-
-        def tags(group: str) -> list[str]:
-            return [] if group.strip() == "none" else [t.strip() for t in group.split(",") if t.strip()]
-
-        return cls(
-            interactions=int(match.group(1)), span_days=int(match.group(2)), recent_30d=int(match.group(3)),
-            days_since_last=int(match.group(4)), top_tags=tags(match.group(5)), recent_tags=tags(match.group(6)),
-        )  # fmt: skip
 
 
 class PlanSignals(BaseModel):
@@ -143,12 +102,12 @@ def query_tags(query: str, known_tags: list[str]) -> list[str]:
     return found
 
 
-def signals_from_abstract(sanitized_query: str, behavior_summary: str, known_tags: list[str]) -> PlanSignals:
-    """Clarity: empty query -> none; names a known tag -> clear; otherwise vague."""
-    query = sanitized_query.strip()
+def signals_from_abstract(abstract: Abstract, known_tags: list[str]) -> PlanSignals:
+    """What the planner reads from an abstract. Clarity: empty query -> none; names a known tag -> clear; else vague."""
+    query = abstract.sanitized_query.strip()
     tags = query_tags(query, known_tags)
     clarity: Clarity = "none" if not query else ("clear" if tags else "vague")
-    return PlanSignals(clarity=clarity, query_tags=tags, facts=BehaviorFacts.from_text(behavior_summary))
+    return PlanSignals(clarity=clarity, query_tags=tags, facts=abstract.facts)
 
 
 def allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
@@ -190,8 +149,7 @@ def rule_decisions(signals: PlanSignals) -> dict[str, float | int | str]:
     else:
         alpha, k, size = (0.0, 10, 2000) if signals.dense else (0.0, 20, 5000)
         beta = 0.6 if signals.sparse else 0.0
-    if encoder == "none":
-        beta = 1.0
+    beta = effective_beta(encoder, beta)
     return {"alpha": alpha, "tag_count": k, "candidate_size": size, "encoder": encoder, "beta": beta}
 
 
@@ -216,3 +174,22 @@ def rule_explanations(signals: PlanSignals, decisions: dict[str, float | int | s
         "structured": f"{signals.interactions} interactions, {recency}: encoder {decisions['encoder']}.",
         "ranking": f"semantic weight {decisions['beta']} for a {signals.clarity} query and {density} history.",
     }
+
+
+def usable_tag_counts(known_tags: Sequence[str]) -> list[int]:
+    """The allowed tag counts a catalog with these tags can fill; an error when it cannot fill the smallest."""
+    usable = [k for k in TAG_COUNTS if k <= len(known_tags)]
+    if not usable:
+        raise TandemError(f"only {len(known_tags)} known tags: a plan needs at least {TAG_COUNTS[0]}")
+    return usable
+
+
+def rule_plan(signals: PlanSignals, known_tags: Sequence[str]) -> Plan:
+    """The rule planner's plan for these signals (the Fig. 4 tips above)."""
+    decisions = rule_decisions(signals)
+    decisions["tag_count"] = min(int(decisions["tag_count"]), usable_tag_counts(known_tags)[-1])
+    tags = rule_tags(signals, list(known_tags), int(decisions["tag_count"]), int(decisions["candidate_size"]))
+    return Plan.model_validate(
+        {**decisions, "tags": tags, "explanations": rule_explanations(signals, decisions)},
+        context={"known_tags": list(known_tags)},
+    )

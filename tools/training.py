@@ -6,37 +6,34 @@
   `samples_per_user` random cut points per user and epoch. Batches group sequences of similar length.
 - Validation NDCG@10 (full ranking) picks the best epoch; training stops after `patience` epochs without
   improvement. Everything is seeded.
-- A checkpoint holds the weights, the model config, the training config, the validation metrics and the
-  data fingerprint; `load_encoder` refuses a checkpoint trained on another data set.
+- The best epoch is saved with `tools.checkpoints.save_checkpoint` (weights, configs, validation metrics and
+  data fingerprint); `init_from` continues from such a checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import pickle
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from evals.metrics import evaluate
-from tandem.errors import TandemError
+from ground.errors import TandemError
+from tools.checkpoints import CheckpointError, load_encoder, save_checkpoint
 from tools.data import Dataset, Splits
 from tools.encoders import ENCODERS, SequentialEncoder, build_encoder
+from tools.metrics import evaluate
 
 LossName = Literal["bpr", "ce"]
 EncoderName = Literal["sasrec", "surge", "caser"]
-CHECKPOINT_FORMAT = 1
-
-
-class CheckpointError(TandemError):
-    """A checkpoint that is missing, unreadable, or was trained on another data set."""
 
 
 # -- objectives ------------------------------------------------------------------------------------------
@@ -244,66 +241,9 @@ def train_encoder(
 
 
 def _progress(enabled: bool):
-    from contextlib import nullcontext
-
     if not enabled:
         return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[valid]}"), TimeElapsedColumn(),
     )  # fmt: skip
-
-
-# -- checkpoints -------------------------------------------------------------------------------------------
-def save_checkpoint(
-    path: Path, model: SequentialEncoder, dataset: Dataset, config: TrainConfig, result: TrainResult | None = None
-) -> Path:
-    """Weights + model config + training config + data fingerprint (+ validation metrics), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "encoder": model.name,
-        "model_config": model.config(),
-        "train_config": asdict(config),
-        "dataset": dataset.name,
-        "fingerprint": dataset.fingerprint(),
-        "best_valid": dict(result.best_valid) if result else {},
-        "best_epoch": result.best_epoch if result else 0,
-        "state_dict": model.state_dict(),
-    }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_encoder(path: Path, dataset: Dataset) -> SequentialEncoder:
-    """Rebuild a trained encoder from `path`, refusing one trained on data other than `dataset`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no encoder checkpoint at {path}; train one with `tandem train`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"cannot read encoder checkpoint {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a Tandem encoder checkpoint (format {CHECKPOINT_FORMAT})")
-    if payload["fingerprint"] != dataset.fingerprint():
-        raise CheckpointError(
-            f"checkpoint {path.name} was trained on {payload['dataset']} (fingerprint {payload['fingerprint']}), "
-            f"not on {dataset.name} (fingerprint {dataset.fingerprint()}); retrain it for this data set"
-        )
-    model = build_encoder(payload["encoder"], **payload["model_config"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    model.checkpoint_info = {"path": str(path), "best_valid": payload.get("best_valid", {}),
-                             "best_epoch": payload.get("best_epoch", 0)}  # fmt: skip
-    return model
-
-
-def default_checkpoint(models_dir: Path, encoder: str, dataset: Dataset, loss: str) -> Path:
-    """<models_dir>/<data>-<fingerprint>/<encoder>-<loss>.pt"""
-    return Path(models_dir) / f"{dataset.name}-{dataset.fingerprint()}" / f"{encoder}-{loss}.pt"

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tandem.errors import TandemError
-from tandem.settings import get_settings
+from ground.errors import TandemError
+from ground.settings import get_settings
 
 eval_app = typer.Typer(help="Evaluate plans and recommendation accuracy.", no_args_is_help=True)
 console = Console()

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from tandem.errors import TandemError
+from ground.errors import TandemError
 
 prompts_app = typer.Typer(
     help="List, show and diff the prompt templates (CDA4Rec Fig. 3-5).",

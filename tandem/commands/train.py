@@ -15,8 +15,8 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from tandem.errors import TandemError
-from tandem.settings import get_settings
+from ground.errors import TandemError
+from ground.settings import get_settings
 
 
 class EncoderChoice(StrEnum):
@@ -56,9 +56,9 @@ def train(
         help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists.")] = False,
 ) -> None:
     """Train SASRec, SURGE or Caser on the leave-one-out training split and save the best checkpoint."""
-    from evals.metrics import evaluate
-    from tandem.workspace import Workspace
+    from tools.metrics import evaluate
     from tools.training import TrainConfig, default_checkpoint, train_encoder
+    from tools.workspace import Workspace
 
     console = Console()
     settings = get_settings()
@@ -103,9 +103,9 @@ def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Consol
 
 def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: float | None, console: Console) -> None:
     """LSC4Rec 3.2.2 on the trained checkpoint; the result is saved as <encoder>-coop.pt beside it."""
-    from evals.metrics import evaluate
     from graph.runtime import TandemRuntime
     from tools.cooperative import cloud_candidate_pools, cooperative_finetune
+    from tools.metrics import evaluate
     from tools.training import TrainConfig, TrainResult, default_checkpoint, load_encoder, save_checkpoint
 
     model = load_encoder(default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "ce"), ws.dataset)

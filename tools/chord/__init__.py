@@ -36,6 +36,7 @@ from .model import (
     new_chord,
     save_chord,
     strategy_average_bits,
+    strategy_bits,
     train_chord,
 )
 from .profile import UserProfiler
@@ -45,5 +46,5 @@ __all__ = [
     "FakeQuantChordScorer", "LayerSpec", "MixedPrecisionEncoder", "PerUserLayer", "Sensitivity", "StrategyError",
     "UserProfile", "UserProfiler", "apply_strategy", "channel_l1", "chord_loss", "default_chord_checkpoint",
     "encoder_digest", "layer_adjust", "layer_specs", "level_bits", "load_chord", "new_chord", "save_chord",
-    "strategy_average_bits", "tier", "tier_counts", "train_chord", "weighted_sensitivity",
+    "strategy_average_bits", "strategy_bits", "tier", "tier_counts", "train_chord", "weighted_sensitivity",
 ]  # fmt: skip

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
 from torch import Tensor, nn
 
-from tandem.errors import TandemError
+from ground.errors import TandemError
 from tools.data import Dataset
 from tools.encoders import SequentialEncoder, pad_left
+from tools.protocol import ChordStrategy, UserProfile
 from tools.quant import (
     DeviceResources,
     Scheme,
@@ -70,32 +70,9 @@ class ChordConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class UserProfile(BaseModel):
-    """z_d of CHORD Eq. 6: what the device sends up instead of its history."""
-
-    z: list[float]
-
-
-class ChordStrategy(BaseModel):
-    """sigma'_d of CHORD Eq. 12-13 as it crosses the network: 2 bits per output channel, base64-encoded."""
-
-    encoder: str = Field(description="Encoder the strategy is for (sasrec, caser).")
-    layers: list[str] = Field(description="Quantizable layer names, in the order the codes follow.")
-    channels: list[int] = Field(description="Output channels of each layer.")
-    codes: str = Field(description="base64 of the packed 2-bit codes (0..3 -> 2/4/6/8 bits), 4 channels a byte.")
-    beta: float = Field(description="Tiering parameter of CHORD Eq. 12 that produced it.")
-
-    def payload(self) -> bytes:
-        return base64.b64decode(self.codes)
-
-    @property
-    def payload_bits(self) -> int:
-        """Bits of the encoded strategy itself (2 per channel, rounded up to a byte)."""
-        return 8 * len(self.payload())
-
-    def bits(self) -> list[Tensor]:
-        """Device side of CHORD Eq. 4: decoded bit-widths, n x int64 [C_i]."""
-        return decode_strategy(self.payload(), self.channels)
+def strategy_bits(strategy: ChordStrategy) -> list[Tensor]:
+    """Device side of CHORD Eq. 4: the strategy's decoded bit-widths, n x int64 [C_i]."""
+    return decode_strategy(strategy.payload(), strategy.channels)
 
 
 @dataclass
@@ -170,7 +147,7 @@ def apply_strategy(
     specs = layer_specs(encoder)
     if [s.name for s in specs] != strategy.layers or [s.channels for s in specs] != strategy.channels:
         raise StrategyError(f"strategy was made for other layers than this {encoder.name}'s")
-    bits = strategy.bits()
+    bits = strategy_bits(strategy)
     if resources is not None:
         bits = resource_transform(bits, resources, [s.fan_in for s in specs])
     return quantize_model(encoder, {s.name: b for s, b in zip(specs, bits, strict=True)}, scheme)  # type: ignore[return-value]
@@ -178,7 +155,7 @@ def apply_strategy(
 
 def strategy_average_bits(strategy: ChordStrategy, specs: Sequence[LayerSpec]) -> float:
     """Average bits per weight of a strategy on the encoder's layers."""
-    return average_bits(strategy.bits(), [s.fan_in for s in specs])
+    return average_bits(strategy_bits(strategy), [s.fan_in for s in specs])
 
 
 # -- training -----------------------------------------------------------------------------------------------
@@ -249,7 +226,7 @@ def train_chord(
 
 # -- evaluation ---------------------------------------------------------------------------------------------
 class ChordScorer:
-    """`evals.metrics.HistoryScorer` for CHORD: every user is scored by its OWN packed quantized encoder.
+    """`tools.metrics.HistoryScorer` for CHORD: every user is scored by its OWN packed quantized encoder.
 
     Records each user's average bits and strategy size, so a benchmark can report them.
     """
@@ -270,7 +247,7 @@ class ChordScorer:
             strategy = self.chord.strategy_for_profile(z[b], self.beta)  # cloud (Eq. 7-13)
             model = apply_strategy(self.encoder, strategy, self.resources, self.chord.config.scheme)  # device
             rows.append(model.score_histories([history]))
-            bits = strategy.bits()
+            bits = strategy_bits(strategy)
             if self.resources is not None:
                 bits = resource_transform(bits, self.resources, [s.fan_in for s in self.chord.specs])
             self.avg_bits.append(average_bits(bits, [s.fan_in for s in self.chord.specs]))

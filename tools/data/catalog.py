@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from tandem.errors import UnknownItemError, UnknownUserError
+from ground.errors import UnknownItemError, UnknownUserError
 
 
 class Item(BaseModel):

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tandem.errors import TandemError, UnknownDatasetError
+from ground.errors import TandemError, UnknownDatasetError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandem.errors import NotMovieLensError
+from ground.errors import NotMovieLensError
 
 from .catalog import Catalog, Dataset, Item, decade_tag
 from .fetch import dataset_dir, fetch, is_fetched

@@ -110,7 +110,7 @@ class SequentialEncoder(nn.Module):
 
     @torch.no_grad()
     def score_histories(self, histories: Sequence[np.ndarray]) -> Tensor:
-        """Full-ranking scores [B, V + 1] for a batch of histories (what `evals.metrics.evaluate` calls)."""
+        """Full-ranking scores [B, V + 1] for a batch of histories (what `tools.metrics.evaluate` calls)."""
         return self.full_scores(self.encode(histories))
 
     @staticmethod

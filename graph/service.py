@@ -1,6 +1,6 @@
-"""The HTTP face of the cloud (`tandem cloud serve`): POST /plan, /semantic and /strategy with JSON messages.
+"""The HTTP face of the cloud agent (`tandem cloud serve`): POST /plan, /semantic and /strategy with JSON messages.
 
-Kept apart from `cloud_service` so FastAPI is imported only by the process that serves. No
+Kept apart from the boundary so FastAPI is imported only by the process that serves. No
 `from __future__ import annotations` here: FastAPI reads the handler annotations at run time.
 """
 
@@ -8,18 +8,19 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from graph.cloud_service import CloudService
-from tandem.errors import TandemError
+from agents.cloud.agent import CloudAgent
+from graph.boundary import cloud_handlers
+from ground.errors import TandemError
 
 
-def create_app(service: CloudService) -> FastAPI:
+def create_app(cloud: CloudAgent, dataset: str) -> FastAPI:
     """A FastAPI app running the same handlers as the in-process transport; GET /health for probes."""
     app = FastAPI(title="Tandem cloud", version="1")
-    handlers = service.handlers()
+    handlers = cloud_handlers(cloud)
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "dataset": service.workspace.dataset.name}
+        return {"status": "ok", "dataset": dataset}
 
     @app.post("/{route}")
     async def call(route: str, request: Request) -> Response:

@@ -1,11 +1,6 @@
-"""The personalised strategy plan pi_u of CDA4Rec (III-C, Fig. 4): schema, parsing, validation, repair.
+"""Model text -> `PlanResult`: find a plan in what the language model wrote, check it, repair it, or fall back.
 
-A `Plan` holds exactly the Fig. 4 decisions: alpha (query vs behaviour, Eq. 2), the tag count in
-{3, 5, 10, 20}, the candidate size in {500, 1000, 2000, 5000}, the weighted tags {tag: N_i} with
-sum N_i = candidate size (Eq. 3), the encoder in {SASRec, SURGE, none} (Eq. 4), beta (semantic vs
-structured, Eq. 5) and an explanation per module.
-
-Model text becomes a plan in three steps, and the `PlanResult` says which one produced it:
+Three outcomes, and the `PlanResult.status` says which one produced the plan:
 1. parsed   - JSON (bare, in a code fence or inside prose; compact keys a/n/t/e/b/w or long names or the
               Fig. 4 module names) or the paper's line format ("Semantic User Modeling - {query: 0.7, ...}").
 2. repaired - every violation is named (`Violation(field, code, message)`); numbers are snapped to the
@@ -14,9 +9,8 @@ Model text becomes a plan in three steps, and the `PlanResult` says which one pr
 3. fallback - when nothing parseable came back or fewer than two of the four module decisions did, the
               rule planner (`tools.rule_planner`) writes the plan from the abstract alone.
 
-In the compact JSON of the structured prompt, the tag values are relative *weights* (the paper's
-"retrieval weights ... to guide proportional item sampling"), turned into counts N_i by proportional
-allocation; in every other form they are counts N_i and must add up to the candidate size.
+In the compact JSON of the structured prompt (`tools.plan_schema`) the tag values are relative weights; in
+every other form they are counts N_i and must add up to the candidate size.
 """
 
 from __future__ import annotations
@@ -26,31 +20,27 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import ValidationError
 
-from tandem.errors import TandemError
+from ground.errors import TandemError
+from tools.embeddings import embed_texts
+from tools.protocol import CANDIDATE_SIZES, ENCODERS, MODULES, TAG_COUNTS, Plan, PlanResult, Violation, effective_beta
 from tools.rule_planner import (
     TAG_ALIASES,
     PlanSignals,
     allocate,
     rule_decisions,
     rule_explanations,
-    rule_tags,
+    rule_plan,
+    usable_tag_counts,
 )
 
-TAG_COUNTS: tuple[int, ...] = (3, 5, 10, 20)
-CANDIDATE_SIZES: tuple[int, ...] = (500, 1000, 2000, 5000)
-ENCODERS: tuple[str, ...] = ("SASRec", "SURGE", "none")
-MODULES: tuple[str, ...] = ("semantic", "retrieval", "structured", "ranking")
-WEIGHT_STEPS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(11))
-TAG_WEIGHTS: tuple[int, ...] = (1, 2, 3, 4, 5)
 MAX_TEXT = 20_000
 
 Embed = Callable[[list[str]], np.ndarray]
-Status = Literal["parsed", "repaired", "fallback"]
 
 
 class PlanError(TandemError):
@@ -67,123 +57,6 @@ class PlanValidationError(PlanError):
     def __init__(self, violations: list[Violation]) -> None:
         self.violations = violations
         super().__init__("invalid plan: " + "; ".join(f"{v.field}.{v.code}: {v.message}" for v in violations))
-
-
-class Violation(BaseModel):
-    """One broken constraint, named by field and code (e.g. tags.unknown_tag)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    field: str
-    code: str
-    message: str
-
-
-class ModuleExplanations(BaseModel):
-    """The rationale of each of the four modules (Fig. 4 "Explanation")."""
-
-    model_config = ConfigDict(frozen=True)
-
-    semantic: str = Field(min_length=1)
-    retrieval: str = Field(min_length=1)
-    structured: str = Field(min_length=1)
-    ranking: str = Field(min_length=1)
-
-
-class Plan(BaseModel):
-    """CDA4Rec Fig. 4 plan. Validate with `context={"known_tags": [...]}` to also check tag names."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(ge=0.0, le=1.0, description="Query weight of Eq. 2; 1 - alpha weighs the summary.")
-    tag_count: Literal[3, 5, 10, 20] = Field(description="Number of tag groups to retrieve from.")
-    candidate_size: Literal[500, 1000, 2000, 5000] = Field(description="Total candidates, = sum of N_i.")
-    tags: dict[str, int] = Field(description="Weighted tag dictionary N_u = {tag: N_i} of Eq. 3.")
-    encoder: Literal["SASRec", "SURGE", "none"] = Field(description="Structured encoder f_loc of Eq. 4.")
-    beta: float = Field(ge=0.0, le=1.0, description="Semantic weight of Eq. 5; 1 - beta weighs e_str.")
-    explanations: ModuleExplanations
-
-    @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> Plan:
-        problems = []
-        if len(self.tags) != self.tag_count:
-            problems.append(f"{len(self.tags)} tags but tag_count={self.tag_count}")
-        if sum(self.tags.values()) != self.candidate_size:
-            problems.append(f"tag counts sum to {sum(self.tags.values())}, not {self.candidate_size}")
-        if any(n < 1 for n in self.tags.values()):
-            problems.append("every N_i must be >= 1")
-        if self.encoder == "none" and self.beta != 1.0:
-            problems.append("encoder none needs beta = 1")
-        known = (info.context or {}).get("known_tags") if info else None
-        if known is not None:
-            unknown = sorted(set(self.tags) - set(known))
-            if unknown:
-                problems.append(f"unknown tags {unknown}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def to_lines(self) -> str:
-        """The plan in the Fig. 4 output format."""
-        tags = ", ".join(f"{tag}: {n}" for tag, n in self.tags.items())
-        model = "None" if self.encoder == "none" else self.encoder
-        why = " ".join(dict.fromkeys(getattr(self.explanations, m) for m in MODULES))
-        return (
-            f"Semantic User Modeling - {{query: {self.alpha:g}, behavior: {1 - self.alpha:.2g}}}\n"
-            f"Candidate Retrieval - {{{tags}}}\n"
-            f"Structured User Modeling - {{{model}}}\n"
-            f"Final Ranking - {{semantic: {self.beta:g}, structured: {1 - self.beta:.2g}}}\n"
-            f"Explanation - {{{why}}}"
-        )
-
-
-class PlanResult(BaseModel):
-    """A plan and how it was obtained: parsed, repaired (violations fixed) or fallback (rule planner)."""
-
-    plan: Plan
-    status: Status
-    violations: list[Violation] = Field(default_factory=list)
-    raw_text: str = ""
-    prompt: str | None = Field(None, description="name@version of the prompt that produced raw_text.")
-    stats: dict[str, Any] | None = Field(None, description="CallStats of the model call, when there was one.")
-
-
-# ---------------------------------------------------------------------------------------------- schema
-
-
-def plan_json_schema(known_tags: Sequence[str]) -> dict[str, Any]:
-    """The compact JSON schema the backend enforces (llama.cpp grammar / Ollama `format`).
-
-    Short keys and enums keep the output to a few tokens: a = alpha, n = candidate size, t = tag weights
-    (only known tags, weights 1-5), e = encoder, b = beta, w = one short explanation.
-    """
-    return {
-        "type": "object",
-        "properties": {
-            "a": {"enum": list(WEIGHT_STEPS)},
-            "n": {"enum": list(CANDIDATE_SIZES)},
-            "t": {
-                "type": "object",
-                "properties": {tag: {"enum": list(TAG_WEIGHTS)} for tag in known_tags},
-                "additionalProperties": False,
-            },
-            "e": {"enum": list(ENCODERS)},
-            "b": {"enum": list(WEIGHT_STEPS)},
-            "w": {"type": "string", "maxLength": 100},
-        },
-        "required": ["a", "n", "t", "e", "b", "w"],
-        "additionalProperties": False,
-    }
-
-
-def plan_to_compact(plan: Plan) -> dict[str, Any]:
-    """A plan in the compact JSON form (tag weights 1-5 in proportion to N_i), e.g. for few-shot examples."""
-    top = max(plan.tags.values())
-    weights = {tag: max(1, min(5, round(5 * n / top))) for tag, n in plan.tags.items()}
-    return {
-        "a": round(plan.alpha, 1), "n": plan.candidate_size, "t": weights, "e": plan.encoder,
-        "b": round(plan.beta, 1), "w": plan.explanations.retrieval[:100],
-    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -503,10 +376,6 @@ def _encoder_alias(name: str | None) -> str | None:
     return None
 
 
-def _tag_key(tag: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", tag.lower())
-
-
 def check_draft(draft: Draft, known_tags: Sequence[str]) -> list[Violation]:
     """Every Fig. 4 constraint the draft breaks, by name."""
     out = list(draft.notes)
@@ -564,17 +433,11 @@ def check_draft(draft: Draft, known_tags: Sequence[str]) -> list[Violation]:
 _tag_embedding_cache: dict[tuple[int, tuple[str, ...]], np.ndarray] = {}
 
 
-def _default_embed(texts: list[str]) -> np.ndarray:
-    from tools.embeddings import embed_texts
-
-    return embed_texts(texts)
-
-
 def nearest_tag(name: str, known_tags: Sequence[str], embed: Embed | None = None) -> str:
     """The known tag closest to `name`: exact up to case/punctuation, alias ("sci fi", "90s"), then embedding."""
-    key = _tag_key(name)
+    key = _norm_key(name)
     for tag in known_tags:
-        if _tag_key(tag) == key:
+        if _norm_key(tag) == key:
             return tag
     alias = TAG_ALIASES.get(name.strip().lower())
     if alias in known_tags:
@@ -585,7 +448,7 @@ def nearest_tag(name: str, known_tags: Sequence[str], embed: Embed | None = None
     digit = decade.group(1) if decade else str(words.index(lowered) + 2) if lowered in words else None
     if digit and f"19{digit}0s" in known_tags:
         return f"19{digit}0s"
-    embed = embed or _default_embed
+    embed = embed or embed_texts
     cache_key = (id(embed), tuple(known_tags))
     if cache_key not in _tag_embedding_cache:
         _tag_embedding_cache[cache_key] = np.asarray(embed(list(known_tags)), dtype=np.float32)
@@ -624,9 +487,7 @@ def _repair(
             added.append(Violation(field="tags", code="mapped", message=f"{name!r} -> {mapped!r}"))
         tags[mapped] = tags.get(mapped, 0.0) + n
     # A draft tag_count is trusted only when allowed; otherwise the number of tags found, snapped.
-    usable = [k for k in TAG_COUNTS if k <= len(known_tags)]
-    if not usable:
-        raise PlanError(f"only {len(known_tags)} known tags: a plan needs at least {TAG_COUNTS[0]}")
+    usable = usable_tag_counts(known_tags)
     if draft.tag_count in TAG_COUNTS and draft.tag_count in usable:
         k = int(draft.tag_count)
     elif tags:
@@ -648,8 +509,7 @@ def _repair(
     else:
         size = int(rules["candidate_size"])
     counts = allocate(size, tags)
-    if encoder == "none":
-        beta = 1.0
+    beta = effective_beta(encoder, beta)
     reasons = rule_explanations(signals, {"alpha": alpha, "tag_count": k, "candidate_size": size,
                                           "encoder": encoder, "beta": beta})  # fmt: skip
     explanations = {m: draft.explanations.get(m) or draft.general or reasons[m] for m in MODULES}
@@ -686,20 +546,6 @@ def parse_plan(text: str, known_tags: Sequence[str]) -> Plan:
         raise PlanValidationError(
             [Violation(field="plan", code="invalid", message=e["msg"]) for e in error.errors()]
         ) from None
-
-
-def rule_plan(signals: PlanSignals, known_tags: Sequence[str]) -> Plan:
-    """The rule planner's plan for these signals (the Fig. 4 tips, see tools.rule_planner)."""
-    decisions = rule_decisions(signals)
-    usable = [k for k in TAG_COUNTS if k <= len(known_tags)]
-    if not usable:
-        raise PlanError(f"only {len(known_tags)} known tags: a plan needs at least {TAG_COUNTS[0]}")
-    decisions["tag_count"] = min(int(decisions["tag_count"]), usable[-1])
-    tags = rule_tags(signals, list(known_tags), int(decisions["tag_count"]), int(decisions["candidate_size"]))
-    return Plan.model_validate(
-        {**decisions, "tags": tags, "explanations": rule_explanations(signals, decisions)},
-        context={"known_tags": list(known_tags)},
-    )
 
 
 def resolve_plan(

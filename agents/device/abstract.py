@@ -1,4 +1,4 @@
-"""Device agent, language side: abstract generation (CDA4Rec III-B, Fig. 3) and explanation (III-H, Fig. 5).
+"""Device agent: abstract generation (CDA4Rec III-B, Fig. 3) from the raw query and the local history.
 
 Abstract generation turns the raw query and the local history (titles, tags, times) into
 `Abstract(sanitized_query, behavior_summary)`, the only user description that crosses to the cloud:
@@ -15,14 +15,11 @@ Abstract generation turns the raw query and the local history (titles, tags, tim
 4. both fields pass `tools.scrub.scrub` (PII, every history title and id, injected instructions) and a
    leakage audit is attached to the result.
 Any model failure falls back to the deterministic parts (scrubbed query + facts), recorded in `notes`.
-
-Structured modelling and ranking live elsewhere; this module is only the language side.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,27 +30,23 @@ from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.llm import CallStats, LLMError, stats_of
+from ground.errors import UnknownItemError
 from prompts import get_prompt
-from tandem.errors import UnknownItemError
-from tools.data.catalog import Catalog, Item
-from tools.plan import Plan
-from tools.rule_planner import DENSE_FROM, SPARSE_BELOW, BehaviorFacts
+from tools.data.catalog import Catalog
+from tools.protocol import Abstract, BehaviorFacts
 from tools.scrub import LeakageAudit, ScrubReport, audit_leakage, scrub
 
 ABSTRACT_PROMPT = "abstract@2"
-EXPLAIN_PROMPT = "explain@1"
 # What the code fills in, per abstract prompt version (@1: the SLM writes both lines; @2: it continues a
 # summary whose sanitized query and density are prefilled).
 ABSTRACT_FIELDS = {
     "abstract@1": frozenset({"query", "history"}),
     "abstract@2": frozenset({"query", "history", "sanitized", "density", "lead"}),
 }
-EXPLAIN_FIELDS = frozenset({"plan", "items"})
 MAX_QUERY_CHARS = 500
 MAX_SANITIZED_CHARS = 300
 MAX_SUMMARY_CHARS = 300
 PROMPT_HISTORY_ITEMS = 10
-EXPLAIN_ITEMS = 10
 DAY = 86_400
 _STOPWORDS = frozenset(
     "a an the and or for with from that this some something any anything movie movies film films please like want "
@@ -78,20 +71,6 @@ class HistoryEntry(BaseModel):
         return f"- {self.title}{year} [{', '.join(self.tags)}] {date}"
 
 
-class Abstract(BaseModel):
-    """The user abstract a_u of CDA4Rec III-B: all the cloud ever learns about the user."""
-
-    model_config = ConfigDict(frozen=True)
-
-    sanitized_query: str = Field(description="The query's intent without identifiers; empty when there was none.")
-    behavior_summary: str = Field(description="SLM summary (if usable) + computed facts, scrubbed.")
-    prompt: str = Field(ABSTRACT_PROMPT, description="name@version of the prompt used.")
-
-    def as_text(self) -> str:
-        """The abstract as it is placed in the planning prompt (Fig. 4 "User abstract: {}")."""
-        return f"Query: {self.sanitized_query or '(none)'}. Behavior: {self.behavior_summary}"
-
-
 class AbstractResult(BaseModel):
     """Device-side record of one abstract generation; only `abstract` crosses to the cloud."""
 
@@ -102,16 +81,6 @@ class AbstractResult(BaseModel):
     audit: LeakageAudit
     stats: CallStats | None = None
     slm_text: str = ""
-    notes: list[str] = Field(default_factory=list)
-
-
-class Explanation(BaseModel):
-    """A natural-language explanation E_u of the final list (CDA4Rec III-H)."""
-
-    text: str
-    prompt: str = EXPLAIN_PROMPT
-    source: Literal["slm", "template"]
-    stats: CallStats | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -200,13 +169,6 @@ def copied(text: str, prompt: str) -> bool:
     return len(norm) >= 12 and norm in " ".join(prompt.lower().split())
 
 
-def density_word(facts: BehaviorFacts) -> str:
-    """sparse / moderate / dense, with the rule planner's thresholds."""
-    if facts.interactions < SPARSE_BELOW:
-        return "sparse"
-    return "dense" if facts.interactions >= DENSE_FROM else "moderate"
-
-
 def parse_abstract_completion(text: str) -> tuple[str, str]:
     """(sanitized query, behavioural summary) from the SLM's completion of the Fig. 3 prompt."""
     first, _, rest = text.partition("\n")
@@ -244,7 +206,7 @@ def generate_abstract(
         recent = list(history)[-PROMPT_HISTORY_ITEMS:]
         values = {"query": clean_query or "(none)",
                   "history": "\n".join(h.describe() for h in recent) or "(no interactions)"}  # fmt: skip
-        density = density_word(facts)
+        density = facts.density
         lead = facts.top_tags[0].lower() if facts.top_tags else "no genre in particular"
         if prefilled:
             values |= {"sanitized": _cut(clean_query, MAX_SANITIZED_CHARS) or "(none)", "density": density,
@@ -294,66 +256,3 @@ def generate_abstract(
         abstract=abstract, facts=facts, source=source, scrubbed=report.merge(r1).merge(r2).merge(r3), audit=audit,
         stats=stats, slm_text=raw, notes=notes,
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- explanation
-
-
-def describe_items(items: Sequence[Item]) -> str:
-    """The final list R_u with item descriptions, one numbered line per item (Fig. 5)."""
-    lines = []
-    for rank, item in enumerate(items[:EXPLAIN_ITEMS], start=1):
-        year = f" ({item.year})" if item.year else ""
-        lines.append(f"{rank}. {item.title}{year} - {', '.join(item.tags) or 'no tags'}")
-    return "\n".join(lines) or "(empty list)"
-
-
-def template_explanation(plan: Plan, items: Sequence[Item]) -> str:
-    """A deterministic explanation from the plan alone, used when the SLM output is unusable."""
-    tags = ", ".join(list(plan.tags)[:3])
-    focus = "your request" if plan.alpha >= 0.5 else "what you watched"
-    encoder = "" if plan.encoder == "none" else f" and by the order of your recent viewing ({plan.encoder})"
-    return (
-        f"These {len(items)} picks come mostly from {tags}, chosen by {focus}{encoder}; "
-        f"the ranking weighs meaning {plan.beta:.0%} and viewing patterns {1 - plan.beta:.0%}."
-    )
-
-
-def ungrounded_tags(text: str, plan: Plan, items: Sequence[Item], known_tags: Sequence[str]) -> list[str]:
-    """Known tags the explanation names although neither the plan nor the listed items carry them."""
-    allowed = {t.lower() for t in plan.tags} | {t.lower() for item in items for t in item.tags}
-    named = [t for t in known_tags if re.search(rf"\b{re.escape(t.lower())}(s|es)?\b", text.lower())]
-    return [t for t in named if t.lower() not in allowed]
-
-
-def generate_explanation(
-    plan: Plan, items: Sequence[Item], llm: BaseChatModel | None, *, max_tokens: int = 60,
-    known_tags: Sequence[str] = (),
-) -> Explanation:
-    """CDA4Rec III-H (Fig. 5): plan + final list with item descriptions -> a short explanation.
-
-    The SLM's text is kept only if it is not degenerate, not copied from the prompt, and names no known
-    tag that neither the plan nor the list carries (a 270M base model readily echoes its worked example);
-    otherwise a template built from the plan is used, and the reason is noted.
-    """
-    notes: list[str] = []
-    if llm is not None:
-        prompt = get_prompt(EXPLAIN_PROMPT).render(plan=plan.to_lines(), items=describe_items(items))
-        start = time.perf_counter()
-        try:
-            answer = llm.invoke([HumanMessage(prompt)], stop=["\n\n", "\nUser Plan:"], max_tokens=max_tokens)
-        except LLMError as error:
-            notes.append(f"SLM failed after {time.perf_counter() - start:.1f} s: {error}")
-        else:
-            text = " ".join(str(answer.content).split())
-            sentences = re.split(r"(?<=[.!?])\s+", text)
-            text = " ".join(sentences[:3]) if len(sentences) > 1 else text
-            invented = ungrounded_tags(text, plan, items, known_tags)
-            if not degenerate(text, 5) and not copied(text, prompt) and not invented:
-                return Explanation(text=text, source="slm", stats=stats_of(answer))
-            reason = f"names {', '.join(invented)}, which the list does not have" if invented else (
-                "empty, repetitive or copied")  # fmt: skip
-            notes.append(f"SLM explanation unusable ({reason}): template used")
-            return Explanation(text=template_explanation(plan, items), source="template", stats=stats_of(answer),
-                               notes=notes)  # fmt: skip
-    return Explanation(text=template_explanation(plan, items), source="template", notes=notes)

@@ -1,11 +1,11 @@
-"""Cloud agent, language side: strategy planning (CDA4Rec III-C, Fig. 4).
+"""Cloud agent: strategy planning (CDA4Rec III-C, Fig. 4).
 
 abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot)
 or `plan@1` (the paper's line format); with `structured=True` the backend enforces the compact JSON
-schema (llama.cpp grammar / Ollama `format`). The answer goes through `tools.plan.resolve_plan`
+schema (llama.cpp grammar / Ollama `format`). The answer goes through `tools.plan_parsing.resolve_plan`
 (parse -> repair -> rule fallback); any model failure (unreachable server, timeout, context overflow)
 falls back to the rule planner with the failure listed among the violations. The prompt's name@version
-and the call's CallStats are recorded on the result.
+and the call's CallStats are recorded on the result. Without a model the rule planner plans (status "rule").
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
-from agents.device import Abstract
 from agents.llm import LLMError, stats_of
 from prompts import PromptTemplate, get_prompt
-from tools.plan import Embed, PlanResult, Violation, plan_json_schema, resolve_plan, rule_plan
-from tools.rule_planner import signals_from_abstract
+from tools.plan_parsing import Embed, resolve_plan
+from tools.plan_schema import plan_json_schema
+from tools.protocol import Abstract, PlanResult, Violation
+from tools.rule_planner import rule_plan, signals_from_abstract
 
 PLAN_PROMPT = "plan_json@1"
 LINE_PLAN_PROMPT = "plan@1"
@@ -54,13 +55,15 @@ def plan_strategy(
     max_tokens: int = 96,
     embed: Embed | None = None,
 ) -> PlanResult:
-    """CDA4Rec III-C (Fig. 4): plan the four modules for this abstract; never raises on model failure."""
+    """CDA4Rec III-C (Fig. 4): plan the four modules for this abstract (the rule planner when `llm` is None).
+
+    Never raises on model failure: the rule planner answers instead (status "fallback", the failure listed).
+    """
     known = list(known_tags)
-    signals = signals_from_abstract(abstract.sanitized_query, abstract.behavior_summary, known)
-    template = get_prompt(prompt)
+    signals = signals_from_abstract(abstract, known)
     if llm is None:
-        violation = Violation(field="model", code="absent", message="no planning model: rule planner used")
-        return PlanResult(plan=rule_plan(signals, known), status="fallback", violations=[violation])
+        return PlanResult(plan=rule_plan(signals, known), status="rule")
+    template = get_prompt(prompt)
     text = render_plan_prompt(abstract, known, prompt)
     schema = plan_json_schema(known) if structured else None
     stop = ["\n"] if template.name == "plan_json" else ["\nUser abstract:", "\n\n\n"]

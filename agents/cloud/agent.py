@@ -1,0 +1,84 @@
+"""The cloud agent: planning (CDA4Rec III-C), semantic user modelling (Eq. 2), tag-group retrieval (Eq. 3) and
+CHORD's per-user precision strategy (CHORD Eq. 7-13).
+
+It is built from the catalogue's side of the world only: the tag list, the item-space text encoder, a tag
+index and the planner's language model. It is never handed the workspace, the data set's sequences or the
+device store, so it cannot reach a raw history by construction; what it learns about a user arrives as an
+`Abstract` (or CHORD's profile z). The same methods serve the graph (in process or behind
+`tandem cloud serve`), the evaluations and training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from langchain_core.language_models import BaseChatModel
+
+from agents.cloud.planner import PLAN_PROMPT, plan_strategy
+from agents.cloud.semantic import TextSpace, semantic_user_embeddings
+from tools.chord import Chord, StrategyError
+from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRequest, UserProfile
+from tools.tag_index import TagRetriever
+
+ChordLoader = Callable[[str], Chord | None]
+
+
+@dataclass(frozen=True)
+class SemanticAnswer:
+    """Eq. 2 and Eq. 3 for one abstract and plan: e_sem [d], candidate ids [C] and e_sem . e_i [C], best first."""
+
+    e_sem: np.ndarray
+    candidates: np.ndarray
+    scores: np.ndarray
+
+
+def _no_chord(encoder: str) -> Chord | None:
+    return None
+
+
+@dataclass
+class CloudAgent:
+    """Plans, models semantics and retrieves for abstracts; answers CHORD strategies for profiles."""
+
+    space: TextSpace
+    index: TagRetriever
+    planner_model: BaseChatModel | None = None
+    plan_prompt: str = PLAN_PROMPT
+    chord: ChordLoader = field(default=_no_chord)
+
+    def known_tags(self) -> list[str]:
+        return self.index.tags()
+
+    def plan(self, abstract: Abstract) -> PlanResult:
+        """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
+        return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt)
+
+    def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float]) -> np.ndarray:
+        """CDA4Rec Eq. 2 for a batch: e_sem [B, d]."""
+        return semantic_user_embeddings(abstracts, alphas, self.space)
+
+    def retrieve(self, e_sem: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+        """CDA4Rec Eq. 3: the top-N_i items of each of the plan's tag groups, merged, best first."""
+        return self.index.retrieve_ids(e_sem, plan.tags)
+
+    def semantic(self, abstract: Abstract, plan: Plan) -> SemanticAnswer:
+        """CDA4Rec III-D/E: Eq. 2 with the plan's alpha, then Eq. 3 over the plan's tag groups."""
+        return self.semantic_batch([abstract], [plan])[0]
+
+    def semantic_batch(self, abstracts: Sequence[Abstract], plans: Sequence[Plan]) -> list[SemanticAnswer]:
+        """`semantic` for many (abstract, plan) pairs, embedding each distinct text once."""
+        e_sem = self.semantic_embeddings(abstracts, [p.alpha for p in plans])
+        answers = []
+        for vector, plan in zip(e_sem, plans, strict=True):
+            ids, scores = self.retrieve(vector, plan)
+            answers.append(SemanticAnswer(vector, ids, scores))
+        return answers
+
+    def strategy(self, request: StrategyRequest) -> ChordStrategy:
+        """CHORD Eq. 7-13 in the cloud: the profile z -> the 2-bit-per-channel precision strategy."""
+        chord = self.chord(request.encoder)
+        if chord is None:
+            raise StrategyError(f"the cloud has no CHORD hypernetworks for {request.encoder}")
+        return chord.strategy_for_profile(UserProfile.model_validate(request.profile))

@@ -1,0 +1,1 @@
+"""The device agent (CDA4Rec's device side): history, cache, abstract, structured modelling, ranking, explanation."""

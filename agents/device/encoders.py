@@ -1,0 +1,95 @@
+"""The device's structured encoders (CDA4Rec Eq. 4): loaded once from their checkpoints, never trained here.
+
+`EncoderShelf.get("SASRec")` returns the trained encoder of this data set, or raises a one-line error naming
+the command that trains it. CHORD's device half (the profiler of CHORD Eq. 6) comes from the CHORD checkpoint
+beside the encoder's, and the per-user quantized copies (CHORD Eq. 2-4) are kept per strategy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.checkpoints import CheckpointError, default_checkpoint, load_encoder
+from tools.chord import Chord, StrategyError, apply_strategy, default_chord_checkpoint, load_chord, strategy_bits
+from tools.data import Dataset
+from tools.encoders import SequentialEncoder
+from tools.protocol import ChordStrategy
+from tools.quant import DeviceResources, average_bits, resource_transform
+
+ENCODER_FILES: dict[str, str] = {"SASRec": "sasrec", "SURGE": "surge", "Caser": "caser"}
+QUANTIZED_KEPT = 64
+
+
+class CheckpointMissingError(CheckpointError):
+    """A model the request needs has not been trained yet; the message names the command that trains it."""
+
+
+@dataclass
+class EncoderShelf:
+    """Trained encoders of one data set by plan name ("SASRec", "SURGE"), loaded lazily and once."""
+
+    models_dir: Path
+    dataset: Dataset
+    loss: str = "ce"
+    _loaded: dict[str, SequentialEncoder] = field(default_factory=dict, repr=False)
+    _chords: dict[str, Chord | None] = field(default_factory=dict, repr=False)
+    _quantized: OrderedDict[str, tuple[SequentialEncoder, float]] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def path(self, name: str) -> Path:
+        return default_checkpoint(self.models_dir, ENCODER_FILES[name], self.dataset, self.loss)
+
+    def put(self, name: str, encoder: SequentialEncoder) -> None:
+        """Use `encoder` for `name` (a freshly trained model, or a test's seeded one)."""
+        with self._lock:
+            self._loaded[name] = encoder.eval()
+
+    def available(self, name: str) -> bool:
+        with self._lock:
+            return name in self._loaded or self.path(name).is_file()
+
+    def get(self, name: str) -> SequentialEncoder:
+        with self._lock:
+            if name not in self._loaded:
+                path = self.path(name)
+                if not path.is_file():
+                    raise CheckpointMissingError(
+                        f"no {name} checkpoint for {self.dataset.name} at {path}: run `tandem setup --data "
+                        f"{self.dataset.name}` (or `tandem train --encoder {ENCODER_FILES[name]} --data "
+                        f"{self.dataset.name}`)"
+                    )
+                self._loaded[name] = load_encoder(path, self.dataset)
+            return self._loaded[name]
+
+    # -- CHORD --------------------------------------------------------------------------------------------
+    def chord(self, name: str) -> Chord | None:
+        """The CHORD pair trained for encoder `name`, or None when none was trained."""
+        with self._lock:
+            if name not in self._chords:
+                path = default_chord_checkpoint(self.models_dir, ENCODER_FILES[name], self.dataset)
+                self._chords[name] = load_chord(path, self.get(name)) if path.is_file() else None
+            return self._chords[name]
+
+    def quantized(
+        self, name: str, strategy: ChordStrategy, resources: DeviceResources
+    ) -> tuple[SequentialEncoder, float]:
+        """CHORD Eq. 2-4: the encoder quantized to `strategy` fitted to the device's budget, and its average bits.
+
+        Decoding, the resource transform T and quantization run once per distinct strategy and budget.
+        """
+        key = f"{name}:{strategy.codes}:{resources.max_avg_bits}"
+        with self._lock:
+            if key not in self._quantized:
+                chord = self.chord(name)
+                if chord is None:
+                    raise StrategyError(f"no CHORD trained for {name}: the device cannot apply a strategy")
+                fan_in = [spec.fan_in for spec in chord.specs]
+                bits = average_bits(resource_transform(strategy_bits(strategy), resources, fan_in), fan_in)
+                self._quantized[key] = (apply_strategy(self.get(name), strategy, resources), bits)
+                while len(self._quantized) > QUANTIZED_KEPT:
+                    self._quantized.popitem(last=False)
+            self._quantized.move_to_end(key)
+            return self._quantized[key]

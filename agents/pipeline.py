@@ -1,0 +1,72 @@
+"""Both agents without the graph: the request's main path for many users at once, for training and calibration.
+
+The graph runs these same agent methods with branches, a cache and a boundary in between; where none of that
+is needed (sampling LSC4Rec's re-request threshold, the cloud candidate pools of cooperative training, the
+staleness samples of SCaLRec's calibrator), these helpers call them directly. They expect agents built for
+rules (no language model), so that thousands of users take seconds, and they say so in what they return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from rich.progress import track
+
+from agents.cloud.agent import CloudAgent
+from agents.device.agent import DeviceAgent
+from tools.data import EvalInstance
+from tools.fusion import Ranking
+from tools.protocol import Abstract, Plan
+
+
+def behaviour_abstract(device: DeviceAgent, history: np.ndarray) -> Abstract:
+    """The abstract of a history with no query, written by the rules (CDA4Rec III-B without the SLM)."""
+    return device.abstract("", history.tolist(), list(range(len(history))), use_model=False).abstract
+
+
+def rank_request(
+    device: DeviceAgent, cloud: CloudAgent, query: str, history: np.ndarray, timestamps: np.ndarray
+) -> tuple[Plan, Ranking]:
+    """One request's main path: abstract, plan, Eq. 2-3 in the cloud, Eq. 4 and the rank step on the device."""
+    abstract = device.abstract(query, history.tolist(), timestamps.tolist(), use_model=False).abstract
+    plan = cloud.plan(abstract).plan
+    answer = cloud.semantic(abstract, plan)
+    structured = None
+    if plan.uses_encoder and len(history):
+        name, _ = device.resolve_encoder(plan.encoder)
+        structured = device.structured_scores(name, device.encode(name, history).e_str)
+    return plan, device.rank(answer.candidates, answer.scores, plan.beta, history, structured)
+
+
+def inconsistency_sample(
+    device: DeviceAgent, cloud: CloudAgent, instances: Sequence[EvalInstance], size: int = 64, seed: int = 42
+) -> list[float]:
+    """LSC4Rec Eq. 11 for a seeded sample of (validation) instances, ranked exactly as a request is served."""
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(instances), size=min(size, len(instances)), replace=False)
+    scores = []
+    for n in picked.tolist():
+        inst = instances[n]
+        _, ranking = rank_request(device, cloud, inst.query, inst.history, inst.history_ts)
+        scores.append(ranking.inconsistency)
+    return scores
+
+
+def behaviour_embeddings(device: DeviceAgent, cloud: CloudAgent, histories: Sequence[np.ndarray]) -> np.ndarray:
+    """e_sem (CDA4Rec Eq. 2) the cloud computes from behaviour-only abstracts of these histories [N, d]."""
+    abstracts = [behaviour_abstract(device, h) for h in histories]
+    return cloud.semantic_embeddings(abstracts, [0.0] * len(abstracts))
+
+
+def candidate_pools(
+    device: DeviceAgent, cloud: CloudAgent, train: dict[int, np.ndarray], progress: bool = True
+) -> dict[int, np.ndarray]:
+    """For every training user, the candidates the cloud returns for the behaviour-only abstract (Eq. 2-3),
+    without the user's own items: the negatives of LSC4Rec 3.2.2's cooperative training."""
+    users = [u for u, seq in train.items() if len(seq) >= 2]
+    steps = track(users, description="cloud abstracts and plans") if progress else users
+    abstracts = [behaviour_abstract(device, train[u]) for u in steps]
+    plans = [cloud.plan(a).plan for a in abstracts]
+    answers = cloud.semantic_batch(abstracts, plans)
+    return {u: a.candidates[~np.isin(a.candidates, train[u])] for u, a in zip(users, answers, strict=True)}

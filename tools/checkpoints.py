@@ -1,0 +1,111 @@
+"""Encoder checkpoints: save, load (refusing another data set's), where they live, and their digests.
+
+A checkpoint holds the weights, the model config, the training config, the validation metrics and the data
+fingerprint. Every results file records the digest (`file_digest`) of each checkpoint behind its numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ground.errors import TandemError
+from tools.data import Dataset
+from tools.encoders import SequentialEncoder, build_encoder
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(TandemError):
+    """A checkpoint that is missing, unreadable, or was trained on another data set."""
+
+
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256: names exactly which weights stand behind a result."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: Path, model: SequentialEncoder, dataset: Dataset, config: Any, result: Any | None = None
+) -> Path:
+    """Weights + model config + training config + data fingerprint (+ validation metrics), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "encoder": model.name,
+        "model_config": model.config(),
+        "train_config": asdict(config),
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint(),
+        "best_valid": dict(result.best_valid) if result else {},
+        "best_epoch": result.best_epoch if result else 0,
+        "state_dict": model.state_dict(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_encoder(path: Path, dataset: Dataset) -> SequentialEncoder:
+    """Rebuild a trained encoder from `path`, refusing one trained on data other than `dataset`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no encoder checkpoint at {path}; train one with `tandem train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot read encoder checkpoint {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a Tandem encoder checkpoint (format {CHECKPOINT_FORMAT})")
+    if payload["fingerprint"] != dataset.fingerprint():
+        raise CheckpointError(
+            f"checkpoint {path.name} was trained on {payload['dataset']} (fingerprint {payload['fingerprint']}), "
+            f"not on {dataset.name} (fingerprint {dataset.fingerprint()}); retrain it for this data set"
+        )
+    model = build_encoder(payload["encoder"], **payload["model_config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    model.checkpoint_info = {"path": str(path), "best_valid": payload.get("best_valid", {}),
+                             "best_epoch": payload.get("best_epoch", 0)}  # fmt: skip
+    return model
+
+
+def default_checkpoint(models_dir: Path, encoder: str, dataset: Dataset, loss: str) -> Path:
+    """<models_dir>/<data>-<fingerprint>/<encoder>-<loss>.pt"""
+    return Path(models_dir) / f"{dataset.name}-{dataset.fingerprint()}" / f"{encoder}-{loss}.pt"
+
+
+def calibrator_path(models_dir: Path, semantics_key: str) -> Path:
+    """Where SCaLRec's calibrator for these item semantics lives."""
+    return Path(models_dir) / f"calibrator-{semantics_key}.pt"
+
+
+def threshold_path(models_dir: Path, semantics_key: str, load: float) -> Path:
+    """Where LSC4Rec's re-request threshold for this target cloud load lives."""
+    return Path(models_dir) / f"threshold-{semantics_key}-{load}.json"
+
+
+def save_threshold(path: Path, threshold: float, load: float, sample: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"threshold": threshold, "load": load, "sample": sample}))
+    tmp.replace(path)
+
+
+def load_threshold(path: Path) -> float | None:
+    """The saved threshold, or None when it has not been computed."""
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["threshold"])
