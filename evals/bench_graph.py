@@ -32,6 +32,7 @@ from evals.jsonl import write_json
 from graph.run import recommend
 from graph.runtime import TandemRuntime
 from ground.settings import Settings
+from tools.chord import ChordConfig, train_chord
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -41,25 +42,24 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": len(values)}
 
 
-def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tuple[dict, dict]:
-    runtime.planner = planner
+def measure(runtime: TandemRuntime, instances, label: str) -> tuple[dict, dict]:
     nodes: dict[str, list[float]] = defaultdict(list)
     end_to_end, cached, up, down = [], [], [], []
     routes: dict[str, dict[str, list[int]]] = defaultdict(lambda: {"up": [], "down": []})
     for inst in track(instances, description=f"{label}: {len(instances)} users"):
         user = f"bench-{inst.user}"
-        runtime.store.reset(user)
+        runtime.device.store.reset(user)
         args = {"history": inst.history.tolist(), "history_ts": inst.history_ts.tolist(), "allow_rerequest": False}
         start = time.perf_counter()
         state = recommend(runtime, user, inst.query, **args)
         end_to_end.append(time.perf_counter() - start)
         for timing in state["timings"]:
             nodes[timing["node"]].append(timing["seconds"])
-        up.append(sum(c["bytes_up"] for c in state["crossings"]))
-        down.append(sum(c["bytes_down"] for c in state["crossings"]))
+        up.append(sum(c.bytes_up for c in state["crossings"]))
+        down.append(sum(c.bytes_down for c in state["crossings"]))
         for crossing in state["crossings"]:
-            routes[crossing["route"]]["up"].append(crossing["bytes_up"])
-            routes[crossing["route"]]["down"].append(crossing["bytes_down"])
+            routes[crossing.route]["up"].append(crossing.bytes_up)
+            routes[crossing.route]["down"].append(crossing.bytes_down)
         start = time.perf_counter()
         again = recommend(runtime, user, inst.query, **args)
         cached.append(time.perf_counter() - start)
@@ -75,16 +75,14 @@ def measure(runtime: TandemRuntime, instances, planner: str, label: str) -> tupl
     return full, _stats(cached)
 
 
-def measure_chord(runtime: TandemRuntime, instances, seconds: float, settings: Settings) -> dict:
+def measure_chord(instances, seconds: float, settings: Settings, data: str, store: str) -> dict:
     """The rule-planner path with CHORD's per-user mixed precision (hypernetworks trained for `seconds`)."""
-    from tools.chord import ChordConfig, train_chord
-
+    chord_settings = settings.model_copy(update={"device_precision": "chord"})
+    runtime = TandemRuntime.create(chord_settings, data, planner="rule", store_path=store)
     config = ChordConfig(steps=100_000, time_budget_s=seconds, seed=settings.seed)
-    trained = train_chord(runtime.encoder("SASRec"), runtime.workspace.splits.train, config)
-    runtime._chords["sasrec"] = trained.chord
-    runtime.settings = settings.model_copy(update={"device_precision": "chord"})
-    full, _ = measure(runtime, instances, "rule", "CHORD precision")
-    runtime.settings = settings
+    trained = train_chord(runtime.device.encoders.get("SASRec"), runtime.workspace.splits.train, config)
+    runtime.device.encoders.put_chord("SASRec", trained.chord)
+    full, _ = measure(runtime, instances, "CHORD precision")
     full["chord_training"] = {"steps": trained.steps, "seconds": trained.seconds}
     return full
 
@@ -99,16 +97,17 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
-        runtime = TandemRuntime.create(settings, args.data, store_path=str(Path(tmp) / "device.sqlite"))
-        runtime.workspace.index.tags()
-        runtime.encoder("SASRec")
-        runtime.encoder("SURGE")
+        store = str(Path(tmp) / "device.sqlite")
+        rule = TandemRuntime.create(settings, args.data, planner="rule", store_path=store)
+        llm = TandemRuntime.create(settings, args.data, planner="llm", store_path=store)
         rng = np.random.default_rng(args.seed)
-        test = runtime.workspace.splits.test
+        test = rule.workspace.splits.test
         picked = [test[i] for i in rng.choice(len(test), size=min(args.users, len(test)), replace=False)]
-        rule_full, rule_cached = measure(runtime, picked, "rule", "rule planner")
-        llm_full, llm_cached = measure(runtime, picked[: args.llm_users], "llm", "language models")
-        chord_full = measure_chord(runtime, picked, args.chord_seconds, settings) if args.chord_seconds > 0 else None
+        rule_full, rule_cached = measure(rule, picked, "rule planner")
+        llm_full, llm_cached = measure(llm, picked[: args.llm_users], "language models")
+        chord_full = None
+        if args.chord_seconds > 0:
+            chord_full = measure_chord(picked, args.chord_seconds, settings, args.data, store)
     result = {
         "data": args.data,
         "protocol": "seeded test-split users, leave-one-out history + generated query, fresh device store each",

@@ -24,14 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from agents.cloud import PLAN_PROMPT, plan_strategy
-from agents.device import ABSTRACT_PROMPT, EXPLAIN_PROMPT, generate_abstract, generate_explanation, history_from_ids
+from agents.cloud.planner import PLAN_PROMPT, plan_strategy
+from agents.device.abstract import ABSTRACT_PROMPT, generate_abstract, history_from_ids
+from agents.device.explain import EXPLAIN_PROMPT, generate_explanation
 from agents.llm import CallStats, chat_model
 from ground.settings import Settings
 from tools.data import Dataset, leave_one_out, load
 from tools.data.catalog import Item
-from tools.plan import Plan
+from tools.protocol import Plan
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "llm_bench.json"
 
@@ -142,8 +145,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Where to write the JSON report.")
     args = parser.parse_args()
     report = run(args.calls, args.out, Settings())
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table("step", "calls", "p50 latency (s)", "tokens/s", "decode tok/s", "prompt tok", "completion tok",
                   "outcome",

@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from rich.progress import track
 from rich.table import Table
 
+from agents.cloud.agent import CloudAgent
+from agents.device.agent import DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
 
 RESULTS = Path(__file__).parent / "results" / "plans"
@@ -105,26 +107,19 @@ TIPS: dict[str, tuple[Callable[[PlanCase, int], bool], Callable[[dict], bool]]] 
 }  # fmt: skip
 
 
-def score_case(runtime, case: PlanCase, prompt: str, structured: bool) -> CaseScore:
-    """Abstract (device SLM) -> plan (cloud LLM, `prompt`) -> scores."""
-    from agents.cloud import plan_strategy
-    from agents.device import generate_abstract, history_from_ids
-
-    catalog = runtime.workspace.dataset.catalog
-    entries, unknown = history_from_ids(case.history, case.history_ts, catalog)
-    abstract = generate_abstract(case.query, entries, runtime.device_llm, known_tags=catalog.tags(),
-                                 unknown_ids=unknown)  # fmt: skip
-    llm = runtime.cloud_llm if runtime.planner == "llm" else None
-    result = plan_strategy(abstract.abstract, catalog.tags(), llm, structured=structured, prompt=prompt)
+def score_case(device: DeviceAgent, cloud: CloudAgent, case: PlanCase) -> CaseScore:
+    """Abstract (device SLM) -> plan (the cloud agent's planner, prompt and output mode) -> scores."""
+    written = device.abstract(case.query, case.history, case.history_ts)
+    result = cloud.plan(written.abstract)
     plan = result.plan.model_dump()
-    tips = {name: rule(plan) for name, (applies, rule) in TIPS.items() if applies(case, len(entries))}
+    tips = {name: rule(plan) for name, (applies, rule) in TIPS.items() if applies(case, written.facts.interactions)}
     stats = result.stats or {}
     return CaseScore(
-        case_id=case.case_id, kind=case.kind, prompt=prompt, structured=structured, status=result.status,
-        violations=[f"{v.field}:{v.code}" for v in result.violations], tips=tips,
-        leakage_score=abstract.audit.score, leaks=[f.split(":", 1)[0] for f in abstract.audit.found],
+        case_id=case.case_id, kind=case.kind, prompt=cloud.plan_prompt, structured=cloud.structured_output,
+        status=result.status, violations=[f"{v.field}:{v.code}" for v in result.violations], tips=tips,
+        leakage_score=written.audit.score, leaks=[f.split(":", 1)[0] for f in written.audit.found],
         latency_s=stats.get("latency_s"), tokens=stats.get("completion_tokens"), plan=plan,
-        abstract=abstract.abstract.model_dump(),
+        abstract=written.abstract.model_dump(),
     )  # fmt: skip
 
 
@@ -137,13 +132,13 @@ def read_scores(path: Path) -> list[CaseScore]:
     return read_jsonl(path, CaseScore)
 
 
-def run_plan_eval(runtime, suite: list[PlanCase], prompt: str, structured: bool, path: Path) -> list[CaseScore]:
+def run_plan_eval(device: DeviceAgent, cloud: CloudAgent, suite: list[PlanCase], path: Path) -> list[CaseScore]:
     """Score every case not yet in `path`, appending each result as one flushed line."""
     done = {s.case_id: s for s in read_scores(path)}
     todo = [case for case in suite if case.case_id not in done]
     with JsonlAppender(path) as out:
-        for case in track(todo, description=f"{prompt} ({len(done)} done, {len(todo)} to go)"):
-            score = score_case(runtime, case, prompt, structured)
+        for case in track(todo, description=f"{cloud.plan_prompt} ({len(done)} done, {len(todo)} to go)"):
+            score = score_case(device, cloud, case)
             out.write(score)
             done[case.case_id] = score
     return [done[c.case_id] for c in suite if c.case_id in done]

@@ -13,30 +13,29 @@ courtesy), HR@5/10 and NDCG@5/10. Rows:
 - ablations: v1-v7 of CDA4Rec Table IV (fixed settings; the 20 or 3 tags the rule planner prefers for that
   user), and "w/o AG" (the planner reads the raw query and raw recent titles instead of the abstract).
 Tandem's rank of the target is its position in the list the device would show; a target outside the
-candidates is a miss. Retrieval is exact inner product over the tag groups (`exact_candidate_ids`), which
-the Chroma HNSW index matches at recall@N 0.99995 (evals/results/index_ml-1m.json); the graph itself uses
-Chroma. Every table says which planner produced its numbers.
+candidates is a miss. The cloud and device steps are the agents' own (`CloudAgent.semantic_batch`,
+`DeviceAgent.rank`), the ones the graph runs; retrieval is exact inner product over the tag groups
+(`ExactTagIndex`), which the Chroma HNSW index of the graph matches at recall@N 0.99995
+(evals/results/index_ml-1m.json). Every table says which planner produced its numbers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 
-from agents.device import Abstract
+from agents.cloud.agent import CloudAgent, SemanticAnswer
+from agents.device.agent import DeviceAgent
 from evals.rec_plans import PlannedCase, instance_key
-from graph.cloud_service import semantic_user_embeddings
 from tools.data import EvalInstance
-from tools.embeddings import ItemSemantics
-from tools.fusion import rank_candidates
 from tools.metrics import metrics_from_ranks, target_ranks
-from tools.plan import Plan
+from tools.protocol import Abstract, Plan
 from tools.rule_planner import rule_tags, signals_from_abstract
-from tools.tag_index import exact_candidate_ids
 
 BUCKETS: dict[str, tuple[int, int]] = {"short (<10)": (0, 10), "medium (10-50)": (10, 51), "long (>50)": (51, 10**9)}
 STATIC_CANDIDATES = 1000  # the LSC4Rec-style pipeline's fixed candidate list
@@ -114,8 +113,6 @@ def _targets(instances: Sequence[EvalInstance]) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ the pipeline
 
-CandidateFn = Callable[[np.ndarray, Plan], np.ndarray]  # (semantic scores [V + 1], plan) -> candidate ids
-
 
 @dataclass
 class PipelineRun:
@@ -126,71 +123,60 @@ class PipelineRun:
     ms: np.ndarray
 
 
-def run_pipeline(
-    evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], plans: list[Plan], semantics: ItemSemantics,
-    candidates: CandidateFn,
+def static_answers(
+    cloud: CloudAgent, abstracts: list[Abstract], size: int = STATIC_CANDIDATES
+) -> list[SemanticAnswer]:
+    """LSC4Rec-style cloud: e_sem with alpha 0.5, then the top `size` items of the whole catalog (no tags)."""
+    e_sem = cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
+    return [SemanticAnswer(vector, *cloud.index.top(vector, size)) for vector in e_sem]
+
+
+def rank_instances(
+    evalset: EvalSet, rows: np.ndarray, plans: list[Plan], answers: list[SemanticAnswer], device: DeviceAgent,
+    cloud_ms: float = 0.0,
 ) -> PipelineRun:
-    """Eq. 2 (e_sem), Eq. 3 (candidates), Eq. 4-7 (fusion with beta) for the instances at `rows`."""
-    start = time.perf_counter()
-    table = semantics.table
-    e_sem = semantic_user_embeddings(abstracts, [p.alpha for p in plans], semantics)
-    embed_ms = (time.perf_counter() - start) * 1000.0 / max(1, len(rows))
+    """The device's rank step (the graph's, `DeviceAgent.rank`) for the instances at `rows`, scored on the target.
+
+    `answers` are the cloud's Eq. 2-3 answers for the same instances; the structured scores come from the
+    precomputed full score matrices of the plan's encoder (Eq. 4 then Eq. 6).
+    """
     ranks = np.full(len(rows), evalset.miss_rank(), dtype=np.int64)
     incons = np.zeros(len(rows))
     ms = np.zeros(len(rows))
-    for n, (row, plan) in enumerate(zip(rows.tolist(), plans, strict=True)):
+    for n, (row, plan, answer) in enumerate(zip(rows.tolist(), plans, answers, strict=True)):
         inst = evalset.instances[row]
         begin = time.perf_counter()
-        semantic_all = table @ e_sem[n]
-        ids = candidates(semantic_all, plan)
-        ids = ids[~np.isin(ids, inst.history)]
-        use_encoder = plan.encoder != "none" and len(inst.history) > 0
-        structured = evalset.structured[plan.encoder][row, ids] if use_encoder else None
-        beta = plan.beta if structured is not None else 1.0
-        ordered, _, incons[n] = rank_candidates(ids, semantic_all[ids], structured, beta)
-        hit = np.flatnonzero(ordered == inst.target)
-        if len(hit):
-            ranks[n] = int(hit[0])
+        use_encoder = plan.uses_encoder and len(inst.history) > 0
+        structured = partial(_matrix_scores, evalset.structured[plan.encoder], row) if use_encoder else None
+        ranking = device.rank(answer.candidates, answer.scores, plan.beta, inst.history, structured)
+        position = ranking.position(inst.target)
+        if position is not None:
+            ranks[n] = position
+        incons[n] = ranking.inconsistency
         encode = evalset.encode_ms.get(plan.encoder, 0.0) if use_encoder else 0.0
-        ms[n] = (time.perf_counter() - begin) * 1000.0 + embed_ms + encode
+        ms[n] = (time.perf_counter() - begin) * 1000.0 + cloud_ms + encode
     return PipelineRun(ranks, incons, ms)
 
 
-class MemoSemantics:
-    """`ItemSemantics` with each text embedded once per run (the ablations re-use the same abstracts)."""
-
-    def __init__(self, semantics: ItemSemantics) -> None:
-        self.semantics = semantics
-        self.table = semantics.table
-        self.dim = semantics.dim
-        self._memo: dict[str, np.ndarray] = {}
-
-    def project_texts(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        if missing:
-            self._memo.update(zip(missing, self.semantics.project_texts(missing), strict=True))
-        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+def _matrix_scores(matrix: np.ndarray, row: int, candidates: np.ndarray) -> np.ndarray:
+    return matrix[row, candidates]
 
 
-def plan_candidates(catalog) -> CandidateFn:
-    """Tandem: the union of each planned tag group's top-N_i (Eq. 3)."""
-    return lambda scores, plan: exact_candidate_ids(catalog, scores, plan.tags)
-
-
-def static_candidates(size: int = STATIC_CANDIDATES) -> CandidateFn:
-    """LSC4Rec-style: the top `size` items by e_sem over the whole catalog, whatever the plan says."""
-
-    def top(scores: np.ndarray, plan: Plan) -> np.ndarray:
-        order = np.argsort(-scores[1:], kind="stable")[:size] + 1
-        return order.astype(np.int64)
-
-    return top
+def run_pipeline(
+    evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], plans: list[Plan], cloud: CloudAgent,
+    device: DeviceAgent,
+) -> PipelineRun:
+    """Tandem for the instances at `rows`: the cloud's Eq. 2-3 (`CloudAgent.semantic_batch`), the device's rank."""
+    start = time.perf_counter()
+    answers = cloud.semantic_batch(abstracts, plans)
+    cloud_ms = (time.perf_counter() - start) * 1000.0 / max(1, len(rows))
+    return rank_instances(evalset, rows, plans, answers, device, cloud_ms)
 
 
 def fixed_plan(abstract: Abstract, known_tags: list[str], *, alpha: float, size: int, tag_count: int,
                encoder: str, beta: float, label: str) -> Plan:  # fmt: skip
     """A CDA4Rec Table IV setting for this user: fixed numbers, the tags the rule planner prefers."""
-    signals = signals_from_abstract(abstract.sanitized_query, abstract.behavior_summary, known_tags)
+    signals = signals_from_abstract(abstract, known_tags)
     tags = rule_tags(signals, known_tags, tag_count, size)
     why = f"fixed setting {label}"
     return Plan(alpha=alpha, tag_count=tag_count, candidate_size=size, tags=tags, encoder=encoder, beta=beta,

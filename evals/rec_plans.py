@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel
 from rich.progress import track
 
-from agents.device import Abstract
+from agents.cloud.agent import CloudAgent
+from agents.device.agent import RECENT_WINDOW, DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
-from graph.runtime import RECENT_WINDOW
 from tools.data import EvalInstance
+from tools.protocol import Abstract
+from tools.rule_planner import RULES_VERSION
 
 PlannerKind = Literal["rule", "llm"]
 QueryMode = Literal["query", "none"]
@@ -60,8 +63,6 @@ class PlanSetting:
         return "-".join(parts + (["recent"] if self.recent_only else []))
 
     def file_name(self, data: str, split: str, prompts: Sequence[str]) -> str:
-        from tools.rule_planner import RULES_VERSION
-
         versions = "-".join(p.replace("@", "v") for p in prompts) if self.planner == "llm" else f"rules{RULES_VERSION}"
         return f"{data}-{split}-{self.label()}-{versions}.jsonl"
 
@@ -81,24 +82,23 @@ def raw_abstract(query: str, history: Sequence[int], catalog) -> Abstract:
     return Abstract(sanitized_query=query, behavior_summary=f"watched: {listing}", prompt="raw-input")
 
 
-def plan_instance(runtime, inst: EvalInstance, setting: PlanSetting) -> PlannedCase:
-    """Abstract then plan for one instance, as the device and the cloud would produce them."""
-    from agents.cloud import plan_strategy
+def plan_instance(device: DeviceAgent, cloud: CloudAgent, inst: EvalInstance, setting: PlanSetting) -> PlannedCase:
+    """Abstract then plan for one instance, as the device and the cloud would produce them.
 
-    catalog = runtime.workspace.dataset.catalog
+    `cloud` plans with the setting's planner (a language model, or none for the rules).
+    """
     query = query_of(inst, setting.query_mode)
     history, stamps = inst.history.tolist(), inst.history_ts.tolist()
     if setting.recent_only:
         history, stamps = history[-RECENT_WINDOW:], stamps[-RECENT_WINDOW:]
-    use_llm = setting.planner == "llm"
     start = time.perf_counter()
     if setting.raw_input:
-        abstract = raw_abstract(query, history, catalog)
+        abstract = raw_abstract(query, history, device.catalog)
     else:
-        abstract = runtime.abstract_for(query, history, stamps, runtime.device_llm if use_llm else None)
+        abstract = device.abstract(query, history, stamps, use_model=setting.planner == "llm").abstract
     abstract_s = time.perf_counter() - start
     start = time.perf_counter()
-    result = plan_strategy(abstract, catalog.tags(), runtime.cloud_llm if use_llm else None)
+    result = cloud.plan(abstract)
     plan_s = time.perf_counter() - start
     tokens = (result.stats or {}).get("completion_tokens")
     return PlannedCase(key=instance_key(inst), abstract=abstract.model_dump(), plan=result.plan.model_dump(),
@@ -106,22 +106,19 @@ def plan_instance(runtime, inst: EvalInstance, setting: PlanSetting) -> PlannedC
 
 
 def plan_instances(
-    runtime, instances: Sequence[EvalInstance], setting: PlanSetting, cache_dir: Path, progress: bool = True
+    device: DeviceAgent, cloud: CloudAgent, instances: Sequence[EvalInstance], setting: PlanSetting, data: str,
+    cache_dir: Path, progress: bool = True,
 ) -> dict[str, PlannedCase]:
     """Plans for `instances` under `setting`, reading the cache and planning (and appending) the rest."""
-    from agents.cloud import PLAN_PROMPT
-    from agents.device import ABSTRACT_PROMPT
-
     split = instances[0].split if instances else "none"
-    data = runtime.workspace.dataset.name
-    path = cache_dir / setting.file_name(data, split, [ABSTRACT_PROMPT, PLAN_PROMPT])
+    path = cache_dir / setting.file_name(data, split, [device.abstract_prompt, cloud.plan_prompt])
     done = {case.key: case for case in read_jsonl(path, PlannedCase)}
     todo = [inst for inst in instances if instance_key(inst) not in done]
     if todo:
         steps = track(todo, description=f"plans {setting.label()} ({len(done)} cached)") if progress else todo
         with JsonlAppender(path) as out:
             for inst in steps:
-                case = plan_instance(runtime, inst, setting)
+                case = plan_instance(device, cloud, inst, setting)
                 out.write(case)
                 done[case.key] = case
     return {instance_key(inst): done[instance_key(inst)] for inst in instances}
@@ -129,8 +126,6 @@ def plan_instances(
 
 def seeded_sample(instances: Sequence[EvalInstance], size: int, seed: int) -> list[EvalInstance]:
     """A seeded sample of `size` instances (all of them when there are fewer), in their original order."""
-    import numpy as np
-
     if size >= len(instances):
         return list(instances)
     picked = np.sort(np.random.default_rng(seed).choice(len(instances), size=size, replace=False))

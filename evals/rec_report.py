@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from rich.table import Table
 
-from evals.jsonl import write_text
+from evals.jsonl import write_json, write_text
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 
@@ -73,18 +74,14 @@ def markdown_report(report: dict, plots: dict[str, str], command: str) -> str:
 
 def write_plots(report: dict, out_dir: Path, stem: str) -> dict[str, str]:
     """HR@10 by history bucket, the ablation bars, accuracy vs cloud request rate (PNG); returns title -> file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     modes = report["modes"]
     mode = "query" if "query" in modes else next(iter(modes))
     body = modes[mode]
 
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
     methods = list(body["buckets"])
     buckets = list(next(iter(body["buckets"].values())))
     width = 0.8 / len(methods)
@@ -97,14 +94,16 @@ def write_plots(report: dict, out_dir: Path, stem: str) -> dict[str, str]:
     ax.legend(fontsize=7)
     files["HR@10 by history length"] = _save(fig, out_dir / f"{stem}_buckets.png")
 
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
     names = [r["method"] for r in body["ablation"]]
     ax.barh(names[::-1], [r["HR@10"] for r in body["ablation"]][::-1], color="tab:blue")
     ax.set_xlabel("HR@10 (full ranking)")
     ax.set_title(f"{report['meta']['data']}: ablations ({mode} mode, rule planner)")
     files["Ablations"] = _save(fig, out_dir / f"{stem}_ablation.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, mode_body in modes.items():
         xs = [p["cloud_requests_per_request"] for p in mode_body["sweep"]]
         ax.plot(xs, [p["HR@10"] for p in mode_body["sweep"]], marker="o", label=f"{name} mode")
@@ -119,9 +118,6 @@ def write_plots(report: dict, out_dir: Path, stem: str) -> dict[str, str]:
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return path.name
 
 
@@ -139,8 +135,6 @@ def rich_table(report: dict, mode: str) -> Table:
 
 def write_report(report: dict, results_dir: Path, reports_dir: Path, command: str) -> tuple[Path, Path]:
     """Write evals/results/rec_<data>.json and evals/reports/rec_<data>.md (+ PNGs) atomically."""
-    from evals.jsonl import write_json
-
     stem = f"rec_{report['meta']['data']}"
     json_path = results_dir / f"{stem}.json"
     write_json(json_path, report)

@@ -16,27 +16,29 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from agents.device import Abstract
+from agents.cloud.agent import CloudAgent
+from agents.device.agent import DeviceAgent
 from evals.rec import (
     ABLATIONS,
     EvalSet,
-    MemoSemantics,
     PipelineRun,
     RowResult,
     fire_at_load,
     fixed_plan,
     full_ranking_ranks,
-    plan_candidates,
     planned,
     planning_ms,
+    rank_instances,
     run_pipeline,
-    static_candidates,
+    static_answers,
     structured_scores,
 )
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, query_of, seeded_sample
-from graph.cloud_service import semantic_user_embeddings
+from ground.settings import Settings
 from tools.data import EvalInstance
 from tools.metrics import PopularityScorer
+from tools.protocol import Abstract
+from tools.workspace import Workspace
 
 SWEEP_LOADS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 PROTOCOL = ("leave-one-out test split; target ranked against ALL items (full ranking); the user's history "
@@ -54,56 +56,66 @@ class RecEvalConfig:
 
 
 class RecEval:
-    """One evaluation run over a runtime's data set (encoders, semantics, catalog, plan cache)."""
+    """One evaluation run over a data set: the agents' own steps, the trained encoders, the plan cache."""
 
-    def __init__(self, runtime, config: RecEvalConfig, console: Console | None = None, progress: bool = True):
-        self.rt = runtime
+    def __init__(
+        self,
+        settings: Settings,
+        ws: Workspace,
+        device: DeviceAgent,
+        clouds: dict[str, CloudAgent],
+        config: RecEvalConfig,
+        console: Console | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.settings, self.ws, self.device, self.clouds = settings, ws, device, clouds
         self.config = config
         self.console = console or Console(stderr=True)
         self.progress = progress
-        ws = runtime.workspace
         self.catalog = ws.dataset.catalog
-        self.semantics = MemoSemantics(ws.semantics)
         self.known = self.catalog.tags()
-        self.cache_dir = runtime.settings.home / "evals" / "plans"
-        self.retrieve = plan_candidates(self.catalog)
+        self.cache_dir = settings.home / "evals" / "plans"
+        self.cloud = clouds["rule"]  # Eq. 2-3 do not depend on the planner; only `plan` does
 
     # -- inputs -------------------------------------------------------------------------------------
     def evalset(self, instances: list[EvalInstance]) -> EvalSet:
         evalset = EvalSet(list(instances), self.catalog.num_items)
         for name in ("SASRec", "SURGE"):
-            evalset.structured[name], evalset.encode_ms[name] = structured_scores(self.rt.encoder(name), instances)
+            encoder = self.device.encoders.get(name)
+            evalset.structured[name], evalset.encode_ms[name] = structured_scores(encoder, instances)
         return evalset
 
     def plans(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting) -> dict[str, PlannedCase]:
         instances = [evalset.instances[r] for r in rows.tolist()]
-        return plan_instances(self.rt, instances, setting, self.cache_dir, progress=self.progress)
+        cloud = self.clouds[setting.planner]
+        return plan_instances(self.device, cloud, instances, setting, self.ws.dataset.name, self.cache_dir,
+                              progress=self.progress)  # fmt: skip
 
     # -- rows ---------------------------------------------------------------------------------------
     def baselines(self, evalset: EvalSet, mode: str, abstracts: list[Abstract]) -> list[RowResult]:
         """Popularity, SASRec alone, SURGE alone, semantic alone, LSC4Rec-style static pipeline (all rows)."""
         inst = evalset.instances
-        popularity = PopularityScorer(self.rt.workspace.splits.train, self.catalog.num_items)
+        popularity = PopularityScorer(self.ws.splits.train, self.catalog.num_items)
         pop = popularity.score_histories([i.history for i in inst]).numpy()
         rows = [RowResult("popularity", "-", full_ranking_ranks(pop, inst), 0.0)]
         for name in ("SASRec", "SURGE"):
             ranks = full_ranking_ranks(evalset.structured[name], inst)
             rows.append(RowResult(f"{name} alone", "-", ranks, evalset.encode_ms[name]))
-        halves = [0.5] * len(abstracts)
-        e_sem = semantic_user_embeddings(abstracts, halves, self.semantics)
-        semantic = e_sem @ self.semantics.table.T
+        e_sem = self.cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
+        semantic = e_sem @ self.ws.semantics.table.T
         rows.append(RowResult("semantic alone (alpha 0.5)", "-", full_ranking_ranks(semantic, inst), 0.0,
                               cloud_calls=1.0))  # fmt: skip
         static = [fixed_plan(a, self.known, alpha=0.5, size=1000, tag_count=20, encoder="SASRec", beta=0.5,
                              label="LSC4Rec static") for a in abstracts]  # fmt: skip
-        run = run_pipeline(evalset, np.arange(len(inst)), abstracts, static, self.semantics, static_candidates())
+        answers = static_answers(self.cloud, abstracts)
+        run = rank_instances(evalset, np.arange(len(inst)), static, answers, self.device)
         rows.append(RowResult("LSC4Rec-style static pipeline", "-", run.ranks, float(run.ms.mean()), 1.0,
                               "top 1,000 by e_sem, SASRec rerank, beta 0.5, no planning"))  # fmt: skip
         return rows
 
     def pipeline(self, evalset: EvalSet, rows: np.ndarray, cases: dict[str, PlannedCase]) -> PipelineRun:
         abstracts, plans = planned(cases, evalset, rows)
-        run = run_pipeline(evalset, rows, abstracts, plans, self.semantics, self.retrieve)
+        run = run_pipeline(evalset, rows, abstracts, plans, self.cloud, self.device)
         run.ms += planning_ms(cases, evalset, rows)
         return run
 
@@ -131,7 +143,7 @@ class RecEval:
         out = []
         for label, setting in ABLATIONS.items():
             plans = [fixed_plan(a, self.known, label=label, **setting) for a in abstracts]
-            run = run_pipeline(evalset, rows, abstracts, plans, self.semantics, self.retrieve)
+            run = run_pipeline(evalset, rows, abstracts, plans, self.cloud, self.device)
             described = (f"alpha {setting['alpha']:g}, {{{setting['size']}, {setting['tag_count']}}}, "
                          f"{setting['encoder']}, beta {setting['beta']:g}")  # fmt: skip
             out.append(RowResult(f"w/o SP {label}", "fixed", run.ranks, float(run.ms.mean()), 1.0, described))
@@ -152,7 +164,7 @@ class RecEval:
 
     # -- the whole run ------------------------------------------------------------------------------
     def run(self) -> dict:
-        ws = self.rt.workspace
+        ws = self.ws
         cfg = self.config
         self.console.print("[bold]scoring the device encoders on the test and few-shot users[/]")
         test = self.evalset(ws.splits.test)
@@ -215,13 +227,13 @@ class RecEval:
         }
 
     def language_models(self) -> dict[str, str]:
-        settings = self.rt.settings
+        settings = self.settings
         if settings.llm_backend == "ollama":
             return {"backend": "ollama", "device": settings.ollama_device_model, "cloud": settings.ollama_cloud_model}
         return {"backend": "llama.cpp (embedded)", "device": "Gemma 3 270M Q4_K_M", "cloud": "Gemma 3 270M Q4_K_M"}
 
     def meta(self, test: EvalSet, sample_users: int) -> dict:
-        ws = self.rt.workspace
+        ws = self.ws
         return {
             "data": ws.dataset.name,
             "protocol": PROTOCOL,
@@ -233,7 +245,8 @@ class RecEval:
             "planners": {"main, ablation, buckets, sweep, fewshot": "rule planner (every user)",
                          "sample": "rule planner and language-model planner on the same seeded sample"},
             "language_models": self.language_models(),
-            "encoders": {name: getattr(self.rt.encoder(name), "checkpoint_info", None) for name in ("SASRec", "SURGE")},
+            "encoders": {name: getattr(self.device.encoders.get(name), "checkpoint_info", None)
+                         for name in ("SASRec", "SURGE")},  # fmt: skip
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU only",
             "example_query": query_of(test.instances[0], "query"),
         }

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agents.device.agent import CacheVerdict, Precision
 from graph.builder import graph as default_graph
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
 from graph.state import RequestInput, RequestOutput
 from ground.errors import TandemError
+from tools.protocol import Abstract, Crossing, PlanResult
 
+CHECKPOINTED_TYPES = (Abstract, PlanResult, CacheVerdict, Precision, Crossing)
+"""The typed models a request's state holds, allowed back out of a checkpoint (nothing else is)."""
 MAX_QUERY_CHARS = 10_000
 MAX_TOP_K = 100
 
@@ -24,6 +33,14 @@ def request_input(user: str, query: str = "", **options: Any) -> RequestInput:
     if not 1 <= top_k <= MAX_TOP_K:
         raise TandemError(f"--top must be between 1 and {MAX_TOP_K}, got {top_k}")
     return RequestInput(user=user, query=query, **options)  # type: ignore[typeddict-item]
+
+
+def sqlite_checkpointer(path: Path) -> SqliteSaver:
+    """LangGraph's SQLite checkpointer for chat threads, deserialising only the state's own types."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    allowed = [(t.__module__, t.__name__) for t in CHECKPOINTED_TYPES]
+    serde = JsonPlusSerializer(allowed_msgpack_modules=allowed)
+    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False), serde=serde)
 
 
 def recommend(

@@ -65,7 +65,8 @@ class TandemRuntime:
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset)
-        device = build_device(settings, ws, shelf, DeviceStore(path), planner)
+        slm = language_model(settings, "device")
+        device = build_device(settings, ws, shelf, DeviceStore(path), slm, abstracts_by_slm=planner == "llm")
         cloud = None if cloud_url else build_cloud(settings, ws, shelf, planner)
         boundary = Boundary(HttpTransport(cloud_url) if cloud_url else InProcessTransport(cloud_handlers(cloud)))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))
@@ -89,11 +90,13 @@ def language_model(settings: Settings, role: Literal["device", "cloud"]) -> Base
 
 
 def build_device(
-    settings: Settings, ws: Workspace, shelf: EncoderShelf, store: DeviceStore, planner: PlannerKind
+    settings: Settings, ws: Workspace, shelf: EncoderShelf, store: DeviceStore, slm: BaseChatModel | None, *,
+    abstracts_by_slm: bool = False,
 ) -> DeviceAgent:
-    """The device agent of this workspace: its store, encoders, SLM, cache policy and calibrator."""
+    """The device agent of this workspace: its store, encoders, SLM (None: rules and templates only), cache
+    policy and calibrator. The SLM writes abstracts only with `abstracts_by_slm` (the language-model planner);
+    it always writes the explanations it is given."""
     dataset = ws.dataset
-    slm = language_model(settings, "device")
 
     def seed(user: str):
         if user not in dataset.user_names:
@@ -103,7 +106,7 @@ def build_device(
 
     return DeviceAgent(
         catalog=dataset.catalog, item_table=ws.semantics.table, store=store, encoders=shelf, seeds=seed,
-        abstract_model=slm if planner == "llm" else None, explain_model=slm,
+        abstract_model=slm if abstracts_by_slm else None, explain_model=slm,
         calibrator=load_calibrator(calibrator_path(settings.models_dir, ws.semantics.key), ws.semantics.key),
         max_seq_len=settings.max_seq_len, precision=settings.device_precision,
         resources=DeviceResources(max_avg_bits=settings.chord_max_avg_bits),
@@ -126,3 +129,13 @@ def build_cloud(
     index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.index
     model = language_model(settings, "cloud") if planner == "llm" else None
     return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord)
+
+
+def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, dict[str, CloudAgent]]:
+    """Both agents for evaluations and training: an in-memory device store, exact retrieval, and one cloud agent
+    per planner (the rules, and the configured language model)."""
+    shelf = EncoderShelf(settings.models_dir, ws.dataset)
+    device = build_device(settings, ws, shelf, DeviceStore(":memory:"), language_model(settings, "device"),
+                          abstracts_by_slm=True)  # fmt: skip
+    clouds = {planner: build_cloud(settings, ws, shelf, planner, exact=True) for planner in PLANNERS}  # type: ignore[arg-type]
+    return device, clouds

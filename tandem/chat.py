@@ -7,14 +7,18 @@ reaction was already committed to SQLite when it was typed.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from graph.builder import builder
+from graph.run import recommend, sqlite_checkpointer
+from graph.runtime import TandemRuntime
 from ground.errors import TandemError
 from tandem import views
 
@@ -35,7 +39,7 @@ HELP = """[bold]commands[/]
 class ChatSession:
     """One user's chat: the runtime, the checkpointed graph thread, and the last answer."""
 
-    runtime: Any
+    runtime: TandemRuntime
     user: str
     session_id: str
     console: Console
@@ -43,14 +47,8 @@ class ChatSession:
     last: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, runtime, user: str | None, session_id: str | None, console: Console) -> ChatSession:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        from graph.builder import builder
-
-        path = runtime.settings.home / "device" / "sessions.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        saver = SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
+    def open(cls, runtime: TandemRuntime, user: str | None, session_id: str | None, console: Console) -> ChatSession:
+        saver = sqlite_checkpointer(runtime.settings.home / "device" / "sessions.sqlite")
         graph = builder.compile(checkpointer=saver, name="tandem-chat")
         session_id = session_id or uuid.uuid4().hex[:8]
         previous = graph.get_state({"configurable": {"thread_id": session_id}}).values
@@ -62,27 +60,22 @@ class ChatSession:
         return cls(runtime, user, session_id, console, graph, dict(previous))
 
     # -- one turn --------------------------------------------------------------------------------------
-    def ask(self, query: str) -> dict[str, Any]:
-        from graph.run import recommend
+    @property
+    def catalog(self):
+        return self.runtime.device.catalog
 
-        config = {"configurable": {"thread_id": self.session_id}}
-        before = self.graph.get_state(config).values
-        counts = {key: len(before.get(key, [])) for key in ("route", "warnings", "crossings", "timings")}
-        state = recommend(self.runtime, self.user, query, graph=self.graph, thread_id=self.session_id)
-        turn = dict(state)
-        for key, start in counts.items():  # the thread accumulates these lists; show this turn's part
-            turn[key] = state.get(key, [])[start:]
-        turn["_catalog"] = self.runtime.workspace.dataset.catalog
-        self.last = turn
-        return turn
+    def ask(self, query: str) -> Mapping[str, Any]:
+        """One turn through the checkpointed thread (its per-turn lists start afresh each turn)."""
+        self.last = dict(recommend(self.runtime, self.user, query, graph=self.graph, thread_id=self.session_id))
+        return self.last
 
-    def show_turn(self, turn: dict[str, Any]) -> None:
-        if turn.get("plan_result"):
+    def show_turn(self, turn: Mapping[str, Any]) -> None:
+        if turn.get("plan_result") is not None:
             self.console.print(views.plan_table(turn["plan_result"]))
-        self.console.print(views.ranked_table(turn, turn["_catalog"]))
+        self.console.print(views.ranked_table(turn, self.catalog))
         self.console.print(views.route_summary(turn))
         for warning in turn.get("warnings", []):
-            self.console.print(f"[yellow]warning:[/] {warning}")
+            self.console.print(Text.assemble(("warning: ", "yellow"), warning))
 
     # -- commands --------------------------------------------------------------------------------------
     def command(self, line: str) -> bool:
@@ -96,7 +89,7 @@ class ChatSession:
         if name in ("/quit", "/exit", "/q"):
             return False
         if name not in handlers:
-            self.console.print(f"[red]unknown command {name}[/]; /help lists them")
+            self.console.print(Text(f"unknown command {name}; /help lists them", style="red"))
             return True
         handlers[name](arg)
         return True
@@ -115,37 +108,39 @@ class ChatSession:
         if not arg:
             self.console.print("[red]/watched needs a title[/], e.g. /watched toy story")
             return
-        catalog = self.runtime.workspace.dataset.catalog
+        catalog = self.catalog
         needle = arg.lower()
         exact = [i for i in catalog.items if i.title.lower() == needle]
         found = exact or [i for i in catalog.items if needle in i.title.lower()]
         if len(found) == 1:
             self._add(found[0].item_id)
         elif not found:
-            self.console.print(f"[red]no film matches {arg!r}[/]")
+            self.console.print(Text(f"no film matches {arg!r}", style="red"))
         else:
             shown = ", ".join(f"{i.title} ({i.year})" for i in found[:6])
-            self.console.print(f"[yellow]{len(found)} films match {arg!r}[/]: {shown}; type more of the title")
+            message = f"{len(found)} films match {arg!r}: {shown}; type more of the title"
+            self.console.print(Text(message, style="yellow"))
 
     def _add(self, item_id: int) -> None:
-        item = self.runtime.workspace.dataset.catalog[item_id]
-        length = self.runtime.store.append(self.user, [item_id])
-        self.console.print(f"[green]added[/] {item.title} ({item.year}) to your history ({length} interactions)")
+        item = self.catalog[item_id]
+        length = self.runtime.device.store.append(self.user, [item_id])
+        self.console.print(Text.assemble(("added ", "green"), f"{item.title} ({item.year}) to your history "
+                                         f"({length} interactions)"))  # fmt: skip
 
     def history(self, arg: str = "") -> None:
-        items, _ = self.runtime.store.history(self.user)
-        catalog = self.runtime.workspace.dataset.catalog
+        items, _ = self.runtime.device.store.history(self.user)
+        catalog = self.catalog
         table = Table(title=f"history of {self.user}: {len(items)} interactions, newest first")
         table.add_column("#")
         table.add_column("title")
         table.add_column("tags")
         for n, item_id in enumerate(items[::-1][:15].tolist(), 1):
             item = catalog[item_id]
-            table.add_row(str(n), f"{item.title} ({item.year})", ", ".join(item.tags))
+            table.add_row(str(n), Text(f"{item.title} ({item.year})"), ", ".join(item.tags))
         self.console.print(table)
 
     def plan(self, arg: str = "") -> None:
-        if not self.last.get("plan_result"):
+        if self.last.get("plan_result") is None:
             self.console.print("no plan yet: ask for recommendations first")
             return
         self.console.print(views.plan_table(self.last["plan_result"]))
@@ -155,8 +150,8 @@ class ChatSession:
             self.console.print("nothing to explain yet: ask for recommendations first")
             return
         with self.console.status("the device model is writing an explanation"):
-            text = self.runtime.explain(self.last["plan_result"]["plan"], self.last["ranked"])
-        self.console.print(f"[bold]why these:[/] {text}")
+            text = self.runtime.device.explain(self.last["plan_result"].plan, self.last["ranked"]).text
+        self.console.print(Text.assemble(("why these: ", "bold"), text))
 
     def backend(self, arg: str = "") -> None:
         s = self.runtime.settings
@@ -167,11 +162,11 @@ class ChatSession:
         )
         cloud = self.runtime.cloud_url or "in process"
         chroma = s.chroma_url or f"embedded at {s.chroma_dir}"
-        self.console.print(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"
-                           f"Chroma: {chroma}\ndata: {self.runtime.workspace.dataset.name}")  # fmt: skip
+        self.console.print(Text(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"
+                                f"Chroma: {chroma}\ndata: {self.runtime.workspace.dataset.name}"))  # fmt: skip
 
     def reset(self, arg: str = "") -> None:
-        self.runtime.store.reset(self.user)
+        self.runtime.device.store.reset(self.user)
         self.session_id = uuid.uuid4().hex[:8]
         self.last = {}
         self.console.print(f"history and cache cleared; new session {self.session_id}")
@@ -203,6 +198,6 @@ def run_chat(session: ChatSession) -> None:
         except KeyboardInterrupt:
             console.print("[yellow]request interrupted[/]")
         except TandemError as exc:
-            console.print(f"[red]error:[/] {exc}")
-    items, _ = session.runtime.store.history(session.user)
+            console.print(Text.assemble(("error: ", "red"), str(exc)))
+    items, _ = session.runtime.device.store.history(session.user)
     console.print(f"bye: history saved ({len(items)} interactions), session {session.session_id}")

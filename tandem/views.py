@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ground.errors import TandemError
 from tools.data import Catalog, Dataset, Splits
+from tools.protocol import PlanResult
 from tools.tag_index import BuildReport, Candidate
 from tools.workspace import Workspace
 
@@ -70,53 +74,54 @@ def build_index_with_progress(ws: Workspace, force: bool = False) -> BuildReport
 
 def candidates_table(query: str, counts: dict[str, int], candidates: list[Candidate], catalog: Catalog) -> Table:
     plan = ", ".join(f"{t}: {n}" for t, n in counts.items())
-    table = Table(title=f"tag-group retrieval: {query}", caption=f"plan {{{plan}}}, score = e_sem . e_i (Eq. 3)")
+    table = Table(title=Text(f"tag-group retrieval: {query}"), caption=f"plan {{{plan}}}, score = e_sem . e_i (Eq. 3)")
     for column in ("#", "score", "title", "year", "tags", "found via"):
         table.add_column(column)
     for rank, cand in enumerate(candidates, 1):
         item = catalog[cand.item_id]
         table.add_row(
-            str(rank), f"{cand.score:.3f}", item.title, str(item.year or ""), ", ".join(item.tags), ", ".join(cand.tags)
+            str(rank), f"{cand.score:.3f}", Text(item.title), str(item.year or ""), ", ".join(item.tags),
+            ", ".join(cand.tags),
         )
     return table
 
 
-def plan_table(plan_result: dict) -> Table:
+def plan_table(result: PlanResult) -> Table:
     """The strategy plan (CDA4Rec Fig. 4) with how it was obtained and each module's rationale."""
-    plan = plan_result["plan"]
-    status = plan_result.get("status", "?")
-    prompt = plan_result.get("prompt") or "-"
-    table = Table(title=f"plan ({status}, prompt {prompt})")
+    plan, why = result.plan, result.plan.explanations
+    table = Table(title=Text(f"plan ({result.status}, prompt {result.prompt or '-'})"))
     table.add_column("module", style="bold")
     table.add_column("decision")
     table.add_column("why")
-    why = plan.get("explanations", {})
-    table.add_row("semantic (Eq. 2)", f"alpha = {plan['alpha']:.2f} (query vs behaviour)", why.get("semantic", ""))
-    tags = ", ".join(f"{t}: {n}" for t, n in plan["tags"].items())
-    scope = f"{plan['tag_count']} tags, {plan['candidate_size']} candidates: {tags}"
-    table.add_row("retrieval (Eq. 3)", scope, why.get("retrieval", ""))
-    table.add_row("structured (Eq. 4)", plan["encoder"], why.get("structured", ""))
-    table.add_row("ranking (Eq. 5)", f"beta = {plan['beta']:.2f} (semantic vs structured)", why.get("ranking", ""))
-    for violation in plan_result.get("violations", [])[:6]:
-        table.add_row("[yellow]violation", violation.get("field", ""), violation.get("message", ""))
+    tags = ", ".join(f"{t}: {n}" for t, n in plan.tags.items())
+    rows = [
+        ("semantic (Eq. 2)", f"alpha = {plan.alpha:.2f} (query vs behaviour)", why.semantic),
+        ("retrieval (Eq. 3)", f"{plan.tag_count} tags, {plan.candidate_size} candidates: {tags}", why.retrieval),
+        ("structured (Eq. 4)", plan.encoder, why.structured),
+        ("ranking (Eq. 5)", f"beta = {plan.beta:.2f} (semantic vs structured)", why.ranking),
+    ]
+    for module, decision, reason in rows:
+        table.add_row(module, Text(decision), Text(reason))
+    for violation in result.violations[:6]:
+        table.add_row(Text("violation", style="yellow"), Text(violation.field), Text(violation.message))
     return table
 
 
-def ranked_table(state: dict, catalog: Catalog) -> Table:
-    table = Table(title=f"recommendations (source: {state.get('source', '?')})")
+def ranked_table(state: Mapping[str, Any], catalog: Catalog) -> Table:
+    table = Table(title=f"recommendations (source: {state.get('source') or '?'})")
     for column in ("#", "score", "title", "year", "tags"):
         table.add_column(column)
     rows = zip(state.get("ranked", []), state.get("ranked_scores", []), strict=True)
     for rank, (item_id, score) in enumerate(rows, 1):
         item = catalog[item_id]
-        table.add_row(str(rank), f"{score:.3f}", item.title, str(item.year or ""), ", ".join(item.tags))
+        table.add_row(str(rank), f"{score:.3f}", Text(item.title), str(item.year or ""), ", ".join(item.tags))
     return table
 
 
-def route_summary(state: dict) -> str:
+def route_summary(state: Mapping[str, Any]) -> Text:
     crossings = state.get("crossings", [])
-    up = sum(c["bytes_up"] for c in crossings)
-    down = sum(c["bytes_down"] for c in crossings)
+    up = sum(c.bytes_up for c in crossings)
+    down = sum(c.bytes_down for c in crossings)
     total = sum(t["seconds"] for t in state.get("timings", []))
     inconsistency = state.get("inconsistency")
     parts = [
@@ -125,4 +130,4 @@ def route_summary(state: dict) -> str:
         f"inconsistency (LSC4Rec Eq. 11): {inconsistency:.3f}" if inconsistency is not None else "",
         f"node time: {total:.2f} s",
     ]
-    return "\n".join(p for p in parts if p)
+    return Text("\n".join(p for p in parts if p))

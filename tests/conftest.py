@@ -8,8 +8,10 @@ pytest's tmp_path.
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from ground.settings import Settings
+from tandem.setup import setup
 from tools.data import Dataset, Splits, leave_one_out, load
 from tools.embeddings import ItemSemantics, item_semantics
 from tools.workspace import Workspace
@@ -41,3 +43,11 @@ def built_index(settings: Settings) -> Workspace:
     ws = Workspace(settings, "ml-100k", progress=False)
     ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
     return ws
+
+
+@pytest.fixture(scope="session")
+def ready(built_index: Workspace) -> Workspace:
+    """ML-100K with everything a runtime loads, built by `tandem setup` where missing (encoders, calibrator,
+    re-request threshold), as a user would have it after `make demo`."""
+    setup(built_index, Console(stderr=True))
+    return built_index

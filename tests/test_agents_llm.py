@@ -20,15 +20,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
-from agents.cloud import LINE_PLAN_PROMPT, plan_strategy
-from agents.device import (
-    MAX_SANITIZED_CHARS,
-    Abstract,
-    HistoryEntry,
-    generate_abstract,
-    generate_explanation,
-    history_from_ids,
-)
+from agents.cloud.planner import LINE_PLAN_PROMPT, plan_strategy
+from agents.device.abstract import MAX_SANITIZED_CHARS, HistoryEntry, generate_abstract, history_from_ids
+from agents.device.explain import generate_explanation
 from agents.llm import (
     CallStats,
     LlamaCppChat,
@@ -43,8 +37,9 @@ from agents.llm import (
 from ground.settings import Settings
 from tests.ollama_stub import OllamaStub
 from tools.data import Dataset
-from tools.plan import plan_json_schema, rule_plan
-from tools.rule_planner import PlanSignals, signals_from_abstract
+from tools.plan_schema import plan_json_schema
+from tools.protocol import Abstract
+from tools.rule_planner import PlanSignals, rule_plan, signals_from_abstract
 
 
 class ScriptedChat(BaseChatModel):
@@ -136,7 +131,7 @@ def test_empty_query(history: list[HistoryEntry], tags) -> None:
     result = generate_abstract("", history, ScriptedChat(replies=[" comedies and dramas."]),
                                known_tags=tags)  # fmt: skip
     assert result.abstract.sanitized_query == "" and "Query: (none)." in result.abstract.as_text()
-    signals = signals_from_abstract(result.abstract.sanitized_query, result.abstract.behavior_summary, tags)
+    signals = signals_from_abstract(result.abstract, tags)
     assert signals.clarity == "none" and signals.facts == result.facts
 
 
@@ -231,14 +226,14 @@ def test_plan_model_failure_falls_back_to_rules(tags) -> None:
     result = plan_strategy(ABSTRACT, tags, ScriptedChat(error="connection refused"))
     assert result.status == "fallback" and result.violations[0].field == "model"
     assert result.plan.tag_count == 3 and result.plan.alpha >= 0.5  # clear query, dense recent history
-    assert plan_strategy(ABSTRACT, tags, None).status == "fallback"
+    assert plan_strategy(ABSTRACT, tags, None).status == "rule"
 
 
 # ------------------------------------------------------------------ explanation (Fig. 5)
 
 
 def test_explanation(ml100k: Dataset, tags) -> None:
-    plan = rule_plan(signals_from_abstract(ABSTRACT.sanitized_query, ABSTRACT.behavior_summary, tags), tags)
+    plan = rule_plan(signals_from_abstract(ABSTRACT, tags), tags)
     items = [ml100k.catalog[i] for i in (1, 50, 100)]
     good = ScriptedChat(replies=[" These comedies match your request for light 1990s fun and your recent taste."])
     explanation = generate_explanation(plan, items, good)

@@ -6,6 +6,8 @@ force a branch; the language-model planner runs in the agents' own tests and in 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,10 @@ from graph.boundary import Boundary, CloudUnavailableError
 from graph.builder import builder
 from graph.run import recommend
 from graph.runtime import TandemRuntime
-from tools.plan import Plan, PlanResult
+from tools.chord import ChordConfig, train_chord
+from tools.protocol import Plan, PlanResult
+from tools.quant import DeviceResources
+from tools.tag_index import ChromaUnavailableError
 
 USER = "196"
 
@@ -30,32 +35,24 @@ class GarbageTransport:
         return b'{"not": "a plan"}'
 
 
-@pytest.fixture(scope="module")
-def built_index(settings):
-    from tools.workspace import Workspace
-
-    ws = Workspace(settings, "ml-100k", progress=False)
-    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
-    return ws
-
-
 @pytest.fixture
-def runtime(settings, built_index, tmp_path) -> TandemRuntime:
-    rt = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "device.sqlite"))
-    rt.workspace = built_index
-    return rt
+def runtime(settings, ready, tmp_path) -> TandemRuntime:
+    return TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "device.sqlite"))
 
 
 def force_plan(rt: TandemRuntime, **changes) -> None:
     """Make the cloud answer the rule plan with `changes` applied (e.g. encoder="SURGE")."""
-    original = rt.plan_for_abstract
+    original = rt.cloud.plan
 
-    def planner(abstract, known_tags):
-        result = original(abstract, known_tags)
-        plan = Plan.model_validate({**result.plan.model_dump(), **changes})
+    def planner(abstract):
+        plan = Plan.model_validate({**original(abstract).plan.model_dump(), **changes})
         return PlanResult(plan=plan, status="parsed")
 
-    rt.plan_for_abstract = planner
+    rt.cloud.plan = planner
+
+
+def history(rt: TandemRuntime) -> list[int]:
+    return rt.device.store.history(USER)[0].tolist()
 
 
 def test_fresh_request_goes_to_the_cloud(runtime):
@@ -65,66 +62,66 @@ def test_fresh_request_goes_to_the_cloud(runtime):
     assert state["route"][:5] == first
     assert "device_sasrec" in state["route"] or "device_surge" in state["route"]
     assert len(state["ranked"]) == 10 and len(set(state["ranked"])) == 10
-    assert not set(state["ranked"]) & set(state["history"]), "seen items must not be recommended"
-    assert [c["route"] for c in state["crossings"]] == ["plan", "semantic"]
-    assert all(c["bytes_up"] > 0 and c["bytes_down"] > 0 for c in state["crossings"])
-    assert runtime.store.cached(USER) is not None
+    assert not set(state["ranked"]) & set(history(runtime)), "seen items must not be recommended"
+    assert [c.route for c in state["crossings"]] == ["plan", "semantic"]
+    assert all(c.bytes_up > 0 and c.bytes_down > 0 for c in state["crossings"])
+    assert runtime.device.cached(USER) is not None
 
 
 def test_reliable_cache_skips_the_cloud_then_new_history_makes_it_stale(runtime):
     first = recommend(runtime, USER, "a funny animated movie", allow_rerequest=False)
     again = recommend(runtime, USER, "a funny animated movie", allow_rerequest=False)
     assert again["source"] == "cache" and "cloud_plan" not in again["route"] and not again["crossings"]
-    assert again["cache"]["reliable"] and again["cache"]["new_interactions"] == 0
+    assert again["cache"].reliable and again["cache"].new_interactions == 0
     assert again["ranked"] == first["ranked"]
     # the user now watches a dozen documentaries: the cached "funny animated" semantics are stale
-    docs = runtime.workspace.dataset.catalog.tag_members("Documentary")[:12].tolist()
-    runtime.store.append(USER, docs)
+    docs = runtime.device.catalog.tag_members("Documentary")[:12].tolist()
+    runtime.device.store.append(USER, docs)
     stale = recommend(runtime, USER, "a funny animated movie", allow_rerequest=False)
-    assert stale["cache"]["present"] and not stale["cache"]["reliable"]
+    assert stale["cache"].present and not stale["cache"].reliable
     assert stale["source"] == "cloud" and "cloud_plan" in stale["route"]
 
 
 def test_new_query_is_not_answered_from_cache(runtime):
     recommend(runtime, USER, "a funny animated movie", allow_rerequest=False)
     other = recommend(runtime, USER, "a dark film noir", allow_rerequest=False)
-    assert other["cache"]["reason"] == "new query" and other["source"] == "cloud"
+    assert other["cache"].reason == "new query" and other["source"] == "cloud"
 
 
 def test_cloud_down_with_cache_calibrates_on_device(runtime):
     recommend(runtime, USER, "", allow_rerequest=False)
-    runtime.store.append(USER, runtime.workspace.dataset.catalog.tag_members("Horror")[:15].tolist())
-    runtime.__dict__["boundary"] = Boundary(DownTransport())
-    state = recommend(runtime, USER, "", allow_rerequest=False)
+    runtime.device.store.append(USER, runtime.device.catalog.tag_members("Horror")[:15].tolist())
+    state = recommend(replace(runtime, boundary=Boundary(DownTransport())), USER, "", allow_rerequest=False)
     assert state["source"] == "calibrated_cache" and "device_calibrate" in state["route"]
     assert any("cloud unreachable" in w for w in state["warnings"])
     assert len(state["ranked"]) == 10
-    cached = np.asarray(runtime.store.cached(USER).e_sem)
-    assert not np.allclose(cached, state["e_sem"]), "calibration must move the cached embedding"
+    cached = np.asarray(runtime.device.cached(USER).e_sem)
+    e_cal, _ = runtime.device.calibrate(runtime.device.cached(USER), history(runtime))
+    assert not np.allclose(cached, e_cal), "calibration must move the cached embedding"
 
 
 def test_cloud_down_without_cache_ranks_on_device_alone(runtime):
-    runtime.__dict__["boundary"] = Boundary(DownTransport())
-    state = recommend(runtime, USER, "space adventure", allow_rerequest=False)
+    state = recommend(replace(runtime, boundary=Boundary(DownTransport())), USER, "space adventure",
+                      allow_rerequest=False)  # fmt: skip
     assert state["source"] == "device_only" and "device_fallback" in state["route"]
     assert "device_sasrec" in state["route"] and len(state["ranked"]) == 10
     assert any("no cached semantics" in w for w in state["warnings"])
 
 
 def test_cloud_answering_garbage_takes_the_fallback(runtime):
-    runtime.__dict__["boundary"] = Boundary(GarbageTransport())
-    state = recommend(runtime, USER, "space adventure", allow_rerequest=False)
+    state = recommend(replace(runtime, boundary=Boundary(GarbageTransport())), USER, "space adventure",
+                      allow_rerequest=False)  # fmt: skip
     assert state["source"] == "device_only" and any("invalid PlanResult" in w for w in state["warnings"])
 
 
 def test_rerequest_fires_above_threshold(runtime):
-    runtime.__dict__["request_threshold"] = 0.0  # every disagreement asks the cloud again (once)
-    state = recommend(runtime, USER, "a funny animated movie")
+    eager = replace(runtime, request_threshold=0.0)  # every disagreement asks the cloud again (once)
+    state = recommend(eager, USER, "a funny animated movie")
     assert state["rerequests"] == 1 and state["source"] == "re-request"
     assert state["route"].count("cloud_plan") == 2 and "device_rerequest" in state["route"]
     assert len(state["crossings"]) == 4
-    runtime.__dict__["request_threshold"] = float("inf")
-    assert recommend(runtime, USER, "a sad drama")["rerequests"] == 0
+    assert recommend(replace(runtime, request_threshold=float("inf")), USER, "a sad drama")["rerequests"] == 0
+    assert recommend(replace(runtime, request_threshold=None), USER, "a sad comedy")["rerequests"] == 0
 
 
 @pytest.mark.parametrize(("encoder", "node"), [("SURGE", "device_surge"), ("none", None)])
@@ -137,8 +134,8 @@ def test_plan_chooses_the_structured_branch(runtime, encoder, node):
 
 
 def test_unknown_items_and_long_histories_are_handled(runtime):
-    history = runtime.workspace.dataset.sequences[0].tolist() * 3 + [99_999]
-    state = recommend(runtime, "new-user", "", history=history, allow_rerequest=False)
+    given = runtime.workspace.dataset.sequences[0].tolist() * 3 + [99_999]
+    state = recommend(runtime, "new-user", "", history=given, allow_rerequest=False)
     assert any("unknown item id" in w for w in state["warnings"])
     assert any("newest 200" in w for w in state["warnings"])
     assert len(state["ranked"]) == 10
@@ -146,7 +143,7 @@ def test_unknown_items_and_long_histories_are_handled(runtime):
 
 def test_new_user_with_empty_history(runtime):
     state = recommend(runtime, "nobody-yet", "a funny animated movie", allow_rerequest=False)
-    assert state["history"] == [] and len(state["ranked"]) == 10
+    assert runtime.device.store.history("nobody-yet")[0].tolist() == [] and len(state["ranked"]) == 10
     assert "device_sasrec" not in state["route"] or any("no history" in w for w in state["warnings"])
 
 
@@ -165,38 +162,33 @@ def test_graph_picture_shows_every_branch():
 
 
 def _use_chord(runtime, chord, max_avg_bits: float = 3.0) -> None:
-    runtime._chords["sasrec"] = chord
-    runtime.settings = runtime.settings.model_copy(
-        update={"device_precision": "chord", "chord_max_avg_bits": max_avg_bits}
-    )
+    runtime.device.encoders.put_chord("SASRec", chord)
+    runtime.device.precision = "chord"
+    runtime.device.resources = DeviceResources(max_avg_bits=max_avg_bits)
     force_plan(runtime, encoder="SASRec", beta=0.5)
 
 
 def test_chord_strategy_crosses_the_boundary_and_quantizes_the_device_encoder(runtime):
     """CHORD wired in: profile up, 2-bit-per-channel strategy down, counted; the device runs <= its budget."""
-    from tools.chord import ChordConfig, train_chord
-
-    result = train_chord(runtime.encoder("SASRec"), runtime.workspace.splits.train,
+    result = train_chord(runtime.device.encoders.get("SASRec"), runtime.workspace.splits.train,
                          ChordConfig(steps=2, batch_size=8, seed=0, threads=1))  # fmt: skip
     _use_chord(runtime, result.chord, max_avg_bits=3.0)
     state = recommend(runtime, USER, "a scary movie", allow_rerequest=False)
     precision = state["precision"]
-    assert precision["mode"] == "chord" and precision["avg_bits"] <= 3.0 + 1e-9
-    strategy = [c for c in state["crossings"] if c["route"] == "strategy"]
-    assert len(strategy) == 1 and 0 < strategy[0]["bytes_down"] < 2_000
-    assert precision["strategy_bits"] * 16 < 32 * sum(s.channels * s.fan_in for s in result.chord.specs)
+    assert precision.mode == "chord" and precision.avg_bits <= 3.0 + 1e-9
+    strategy = [c for c in state["crossings"] if c.route == "strategy"]
+    assert len(strategy) == 1 and 0 < strategy[0].bytes_down < 2_000
+    assert precision.strategy_bits * 16 < 32 * sum(s.channels * s.fan_in for s in result.chord.specs)
     assert len(state["ranked"]) == 10
 
 
 def test_chord_without_hypernetworks_falls_back_to_full_precision(runtime):
     _use_chord(runtime, None)
     state = recommend(runtime, USER, "a scary movie", allow_rerequest=False)
-    assert state["precision"]["mode"] == "full" and any("no CHORD" in w for w in state["warnings"])
+    assert state["precision"].mode == "full" and any("no CHORD" in w for w in state["warnings"])
 
 
 def test_chroma_unreachable_in_the_cloud_takes_the_fallback(runtime, monkeypatch):
-    from tools.tag_index import ChromaUnavailableError
-
     def down(*args, **kwargs):
         raise ChromaUnavailableError("Chroma server at http://127.0.0.1:9 is unreachable: ConnectError")
 

@@ -10,21 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tools.plan import (
-    CANDIDATE_SIZES,
-    TAG_COUNTS,
-    Plan,
-    PlanError,
-    PlanParseError,
-    PlanValidationError,
-    nearest_tag,
-    parse_plan,
-    plan_json_schema,
-    plan_to_compact,
-    resolve_plan,
-    rule_plan,
-)
-from tools.rule_planner import BehaviorFacts, PlanSignals, allocate, signals_from_abstract
+from tools.plan_parsing import PlanParseError, PlanValidationError, nearest_tag, parse_plan, resolve_plan
+from tools.plan_schema import plan_json_schema, plan_to_compact
+from tools.protocol import CANDIDATE_SIZES, TAG_COUNTS, Abstract, BehaviorFacts, Plan, PlanError
+from tools.rule_planner import PlanSignals, allocate, rule_plan, signals_from_abstract
 
 TAGS = [
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
@@ -198,9 +187,15 @@ def test_plan_model_rejects_inconsistent_plans() -> None:
     good = rule_plan(CLEAR, TAGS).model_dump()
     Plan.model_validate(good, context={"known_tags": TAGS})
     for change in ({"candidate_size": 2000}, {"tag_count": 5}, {"alpha": 1.2}, {"encoder": "GRU"},
-                   {"encoder": "none"}, {"tags": {"Nope": 250, "Drama": 125, "War": 125}}):  # fmt: skip
+                   {"tags": {"Nope": 250, "Drama": 125, "War": 125}}, {"extra": 1}):  # fmt: skip
         with pytest.raises(ValidationError):
             Plan.model_validate({**good, **change}, context={"known_tags": TAGS})
+
+
+def test_no_encoder_always_means_semantics_only() -> None:
+    good = rule_plan(CLEAR, TAGS).model_dump()
+    assert good["beta"] != 1.0
+    assert Plan.model_validate({**good, "encoder": "none"}).beta == 1.0
 
 
 # ------------------------------------------------------------------ rule planner (Fig. 4 tips)
@@ -231,11 +226,15 @@ def test_long_spread_out_history_gets_surge() -> None:
 
 def test_signals_from_abstract() -> None:
     summary = "likes comedies. " + DENSE.to_text()
-    signals = signals_from_abstract("a funny sci-fi film from the 80s", summary, TAGS)
+    signals = signals_from_abstract(abstract("a funny sci-fi film from the 80s", summary), TAGS)
     assert signals.clarity == "clear" and {"Sci-Fi", "Comedy", "1980s"} <= set(signals.query_tags)
     assert signals.facts == DENSE
-    assert signals_from_abstract("", "no facts here", TAGS).clarity == "none"
-    assert signals_from_abstract("surprise me", summary, TAGS).clarity == "vague"
+    assert signals_from_abstract(abstract("", "no facts here"), TAGS).clarity == "none"
+    assert signals_from_abstract(abstract("surprise me", summary), TAGS).clarity == "vague"
+
+
+def abstract(query: str, summary: str) -> Abstract:
+    return Abstract(sanitized_query=query, behavior_summary=summary)
 
 
 def test_too_few_known_tags_is_a_clear_error() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress
 
 from tools.data.catalog import Dataset
 
@@ -46,8 +47,6 @@ def embed_texts(texts: list[str], batch_size: int = 128, progress: bool = False)
     model = text_encoder()
     if not progress:
         return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-    from rich.progress import Progress
-
     chunks = []
     with Progress(transient=True) as bar:
         task = bar.add_task("embedding item texts", total=len(texts))

@@ -25,9 +25,18 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from ground.errors import TandemError
 from tools.embeddings import embed_texts
-from tools.protocol import CANDIDATE_SIZES, ENCODERS, MODULES, TAG_COUNTS, Plan, PlanResult, Violation, effective_beta
+from tools.protocol import (
+    CANDIDATE_SIZES,
+    ENCODERS,
+    MODULES,
+    TAG_COUNTS,
+    Plan,
+    PlanError,
+    PlanResult,
+    Violation,
+    effective_beta,
+)
 from tools.rule_planner import (
     TAG_ALIASES,
     PlanSignals,
@@ -41,10 +50,6 @@ from tools.rule_planner import (
 MAX_TEXT = 20_000
 
 Embed = Callable[[list[str]], np.ndarray]
-
-
-class PlanError(TandemError):
-    """A model output that is not a usable plan."""
 
 
 class PlanParseError(PlanError):

@@ -19,6 +19,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from ground.errors import TandemError
+
 TagCount = Literal[3, 5, 10, 20]
 CandidateSize = Literal[500, 1000, 2000, 5000]
 EncoderName = Literal["SASRec", "SURGE", "none"]
@@ -129,6 +131,10 @@ class Abstract(WireModel):
 
 
 # ---------------------------------------------------------------------------------------------- the plan
+
+
+class PlanError(TandemError):
+    """A plan that cannot be made or used (e.g. a catalogue with too few tags, a model output with no plan)."""
 
 
 def effective_beta(encoder: str, beta: float) -> float:

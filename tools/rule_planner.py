@@ -28,8 +28,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ground.errors import TandemError
-from tools.protocol import DENSE_FROM, SPARSE_BELOW, TAG_COUNTS, Abstract, BehaviorFacts, Plan, effective_beta
+from tools.protocol import (
+    DENSE_FROM,
+    SPARSE_BELOW,
+    TAG_COUNTS,
+    Abstract,
+    BehaviorFacts,
+    Plan,
+    PlanError,
+    effective_beta,
+)
 
 Clarity = Literal["clear", "vague", "none"]
 
@@ -180,7 +188,7 @@ def usable_tag_counts(known_tags: Sequence[str]) -> list[int]:
     """The allowed tag counts a catalog with these tags can fill; an error when it cannot fill the smallest."""
     usable = [k for k in TAG_COUNTS if k <= len(known_tags)]
     if not usable:
-        raise TandemError(f"only {len(known_tags)} known tags: a plan needs at least {TAG_COUNTS[0]}")
+        raise PlanError(f"only {len(known_tags)} known tags: a plan needs at least {TAG_COUNTS[0]}")
     return usable
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class ChromaUnavailableError(TandemError):
 
 def chroma_client(url: str | None, path: Path):
     """An HttpClient for `url` (a running `chroma run`), else a PersistentClient at `path`."""
-    import chromadb
+    import chromadb  # deferred: Chroma takes a second to import, and exact retrieval does without it
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
@@ -131,8 +132,6 @@ class TagIndex:
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> BuildReport:
         """Write every tag collection and the tag descriptions, then switch the manifest to them."""
-        import time
-
         start = time.perf_counter()
         current = self._read_manifest()
         if current and current["key"] == semantics.key and not force and self._complete(current):

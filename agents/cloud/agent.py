@@ -46,6 +46,7 @@ class CloudAgent:
     index: TagRetriever
     planner_model: BaseChatModel | None = None
     plan_prompt: str = PLAN_PROMPT
+    structured_output: bool = True
     chord: ChordLoader = field(default=_no_chord)
 
     def known_tags(self) -> list[str]:
@@ -53,7 +54,8 @@ class CloudAgent:
 
     def plan(self, abstract: Abstract) -> PlanResult:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
-        return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt)
+        return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt,
+                             structured=self.structured_output)  # fmt: skip
 
     def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float]) -> np.ndarray:
         """CDA4Rec Eq. 2 for a batch: e_sem [B, d]."""

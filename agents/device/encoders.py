@@ -65,6 +65,12 @@ class EncoderShelf:
             return self._loaded[name]
 
     # -- CHORD --------------------------------------------------------------------------------------------
+    def put_chord(self, name: str, chord: Chord | None) -> None:
+        """Use `chord` for encoder `name` (freshly trained, e.g. by a benchmark; None: no CHORD)."""
+        with self._lock:
+            self._chords[name] = chord
+            self._quantized.clear()
+
     def chord(self, name: str) -> Chord | None:
         """The CHORD pair trained for encoder `name`, or None when none was trained."""
         with self._lock:

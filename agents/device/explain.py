@@ -75,7 +75,7 @@ def generate_explanation(
     tag that neither the plan nor the list carries (a 270M base model readily echoes its worked example);
     otherwise a template built from the plan is used, and the reason is noted.
     """
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = []
     if llm is not None:
         prompt = get_prompt(EXPLAIN_PROMPT).render(plan=plan.to_lines(), items=describe_items(items))
         start = time.perf_counter()

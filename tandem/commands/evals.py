@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +28,7 @@ def plans(
     seed: Annotated[int, typer.Option(help="Suite seed.")] = 0,
 ) -> None:
     """Score plan validity, decision tips, leakage, latency and tokens for one or two prompt versions."""
-    from evals.jsonl import write_json
+    from evals.jsonl import write_json  # deferred: loads the agents (see `tandem.cli`)
     from evals.plans import (
         build_suite,
         changed_cases,
@@ -36,17 +37,21 @@ def plans(
         run_plan_eval,
         summarise,
     )
-    from graph.runtime import TandemRuntime
+    from graph.runtime import evaluation_agents
     from prompts import get_prompt
+    from tools.workspace import Workspace
 
     prompts = list(compare) if compare else [prompt]
     refs = [get_prompt(p).ref for p in prompts]  # unknown name or version -> one clear line
-    runtime = TandemRuntime.create(get_settings(), data)
-    suite = build_suite(runtime.workspace.dataset, runtime.workspace.splits, size=size, seed=seed)
+    settings = get_settings()
+    ws = Workspace(settings, data)
+    device, clouds = evaluation_agents(settings, ws)
+    suite = build_suite(ws.dataset, ws.splits, size=size, seed=seed)
     columns = {}
     for ref in refs:
-        path = results_path(runtime.workspace.dataset.name, ref, structured=not free)
-        columns[ref] = run_plan_eval(runtime, suite, ref, structured=not free, path=path)
+        path = results_path(ws.dataset.name, ref, structured=not free)
+        cloud = replace(clouds["llm"], plan_prompt=ref, structured_output=not free)
+        columns[ref] = run_plan_eval(device, cloud, suite, path)
         write_json(path.with_suffix(".summary.json"), {"prompt": ref, "structured": not free,
                                                         "cases": len(columns[ref]), **summarise(columns[ref])})
         console.print(f"results: {path}")
@@ -72,9 +77,10 @@ def rec(
     reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
 ) -> None:
     """Accuracy of Tandem vs baselines, ablations, history buckets, few-shot and request rate (full ranking)."""
-    from evals.rec_report import rich_table, write_report
+    from evals.rec_report import rich_table, write_report  # deferred: loads the agents (see `tandem.cli`)
     from evals.rec_suite import RecEval, RecEvalConfig
-    from graph.runtime import TandemRuntime
+    from graph.runtime import evaluation_agents
+    from tools.workspace import Workspace
 
     chosen = _modes(modes)
     bad = [m for m in chosen if m not in ("query", "none")]
@@ -83,13 +89,14 @@ def rec(
     if not 0.0 <= load <= 1.0:
         raise TandemError(f"--load must be in [0, 1], got {load}")
     settings = get_settings()
-    runtime = TandemRuntime.create(settings, data, planner="llm")
+    ws = Workspace(settings, data)
+    device, clouds = evaluation_agents(settings, ws)
     llm_chosen = _modes(llm_modes) or chosen
     if set(llm_chosen) - set(chosen):
         raise TandemError(f"--llm-modes {llm_modes!r} must be among --modes {','.join(chosen)}")
     config = RecEvalConfig(llm_users=llm_users, modes=chosen, llm_modes=llm_chosen, load=load, seed=settings.seed,
                            fewshot=fewshot)  # fmt: skip
-    report = RecEval(runtime, config, console).run()
+    report = RecEval(settings, ws, device, clouds, config, console).run()
     command = (f"tandem eval rec --data {data} --llm-users {llm_users} --modes {','.join(chosen)} "
                f"--llm-modes {','.join(llm_chosen)} --load {load:g}")  # fmt: skip
     json_path, md_path = write_report(report, out, reports, command)

@@ -17,6 +17,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from ground.errors import TandemError
+from prompts import get_prompt, load_prompts
 
 prompts_app = typer.Typer(
     help="List, show and diff the prompt templates (CDA4Rec Fig. 3-5).",
@@ -41,8 +42,6 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 @_one_line_errors
 def list_prompts() -> None:
     """Every prompt with its versions, source figure and placeholders."""
-    from prompts import load_prompts
-
     table = Table("prompt", "source", "placeholders", "examples", title="prompts/")
     for template in load_prompts().all():
         table.add_row(template.ref, template.source, ", ".join(sorted(template.placeholders)),
@@ -54,8 +53,6 @@ def list_prompts() -> None:
 @_one_line_errors
 def show(name: Annotated[str, typer.Argument(help="NAME (newest version) or NAME@VERSION.")]) -> None:
     """Print one prompt: its header and body, and its few-shot examples if it has any."""
-    from prompts import get_prompt
-
     template = get_prompt(name)
     console = Console()
     console.print(f"[bold]{template.ref}[/]  {template.source}", highlight=False)
@@ -72,8 +69,6 @@ def diff(
     b: Annotated[str, typer.Argument(help="Second prompt, NAME or NAME@VERSION.")],
 ) -> None:
     """Unified diff of two prompt bodies (e.g. `plan@1 plan_json@1`)."""
-    from prompts import get_prompt
-
     first, second = get_prompt(a), get_prompt(b)
     lines = list(difflib.unified_diff(first.body.splitlines(), second.body.splitlines(), first.ref, second.ref,
                                       lineterm=""))  # fmt: skip

@@ -1,8 +1,8 @@
 """`tandem train`: train a device encoder (CDA4Rec Eq. 4) with Eq. 10 or softmax CE and save a checkpoint.
 
-Registered in `tandem/cli.py`. Plain training hands off to `tools.training.train_encoder`; `--chord` trains
-CHORD's hypernetworks (`tools.chord`) and `--cooperative` fine-tunes on cloud candidates
-(`tools.cooperative`) against the saved checkpoint.
+Registered in `tandem/cli.py`; heavy imports are deferred into the command (see `tandem.cli`). Plain
+training hands off to `tools.training.train_encoder`; `--chord` trains CHORD's hypernetworks (`tools.chord`)
+and `--cooperative` fine-tunes on cloud candidates (`tools.cooperative`) against the saved checkpoint.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def train(
         help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists.")] = False,
 ) -> None:
     """Train SASRec, SURGE or Caser on the leave-one-out training split and save the best checkpoint."""
+    from tools.checkpoints import default_checkpoint  # deferred: loads PyTorch (see `tandem.cli`)
     from tools.metrics import evaluate
-    from tools.training import TrainConfig, default_checkpoint, train_encoder
+    from tools.training import TrainConfig, train_encoder
     from tools.workspace import Workspace
 
     console = Console()
@@ -88,8 +89,8 @@ def train(
 
 def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Console) -> None:
     """CHORD 3.2-3.4 against the frozen, trained encoder checkpoint; saved beside it."""
+    from tools.checkpoints import default_checkpoint, load_encoder  # deferred: loads PyTorch
     from tools.chord import ChordConfig, default_chord_checkpoint, save_chord, train_chord
-    from tools.training import default_checkpoint, load_encoder
 
     if encoder == "surge":
         raise TandemError("CHORD quantizes SASRec or Caser (the CHORD paper's backbones); choose one of those")
@@ -103,14 +104,19 @@ def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Consol
 
 def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: float | None, console: Console) -> None:
     """LSC4Rec 3.2.2 on the trained checkpoint; the result is saved as <encoder>-coop.pt beside it."""
-    from graph.runtime import TandemRuntime
-    from tools.cooperative import cloud_candidate_pools, cooperative_finetune
+    from agents.device.encoders import EncoderShelf  # deferred: loads the agents
+    from agents.pipeline import candidate_pools
+    from graph.runtime import build_cloud, build_device
+    from tools.checkpoints import default_checkpoint, load_encoder, save_checkpoint
+    from tools.cooperative import cooperative_finetune
+    from tools.device_store import DeviceStore
     from tools.metrics import evaluate
-    from tools.training import TrainConfig, TrainResult, default_checkpoint, load_encoder, save_checkpoint
+    from tools.training import TrainConfig, TrainResult
 
     model = load_encoder(default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "ce"), ws.dataset)
-    runtime = TandemRuntime.create(ws.settings, ws.data, planner="rule")
-    pools = cloud_candidate_pools(runtime, ws.splits.train)
+    shelf = EncoderShelf(ws.settings.models_dir, ws.dataset)
+    device = build_device(ws.settings, ws, shelf, DeviceStore(":memory:"), slm=None)
+    pools = candidate_pools(device, build_cloud(ws.settings, ws, shelf, "rule", exact=True), ws.splits.train)
     console.print(f"cloud candidate lists: {len(pools)} users, mean {np.mean([len(p) for p in pools.values()]):.0f}")
     result = cooperative_finetune(model, ws.splits, pools, epochs=min(epochs, 10), patience=min(patience, 3),
                                   time_budget_s=minutes * 60 if minutes else None, seed=ws.settings.seed)  # fmt: skip

@@ -35,6 +35,7 @@ from tools.quant import (
     average_bits,
     decode_strategy,
     encode_strategy,
+    memory_report,
     quantizable_layers,
     quantize_model,
     resource_transform,
@@ -239,8 +240,6 @@ class ChordScorer:
         self.memory: list[int] = []
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> Tensor:  # -> [B, V + 1]
-        from tools.quant import memory_report
-
         z = self.chord.profile(histories)  # [B, l] on the device (Eq. 6)
         rows = []
         for b, history in enumerate(histories):

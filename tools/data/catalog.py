@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,8 +113,6 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """Short, stable identity of the data (used to refuse checkpoints/indexes built on other data)."""
-        import hashlib
-
         digest = hashlib.sha256(self.name.encode())
         digest.update(f"{self.catalog.num_items}:{self.num_users}:{self.num_interactions}".encode())
         for item in self.catalog.items[:50]:
