@@ -25,7 +25,7 @@ from rich.table import Table
 
 from ground.settings import Settings
 from tools.embeddings import PCA, embed_texts
-from tools.tag_index import TagIndex, chroma_client, exact_retrieve
+from tools.tag_index import ExactTagIndex, TagIndex, chroma_client
 from tools.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,12 +58,13 @@ def run(data: str, requests: int, tag_count: int, n: int, seed: int) -> dict:
         report = index.build(dataset.catalog, semantics)
         build_seconds = time.perf_counter() - start
         chroma_times, exact_times, recalls = [], [], []
+        exact = ExactTagIndex(dataset.catalog, semantics.table)
         for vector in track(vectors, description=f"{len(vectors)} requests x {tag_count} tags x N={n}"):
             plan = {tag: n for tag in rng.choice(all_tags, size=min(tag_count, len(all_tags)), replace=False)}
             t0 = time.perf_counter()
             got = index.retrieve(vector, plan)
             t1 = time.perf_counter()
-            want = exact_retrieve(dataset.catalog, semantics.table, vector, plan)
+            want = exact.retrieve(vector, plan)
             t2 = time.perf_counter()
             chroma_times.append(t1 - t0)
             exact_times.append(t2 - t1)

@@ -56,7 +56,7 @@ def node(name: str, *, first: bool = False) -> Callable[[NodeFn], Callable[..., 
         # no functools.wraps: LangGraph reads the signature to decide what to inject (`runtime`)
         def run(state: dict, runtime: Runtime[TandemContext]) -> dict[str, Any]:
             start = time.perf_counter()
-            update = fn(state, (runtime.context or TandemContext()).resolve())
+            update = fn(state, TandemContext.of(runtime.context).resolve())
             update["route"] = [name, *update.get("route", [])]
             update["timings"] = [{"node": name, "seconds": time.perf_counter() - start}]
             if first:
@@ -186,7 +186,7 @@ def device_rank(state: DeviceState, rt: TandemRuntime) -> dict:
 
 def after_rank(state: DeviceState, runtime: Runtime[TandemContext]) -> Literal["device_rerequest", "device_explain", "__end__"]:  # noqa: E501
     """LSC4Rec Eq. 12: ask the cloud again once when the two rankings disagree beyond the threshold."""
-    threshold = (runtime.context or TandemContext()).resolve().request_threshold
+    threshold = TandemContext.of(runtime.context).resolve().request_threshold
     fresh = state.get("source") == "cloud" and state.get("rerequests", 0) == 0 and state.get("allow_rerequest", True)
     if fresh and threshold is not None and should_request(state["inconsistency"], threshold):
         return "device_rerequest"

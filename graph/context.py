@@ -8,9 +8,11 @@ process settings (`TANDEM_*`, `tandem.toml`) for its data set, planner and cloud
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 from graph.runtime import TandemRuntime
+from ground.errors import TandemError
 from ground.settings import get_settings
 
 _built: dict[tuple[str | None, str, str | None], TandemRuntime] = {}
@@ -29,6 +31,17 @@ class TandemContext:
     """llm (language-model planner) or rule, for a runtime built from settings."""
     cloud_url: str | None = None
     """Cloud service URL for a runtime built from settings (default: the cloud runs in process)."""
+
+    @classmethod
+    def of(cls, value: TandemContext | Mapping[str, object] | None) -> TandemContext:
+        """The context as given: this dataclass, the plain dict an API server passes, or nothing."""
+        if isinstance(value, TandemContext):
+            return value
+        given = dict(value or {})
+        unknown = sorted(set(given) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TandemError(f"unknown context key(s) {unknown}; a run's context takes data, planner, cloud_url")
+        return cls(**given)  # type: ignore[arg-type]
 
     def resolve(self) -> TandemRuntime:
         if self.runtime is not None:

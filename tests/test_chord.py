@@ -12,7 +12,6 @@ import torch
 from tools.chord import (
     Chord,
     ChordConfig,
-    ChordStrategy,
     FakeQuantChordScorer,
     MixedPrecisionEncoder,
     StrategyError,
@@ -24,6 +23,7 @@ from tools.chord import (
     new_chord,
     save_chord,
     strategy_average_bits,
+    strategy_bits,
     tier,
     tier_counts,
 )
@@ -31,6 +31,7 @@ from tools.chord.model import _samples
 from tools.data import Splits
 from tools.embeddings import ItemSemantics
 from tools.encoders import SequentialEncoder, build_encoder, pad_left
+from tools.protocol import ChordStrategy
 from tools.quant import LEVELS, DeviceResources, QuantizedConv2d, QuantizedLinear, memory_report
 
 
@@ -103,7 +104,7 @@ def test_strategy_message_decodes_and_is_small(chord: Chord, ml100k_splits: Spli
     strategy = chord.strategy_for_user(history)
     again = ChordStrategy.model_validate_json(strategy.model_dump_json())  # what crosses the boundary
     expected = [b[0] for b in chord.bits(chord.profile([history]))]
-    assert all(torch.equal(a, b) for a, b in zip(again.bits(), expected, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(strategy_bits(again), expected, strict=True))
     channels = sum(s.channels for s in chord.specs)
     weights = sum(s.channels * s.fan_in for s in chord.specs)
     assert again.payload_bits == 8 * ((2 * channels + 7) // 8)
@@ -170,5 +171,5 @@ def test_device_transform_lowers_the_applied_strategy(
     device = apply_strategy(encoder, strategy, DeviceResources(max_bits=4))  # CHORD Eq. 4
     applied = [m.packed.bits for m in device.modules() if isinstance(m, QuantizedLinear | QuantizedConv2d)]
     assert len(applied) == len(strategy.layers)
-    for got, sent in zip(applied, strategy.bits(), strict=True):
+    for got, sent in zip(applied, strategy_bits(strategy), strict=True):
         assert bool((got.long() <= sent).all()) and int(got.max()) <= 4

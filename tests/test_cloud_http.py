@@ -17,11 +17,8 @@ from tests.chroma_server import free_port
 
 
 @pytest.fixture
-def cloud_server(settings, tmp_path):
-    from tools.workspace import Workspace
-
-    ws = Workspace(settings, "ml-100k", progress=False)
-    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+def cloud_server(settings, ready, tmp_path):
+    ws = ready
     port = free_port()
     log = open(tmp_path / "cloud.log", "wb")
     tandem = str(Path(sys.executable).with_name("tandem"))
@@ -49,13 +46,12 @@ def cloud_server(settings, tmp_path):
 def test_device_graph_over_http_cloud_then_cloud_goes_down(cloud_server, settings, tmp_path):
     url, proc, ws = cloud_server
     rt = TandemRuntime.create(settings, "ml-100k", planner="rule", cloud_url=url, store_path=str(tmp_path / "d.db"))
-    rt.workspace = ws
+    assert rt.cloud is None, "a device talking to a remote cloud holds no cloud agent"
     state = recommend(rt, "196", "a funny animated movie", allow_rerequest=False)
     assert state["source"] == "cloud" and len(state["ranked"]) == 10
-    assert [c["route"] for c in state["crossings"]] == ["plan", "semantic"]
+    assert [c.route for c in state["crossings"]] == ["plan", "semantic"]
 
     in_process = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "e.db"))
-    in_process.workspace = ws
     local = recommend(in_process, "196", "a funny animated movie", allow_rerequest=False)
     assert local["ranked"] == state["ranked"], "HTTP and in-process clouds must run the same code"
 
@@ -64,7 +60,7 @@ def test_device_graph_over_http_cloud_then_cloud_goes_down(cloud_server, setting
 
     proc.terminate()
     proc.wait(timeout=20)
-    rt.store.append("196", ws.dataset.catalog.tag_members("Horror")[:12].tolist())
+    rt.device.store.append("196", ws.dataset.catalog.tag_members("Horror")[:12].tolist())
     down = recommend(rt, "196", "a funny animated movie", allow_rerequest=False)
     assert down["source"] == "calibrated_cache"
     assert any("unreachable" in w for w in down["warnings"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tools.cooperative import _pool_negatives, cloud_candidate_pools, cooperative_finetune
+from agents.pipeline import candidate_pools
+from graph.runtime import evaluation_agents
+from tools.cooperative import _pool_negatives, cooperative_finetune
 from tools.encoders import build_encoder
 
 
@@ -18,13 +20,10 @@ def test_pool_negatives_come_only_from_each_users_pool():
     assert ((neg[2] >= 1) & (neg[2] <= 100)).all()
 
 
-def test_cooperative_finetune_on_cloud_candidates(settings, ml100k_splits, ml100k_semantics, tmp_path):
-    from graph.runtime import TandemRuntime
-
-    runtime = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "d.sqlite"),
-                                   progress=False)  # fmt: skip
+def test_cooperative_finetune_on_cloud_candidates(settings, built_index, ml100k_splits, ml100k_semantics):
+    device, clouds = evaluation_agents(settings, built_index)
     train = dict(list(ml100k_splits.train.items())[:60])
-    pools = cloud_candidate_pools(runtime, train, progress=False)
+    pools = candidate_pools(device, clouds["rule"], train, progress=False)
     assert set(pools) == {u for u, s in train.items() if len(s) >= 2}
     for user, pool in pools.items():
         assert len(pool) > 0 and not set(pool.tolist()) & set(train[user].tolist())

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from agents.cloud.agent import CloudAgent
+from agents.cloud.semantic import TextSpace
+from agents.device.encoders import EncoderShelf
 from evals.plans import PlanCase, build_suite, score_case, summarise
 from evals.rec import fire_at_load, full_ranking_ranks
 from evals.rec_plans import PlannedCase, PlanSetting, plan_instances
+from evals.rec_report import write_report
+from evals.rec_suite import RecEval, RecEvalConfig
+from graph.runtime import build_device, evaluation_agents
 from tests.test_agents_llm import ScriptedChat
+from tools.device_store import DeviceStore
+from tools.tag_index import ExactTagIndex
 
 GOOD = '{"a": 0.8, "n": 2000, "t": {"Comedy": 5, "Drama": 3, "Romance": 2}, "e": "SASRec", "b": 0.7, "w": "ok"}'
 COMPACT = GOOD.replace('"n": 2000', '"n": 500').replace('"b": 0.7', '"b": 0.2')
 OUT_OF_RANGE = '{"a": 7, "n": 500, "t": {"Comedy": 3, "Porn": 1, "Drama": 1}, "e": "GPT", "b": 0.2, "w": "x"}'
 
 
-def fake_runtime(dataset, reply: str):
-    """What `score_case` reads: the data set, a rule-only device, and a scripted cloud model."""
-    return SimpleNamespace(workspace=SimpleNamespace(dataset=dataset), device_llm=None, planner="llm",
-                           cloud_llm=ScriptedChat(replies=[reply]))  # fmt: skip
+@pytest.fixture(scope="module")
+def device(settings, built_index):
+    """A rules-only device (no SLM): `score_case` then scores the scripted planner alone."""
+    shelf = EncoderShelf(settings.models_dir, built_index.dataset)
+    return build_device(settings, built_index, shelf, DeviceStore(":memory:"), slm=None)
+
+
+@pytest.fixture(scope="module")
+def scripted(built_index):
+    """A cloud agent whose planner answers `reply`."""
+    ws = built_index
+
+    def cloud(reply: str) -> CloudAgent:
+        index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table)
+        return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=ScriptedChat(replies=[reply]))
+
+    return cloud
 
 
 def sparse_case(ml100k_splits, clarity: str = "vague", query: str = "something to watch") -> PlanCase:
@@ -30,16 +50,16 @@ def sparse_case(ml100k_splits, clarity: str = "vague", query: str = "something t
                     history=inst.history[-3:].tolist(), history_ts=inst.history_ts[-3:].tolist())  # fmt: skip
 
 
-def test_plan_scorer_flags_violations_and_missed_tips(ml100k, ml100k_splits):
-    score = score_case(fake_runtime(ml100k, OUT_OF_RANGE), sparse_case(ml100k_splits), "plan_json@1", True)
+def test_plan_scorer_flags_violations_and_missed_tips(device, scripted, ml100k_splits):
+    score = score_case(device, scripted(OUT_OF_RANGE), sparse_case(ml100k_splits))
     assert score.status == "repaired"
     assert {"alpha:range", "encoder:unknown", "tags:unknown_tag"} <= set(score.violations)
     assert "Porn" not in score.plan["tags"] and score.plan["alpha"] == 1.0
     assert score.tips["sparse history -> broad scope"] is False  # 500 candidates for 3 interactions
-    good = score_case(fake_runtime(ml100k, GOOD), sparse_case(ml100k_splits), "plan_json@1", True)
+    good = score_case(device, scripted(GOOD), sparse_case(ml100k_splits))
     assert good.status == "parsed" and good.violations == []
     assert good.tips["sparse history -> broad scope"] and good.tips["sparse history -> semantic-heavy"]
-    missed = score_case(fake_runtime(ml100k, COMPACT), sparse_case(ml100k_splits), "plan_json@1", True)
+    missed = score_case(device, scripted(COMPACT), sparse_case(ml100k_splits))
     assert missed.status == "parsed"
     assert missed.tips["sparse history -> broad scope"] is False
     assert missed.tips["sparse history -> semantic-heavy"] is False
@@ -47,12 +67,12 @@ def test_plan_scorer_flags_violations_and_missed_tips(ml100k, ml100k_splits):
     assert summary["tip: sparse history -> broad scope"] == 0.5 and summary["status: parsed"] == 1.0
 
 
-def test_plan_scorer_audits_adversarial_abstracts(ml100k, ml100k_splits):
+def test_plan_scorer_audits_adversarial_abstracts(device, scripted, ml100k, ml100k_splits):
     suite = build_suite(ml100k, ml100k_splits, size=2, seed=0)
     kinds = {case.case_id for case in suite if case.kind == "adversarial"}
     assert {"adv-injection", "adv-pii", "adv-long-query", "adv-unknown-ids", "adv-nothing"} <= kinds
     pii = next(case for case in suite if case.case_id == "adv-pii")
-    score = score_case(fake_runtime(ml100k, "not json at all"), pii, "plan_json@1", True)
+    score = score_case(device, scripted("not json at all"), pii)
     assert score.status == "fallback" and score.leakage_score == 1.0 and not score.leaks
     text = json.dumps(score.abstract)
     assert "maria" not in text.lower() and "@mail.com" not in text
@@ -75,26 +95,11 @@ def test_full_ranking_masks_history_and_counts_ties_against(ml100k_splits):
     assert rank == sum(1 for i in (1, 2) if i not in set(inst.history.tolist()) and i != inst.target)
 
 
-@pytest.fixture(scope="module")
-def rec_runtime(settings, tmp_path_factory):
-    from graph.runtime import TandemRuntime
-    from tools.workspace import Workspace
-
-    ws = Workspace(settings, "ml-100k", progress=False)
-    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
-    path = tmp_path_factory.mktemp("rec") / "device.sqlite"
-    runtime = TandemRuntime.create(settings, "ml-100k", planner="llm", store_path=str(path), progress=False)
-    runtime.workspace = ws
-    return runtime
-
-
 @pytest.mark.slow
-def test_small_eval_rec_on_ml100k_writes_report_and_resumes(rec_runtime, tmp_path):
-    from evals.rec_report import write_report
-    from evals.rec_suite import RecEval, RecEvalConfig
-
+def test_small_eval_rec_on_ml100k_writes_report_and_resumes(settings, ready, tmp_path):
+    device, clouds = evaluation_agents(settings, ready)
     config = RecEvalConfig(llm_users=2, modes=("query",), load=0.1, seed=0, fewshot=True)
-    evaluation = RecEval(rec_runtime, config, progress=False)
+    evaluation = RecEval(settings, ready, device, clouds, config, progress=False)
     evaluation.cache_dir = tmp_path / "plans"
     report = evaluation.run()
     body = report["modes"]["query"]
@@ -120,8 +125,9 @@ def test_small_eval_rec_on_ml100k_writes_report_and_resumes(rec_runtime, tmp_pat
     llm_file = next((tmp_path / "plans").glob("*-llm-abstract-query-*.jsonl"))
     lines = llm_file.read_text().splitlines()
     llm_file.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
-    instances = [i for i in rec_runtime.workspace.splits.test if f"{i.split}:{i.user}" in
+    instances = [i for i in ready.splits.test if f"{i.split}:{i.user}" in
                  {PlannedCase.model_validate_json(lines[0]).key, PlannedCase.model_validate_json(lines[1]).key}]
-    cases = plan_instances(rec_runtime, instances, PlanSetting("llm", "query"), tmp_path / "plans", progress=False)
+    cases = plan_instances(device, clouds["llm"], instances, PlanSetting("llm", "query"), "ml-100k",
+                           tmp_path / "plans", progress=False)  # fmt: skip
     assert set(cases) == {f"test:{i.user}" for i in instances}
     assert len([line for line in llm_file.read_text().splitlines() if line.endswith("}")]) == 2

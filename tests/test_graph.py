@@ -6,21 +6,26 @@ force a branch; the language-model planner runs in the agents' own tests and in 
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from graph.boundary import Boundary, CloudUnavailableError
 from graph.builder import builder
-from graph.run import recommend
+from graph.run import recommend, sqlite_checkpointer
 from graph.runtime import TandemRuntime
+from ground.errors import TandemError
 from tools.chord import ChordConfig, train_chord
 from tools.protocol import Plan, PlanResult
 from tools.quant import DeviceResources
 from tools.tag_index import ChromaUnavailableError
 
 USER = "196"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class DownTransport:
@@ -202,3 +207,27 @@ def test_plan_whose_tags_return_nothing_takes_the_fallback(runtime, monkeypatch)
     monkeypatch.setattr(runtime.workspace.index, "retrieve", lambda *args, **kwargs: [])
     state = recommend(runtime, USER, "space adventure", allow_rerequest=False)
     assert state["source"] == "device_only" and any("no candidates" in w for w in state["warnings"])
+
+
+def test_langgraph_json_graph_builds_its_runtime_from_settings(ready):
+    """What LangGraph's own tooling does: load the file named in langgraph.json, run it with plain values only."""
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    path, name = config["graphs"]["tandem"].split(":")
+    spec = importlib.util.spec_from_file_location("langgraph_entry", ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = getattr(module, name).invoke({"user": USER, "query": "a funny animated movie", "use_cache": False,
+                                        "allow_rerequest": False}, context={"planner": "rule"})  # fmt: skip
+    assert len(out["ranked"]) == 10 and out["source"] == "cloud"
+    assert "history_items" not in out and "e_str" not in out, "the output schema holds only the answer"
+    with pytest.raises(TandemError, match="unknown context key"):
+        getattr(module, name).invoke({"user": USER}, context={"runtime_object": 1})
+
+
+def test_per_turn_lists_start_afresh_on_a_chat_thread(runtime, tmp_path):
+    chat = builder.compile(checkpointer=sqlite_checkpointer(tmp_path / "sessions.sqlite"))
+    first = recommend(runtime, USER, "a funny animated movie", graph=chat, thread_id="t1", allow_rerequest=False)
+    second = recommend(runtime, USER, "a funny animated movie", graph=chat, thread_id="t1", allow_rerequest=False)
+    assert first["route"][0] == second["route"][0] == "device_history"
+    assert second["source"] == "cache" and not second["crossings"] and len(first["crossings"]) == 2
+    assert len(second["timings"]) == len(second["route"])

@@ -72,3 +72,43 @@ def test_the_evaluation_ranks_through_the_served_rank_step(pinned_runtime, mode)
     assert [int(i.user) for i in instances] == expected["users"]
     assert ranks == expected["ranks"]
     assert np.allclose(incons, expected["inconsistency"], atol=1e-6)
+
+
+def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtime, monkeypatch):
+    """The three former copies of the rank step are one: each caller reaches `tools.fusion.rank_step` through
+    `DeviceAgent.rank`, and each passes the user's history as the seen items to mask."""
+    import agents.device.agent as device_module
+    from agents.pipeline import inconsistency_sample
+    from evals.rec import EvalSet, run_pipeline, structured_scores
+
+    calls: list[tuple[str, int]] = []
+    real = device_module.rank_step
+
+    def spy(candidates, semantic, beta, seen, structured=None):
+        calls.append((caller, len(seen)))
+        ranking = real(candidates, semantic, beta, seen, structured)
+        assert not set(ranking.items.tolist()) & set(np.asarray(seen).tolist()), "a seen item was ranked"
+        return ranking
+
+    monkeypatch.setattr(device_module, "rank_step", spy)
+    rt = pinned_runtime
+    cloud = build_cloud(rt.settings, rt.workspace, rt.device.encoders, "rule", exact=True)
+    instances = rt.workspace.splits.valid[:3]
+
+    caller = "graph"
+    state = recommend(rt, "196", "a funny movie", use_cache=False, allow_rerequest=False)
+    caller = "threshold sample"
+    inconsistency_sample(rt.device, cloud, instances, size=3, seed=0)
+    caller = "evaluation"
+    evalset = EvalSet(list(instances), rt.device.catalog.num_items)
+    for name in ("SASRec", "SURGE"):
+        evalset.structured[name], evalset.encode_ms[name] = structured_scores(rt.device.encoders.get(name), instances)
+    abstracts = [rt.device.abstract(i.query, i.history, i.history_ts, use_model=False).abstract for i in instances]
+    run_pipeline(evalset, np.arange(3), abstracts, [cloud.plan(a).plan for a in abstracts], cloud, rt.device)
+
+    lengths = sorted(len(i.history) for i in instances)
+    assert [c for c, _ in calls] == ["graph"] + ["threshold sample"] * 3 + ["evaluation"] * 3
+    assert calls[0][1] == len(rt.device.store.history("196")[0])
+    assert sorted(n for c, n in calls if c == "threshold sample") == lengths
+    assert sorted(n for c, n in calls if c == "evaluation") == lengths
+    assert len(state["ranked"]) == 10

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from graph.boundary import Boundary, InProcessTransport
+from graph.boundary import Boundary, InProcessTransport, cloud_handlers
 from graph.run import recommend
 from graph.runtime import TandemRuntime
 from tools.data import mentions_title
@@ -30,16 +31,10 @@ class SpyTransport(InProcessTransport):
 
 
 @pytest.fixture
-def spied(settings, tmp_path) -> tuple[TandemRuntime, SpyTransport]:
-    from tools.workspace import Workspace
-
-    ws = Workspace(settings, "ml-100k", progress=False)
-    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+def spied(settings, ready, tmp_path) -> tuple[TandemRuntime, SpyTransport]:
     rt = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "d.sqlite"))
-    rt.workspace = ws
-    spy = SpyTransport(rt.cloud.handlers())
-    rt.__dict__["boundary"] = Boundary(spy)
-    return rt, spy
+    spy = SpyTransport(cloud_handlers(rt.cloud))
+    return replace(rt, boundary=Boundary(spy)), spy
 
 
 def test_no_raw_history_or_pii_crosses_the_boundary(spied):

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agents.cloud import LINE_PLAN_PROMPT, PLAN_FIELDS, PLAN_PROMPT, format_examples
-from agents.device import ABSTRACT_FIELDS, ABSTRACT_PROMPT, EXPLAIN_FIELDS, EXPLAIN_PROMPT
+from agents.cloud.planner import LINE_PLAN_PROMPT, PLAN_FIELDS, PLAN_PROMPT, format_examples
+from agents.device.abstract import ABSTRACT_FIELDS, ABSTRACT_PROMPT
+from agents.device.explain import EXPLAIN_FIELDS, EXPLAIN_PROMPT
 from prompts import PROMPTS_DIR, PromptError, UnknownPromptError, get_prompt, load_prompts
 from tandem.commands.prompts import prompts_app
 from tools.data import Dataset
-from tools.plan import parse_plan
+from tools.plan_parsing import parse_plan
 
 # What the code fills in, per prompt name.
 FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS, **{f"{n}@1": f for n, f in PLAN_FIELDS.items()}}

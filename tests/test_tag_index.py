@@ -7,7 +7,7 @@ import pytest
 
 from ground.errors import IndexMissingError, UnknownTagError
 from tests.chroma_server import chroma_server
-from tools.tag_index import ChromaUnavailableError, TagIndex, chroma_client, exact_retrieve
+from tools.tag_index import ChromaUnavailableError, ExactTagIndex, TagIndex, chroma_client
 
 PLAN = {"Animation": 10, "Children's": 10, "Comedy": 20, "1990s": 15}
 
@@ -19,7 +19,7 @@ def _query(semantics, text="a funny animated movie for children"):
 def _check_retrieval(index: TagIndex, ml100k, semantics) -> None:
     query = _query(semantics)
     got = index.retrieve(query, PLAN)
-    want = exact_retrieve(ml100k.catalog, semantics.table, query, PLAN)
+    want = ExactTagIndex(ml100k.catalog, semantics.table).retrieve(query, PLAN)
     assert len({c.item_id for c in got}) == len(got), "duplicates in merged candidates"
     assert [c.item_id for c in got] == [c.item_id for c in want]
     np.testing.assert_allclose([c.score for c in got], [c.score for c in want], atol=1e-4)

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.progress import track
 
 from tools.data import Splits
 from tools.encoders import SequentialEncoder, pad_left
 from tools.metrics import evaluate
+from tools.training import bpr_loss
 
 
 @dataclass
@@ -90,11 +90,8 @@ def cooperative_finetune(
             targets = targets[:, -out.shape[1] :]
             shape = (len(picked), out.shape[1], negatives)
             neg = _pool_negatives([pools[u] for u in picked], shape, model.item_emb.num_embeddings - 1, rng)
-            items = model.item_emb.weight
-            y_pos = (out * items[targets]).sum(-1, keepdim=True)  # [B, T, 1]
-            y_neg = torch.einsum("btd,btkd->btk", out, items[neg])  # [B, T, K]
-            keep = targets > 0
-            loss = -F.logsigmoid(y_pos - y_neg).sum(-1)[keep].mean()  # CDA4Rec Eq. 10
+            keep = targets > 0  # [B, T]
+            loss = bpr_loss(out[keep], targets[keep], neg[keep], model.item_emb.weight)  # CDA4Rec Eq. 10
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

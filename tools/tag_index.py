@@ -19,7 +19,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -276,42 +276,13 @@ class TagIndex:
         return [(tag, 1.0 - float(d)) for tag, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
 
-def _tag_tops(catalog: Catalog, scores: np.ndarray, tag_counts: Mapping[str, int]) -> Iterator[tuple[str, np.ndarray]]:
-    """(tag, its top-N_i member ids by score, best first) for each tag group of Eq. 3."""
-    for tag, count in tag_counts.items():
-        members = catalog.tag_members(tag)
-        if len(members) and count > 0:
-            yield tag, members[np.argsort(-scores[members], kind="stable")[: int(count)]]
-
-
-def exact_candidate_ids(catalog: Catalog, scores: np.ndarray, tag_counts: Mapping[str, int]) -> np.ndarray:
-    """Eq. 3 by brute force on precomputed scores [V + 1]: the ids in the union of each tag's top-N_i."""
-    chosen = [top for _, top in _tag_tops(catalog, scores, tag_counts)]
-    return np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def exact_retrieve(
-    catalog: Catalog, table: np.ndarray, query: np.ndarray, tag_counts: Mapping[str, int]
-) -> list[Candidate]:
-    """Brute-force numpy version of `TagIndex.retrieve` (Eq. 3), the reference for recall and speed."""
-    scores = table @ np.asarray(query, dtype=np.float32).reshape(-1)
-    found: dict[int, tuple[float, list[str]]] = {}
-    for tag, top in _tag_tops(catalog, scores, tag_counts):
-        for item_id in top.tolist():
-            if item_id in found:
-                found[item_id][1].append(tag)
-            else:
-                found[item_id] = (float(scores[item_id]), [tag])
-    ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    return [Candidate(item_id, score, tuple(tags)) for item_id, (score, tags) in ranked]
-
-
 @dataclass(frozen=True)
 class ExactTagIndex:
     """Eq. 3 by exact inner product over the catalog's tag groups in memory (no Chroma).
 
-    Same answer as `TagIndex` up to HNSW's approximation (recall@N 0.99995 on ML-1M,
-    evals/results/index_ml-1m.json); used where thousands of users are scored at once (`tandem eval rec`).
+    The reference `TagIndex` is measured against (recall@N, speed), and what the evaluations retrieve from when
+    thousands of users are scored at once; Chroma's HNSW matches it at recall@N 0.99995 on ML-1M
+    (evals/results/index_ml-1m.json).
     """
 
     catalog: Catalog
@@ -320,14 +291,34 @@ class ExactTagIndex:
     def tags(self) -> list[str]:
         return self.catalog.tags()
 
-    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _tops(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scores e_sem . e_i of every item [V + 1] and each tag group's top-N_i ids, best first (Eq. 3)."""
         unknown = [tag for tag in tag_counts if not len(self.catalog.tag_members(tag))]
         if unknown:
             raise UnknownTagError(f"unknown tag(s) {', '.join(map(repr, unknown))}; known: {', '.join(self.tags())}")
         scores = self.table @ np.asarray(query, dtype=np.float32).reshape(-1)
-        ids = exact_candidate_ids(self.catalog, scores, tag_counts)
+        tops = {}
+        for tag, count in tag_counts.items():
+            members = self.catalog.tag_members(tag)
+            if count > 0:
+                tops[tag] = members[np.argsort(-scores[members], kind="stable")[: int(count)]]
+        return scores, tops
+
+    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        scores, tops = self._tops(query, tag_counts)
+        ids = np.unique(np.concatenate(list(tops.values()))) if tops else np.zeros(0, dtype=np.int64)
         order = np.lexsort((ids, -scores[ids]))
         return ids[order], scores[ids][order].astype(np.float64)
+
+    def retrieve(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> list[Candidate]:
+        """The same candidates as `retrieve_ids`, each with the tag groups that returned it (like `TagIndex`)."""
+        scores, tops = self._tops(query, tag_counts)
+        groups: dict[int, list[str]] = {}
+        for tag, top in tops.items():
+            for item_id in top.tolist():
+                groups.setdefault(item_id, []).append(tag)
+        ranked = sorted(groups, key=lambda item: (-scores[item], item))
+        return [Candidate(item, float(scores[item]), tuple(groups[item])) for item in ranked]
 
     def top(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n best items of the whole catalog, ignoring tags (LSC4Rec's tag-free cloud retrieval)."""

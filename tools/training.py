@@ -37,26 +37,37 @@ EncoderName = Literal["sasrec", "surge", "caser"]
 
 
 # -- objectives ------------------------------------------------------------------------------------------
+def bpr_loss(user: Tensor, positives: Tensor, negatives: Tensor, items: Tensor) -> Tensor:
+    """CDA4Rec Eq. 10: mean over positives of -sum_j log sigma(y_i - y_j), y = user . e_item.
+
+    user [N, d], positives [N], negatives [N, K] (item ids, however they were sampled), items [V + 1, d].
+    """
+    y_pos = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
+    y_neg = torch.einsum("nd,nkd->nk", user, items[negatives])  # [N, K]
+    return -F.logsigmoid(y_pos - y_neg).sum(1).mean()
+
+
+def uniform_negatives(positives: Tensor, num_items: int, k: int) -> Tensor:
+    """[N, K] item ids drawn uniformly from all items except each positive itself.
+
+    Other seen items are not excluded: with thousands of items the collision rate is small and exclusion would
+    cost a per-user lookup.
+    """
+    neg = torch.randint(1, num_items + 1, (len(positives), k), device=positives.device)  # [N, K]
+    clash = neg == positives.unsqueeze(1)
+    return torch.where(clash, neg % num_items + 1, neg)  # shift a clash to the next id
+
+
 @dataclass(frozen=True)
 class BPRLoss:
-    """CDA4Rec Eq. 10: -sum_j log sigma(y_i - y_j) over `negatives` uniformly sampled items per positive.
-
-    Negatives are drawn from all items except the positive itself (other seen items are not excluded:
-    with thousands of items the collision rate is small and exclusion would cost a per-user lookup).
-    """
+    """CDA4Rec Eq. 10 (`bpr_loss`) with `negatives` uniformly sampled items per positive."""
 
     negatives: int = 1
     name: str = "bpr"
 
     def __call__(self, user: Tensor, positives: Tensor, items: Tensor) -> Tensor:
-        # user [N, d], positives [N], items [V + 1, d]
-        num_items = items.shape[0] - 1
-        neg = torch.randint(1, num_items + 1, (len(positives), self.negatives), device=positives.device)  # [N, K]
-        clash = neg == positives.unsqueeze(1)
-        neg = torch.where(clash, neg % num_items + 1, neg)  # shift a clash to the next id
-        y_pos = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
-        y_neg = torch.einsum("nd,nkd->nk", user, items[neg])  # [N, K]
-        return -F.logsigmoid(y_pos - y_neg).sum(1).mean()
+        neg = uniform_negatives(positives, items.shape[0] - 1, self.negatives)
+        return bpr_loss(user, positives, neg, items)
 
 
 @dataclass(frozen=True)

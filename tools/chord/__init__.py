@@ -23,11 +23,9 @@ from .model import (
     Chord,
     ChordConfig,
     ChordScorer,
-    ChordStrategy,
     ChordTrainResult,
     FakeQuantChordScorer,
     StrategyError,
-    UserProfile,
     apply_strategy,
     chord_loss,
     default_chord_checkpoint,
@@ -42,9 +40,9 @@ from .model import (
 from .profile import UserProfiler
 
 __all__ = [
-    "Chord", "ChordConfig", "ChordHypernet", "ChordScorer", "ChordStrategy", "ChordTrainResult",
+    "Chord", "ChordConfig", "ChordHypernet", "ChordScorer", "ChordTrainResult",
     "FakeQuantChordScorer", "LayerSpec", "MixedPrecisionEncoder", "PerUserLayer", "Sensitivity", "StrategyError",
-    "UserProfile", "UserProfiler", "apply_strategy", "channel_l1", "chord_loss", "default_chord_checkpoint",
+    "UserProfiler", "apply_strategy", "channel_l1", "chord_loss", "default_chord_checkpoint",
     "encoder_digest", "layer_adjust", "layer_specs", "level_bits", "load_chord", "new_chord", "save_chord",
     "strategy_average_bits", "strategy_bits", "tier", "tier_counts", "train_chord", "weighted_sensitivity",
 ]  # fmt: skip
