@@ -9,39 +9,40 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from graph.runtime import TandemRuntime
-from ground.errors import TandemError
 from ground.settings import get_settings
 
 _built: dict[tuple[str | None, str, str | None], TandemRuntime] = {}
 _lock = threading.Lock()
 
 
-@dataclass
-class TandemContext:
-    """What a run needs besides its input."""
+class TandemContext(BaseModel):
+    """What a run needs besides its input. Unknown keys are refused (LangGraph validates a plain dict here)."""
 
-    runtime: TandemRuntime | None = None
-    """A built runtime (CLI, chat, tests); when None one is built from the settings below."""
-    data: str | None = None
-    """Data set for a runtime built from settings (default: the `dataset` setting)."""
-    planner: str = "llm"
-    """llm (language-model planner) or rule, for a runtime built from settings."""
-    cloud_url: str | None = None
-    """Cloud service URL for a runtime built from settings (default: the cloud runs in process)."""
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: Any = Field(None, description="A built `TandemRuntime`; None: one is built from the settings.")
+    data: str | None = Field(None, description="Data set for a runtime built from settings (default: `dataset`).")
+    planner: Literal["llm", "rule"] = Field("llm", description="Planner of a runtime built from settings.")
+    cloud_url: str | None = Field(None, description="Cloud service URL (default: the cloud runs in process).")
+
+    @field_validator("runtime")
+    @classmethod
+    def _a_runtime(cls, value: Any) -> TandemRuntime | None:
+        if value is not None and not isinstance(value, TandemRuntime):
+            raise ValueError(f"runtime must be a TandemRuntime, not {type(value).__name__}")
+        return value
 
     @classmethod
     def of(cls, value: TandemContext | Mapping[str, object] | None) -> TandemContext:
-        """The context as given: this dataclass, the plain dict an API server passes, or nothing."""
+        """The context as given: this model, a plain mapping, or nothing (everything from the settings)."""
         if isinstance(value, TandemContext):
             return value
-        given = dict(value or {})
-        unknown = sorted(set(given) - {f.name for f in fields(cls)})
-        if unknown:
-            raise TandemError(f"unknown context key(s) {unknown}; a run's context takes data, planner, cloud_url")
-        return cls(**given)  # type: ignore[arg-type]
+        return cls.model_validate(dict(value or {}))
 
     def resolve(self) -> TandemRuntime:
         if self.runtime is not None:
@@ -49,6 +50,6 @@ class TandemContext:
         key = (self.data, self.planner, self.cloud_url)
         with _lock:
             if key not in _built:
-                _built[key] = TandemRuntime.create(get_settings(), self.data, planner=self.planner,  # type: ignore[arg-type]
+                _built[key] = TandemRuntime.create(get_settings(), self.data, planner=self.planner,
                                                    cloud_url=self.cloud_url, progress=False)  # fmt: skip
             return _built[key]
