@@ -30,7 +30,7 @@ from langgraph.types import Overwrite
 from graph.boundary import CloudUnavailableError
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
-from graph.state import CloudInput, DeviceState, RequestInput, RequestOutput
+from graph.state import CloudInput, DeviceState, RequestInput, RequestOutput, checked_request
 from tools.fusion import should_request
 from tools.protocol import ChordStrategy, PlanRequest, PlanResult, SemanticRequest, SemanticResponse
 
@@ -74,8 +74,9 @@ def node(name: str, *, first: bool = False) -> Callable[[NodeFn], Callable[..., 
 
 @node("device_history", first=True)
 def device_history(state: DeviceState, rt: TandemRuntime) -> dict:
-    """Load the user's local history (seeded once from the data set) unless the request brought one."""
-    history = rt.device.history(state["user"], state.get("history"), state.get("history_ts"))
+    """Check the request; load the user's local history (seeded once from the data set) unless it brought one."""
+    request = checked_request(state)
+    history = rt.device.history(request.user, request.history, request.history_ts)
     return {"history_items": history.items, "history_stamps": history.timestamps, "warnings": history.warnings,
             **FRESH_REQUEST}  # fmt: skip
 

@@ -13,26 +13,17 @@ from agents.device.agent import CacheVerdict, Precision
 from graph.builder import graph as default_graph
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
-from graph.state import RequestInput, RequestOutput
-from ground.errors import TandemError
+from graph.state import RequestInput, RequestOutput, checked_request
 from tools.protocol import Abstract, Crossing, PlanResult
 
 CHECKPOINTED_TYPES = (Abstract, PlanResult, CacheVerdict, Precision, Crossing)
 """The typed models a request's state holds, allowed back out of a checkpoint (nothing else is)."""
-MAX_QUERY_CHARS = 10_000
-MAX_TOP_K = 100
-
-
 def request_input(user: str, query: str = "", **options: Any) -> RequestInput:
-    """A validated request: the query and list limits are enforced here, for every entry point."""
-    if not isinstance(user, str) or not user.strip():
-        raise TandemError("a request needs a user id")
-    if len(query) > MAX_QUERY_CHARS:
-        raise TandemError(f"query is {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}")
-    top_k = options.get("top_k", 10)
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise TandemError(f"--top must be between 1 and {MAX_TOP_K}, got {top_k}")
-    return RequestInput(user=user, query=query, **options)  # type: ignore[typeddict-item]
+    """A request as the graph takes it, checked early (the graph's first node checks it again for callers that
+    reach the graph directly, such as LangGraph's API server)."""
+    state = RequestInput(user=user, query=query, **options)  # type: ignore[typeddict-item]
+    checked_request(state)
+    return state
 
 
 def sqlite_checkpointer(path: Path) -> SqliteSaver:

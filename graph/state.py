@@ -13,9 +13,13 @@ does not accumulate them for its whole life.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, TypedDict
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.device.agent import CacheVerdict, Precision
+from ground.errors import TandemError
 from tools.protocol import Abstract, Crossing, PlanResult
 
 Source = Literal["cloud", "re-request", "cache", "calibrated_cache", "device_only"]
@@ -45,6 +49,32 @@ class RequestInput(TypedDict, total=False):
     """Optional item ids replacing the device store's history for this request (evals). Device only."""
     history_ts: list[int] | None
     """Timestamps aligned with `history`."""
+
+
+MAX_QUERY_CHARS = 10_000
+MAX_TOP_K = 100
+
+
+class Request(BaseModel):
+    """A request's input, checked once: by the graph's first node, whichever entry point it came from."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user: str = Field(min_length=1, max_length=200)
+    query: str = Field("", max_length=MAX_QUERY_CHARS)
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
+    history: list[int] | None = None
+    history_ts: list[int] | None = None
+
+
+def checked_request(values: Mapping[str, Any]) -> Request:
+    """The request in `values`, or a one-line `TandemError` naming what is wrong with it."""
+    try:
+        return Request.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "request"
+        raise TandemError(f"bad request: {field}: {first['msg']}") from None
 
 
 class CloudInput(TypedDict, total=False):

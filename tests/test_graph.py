@@ -19,6 +19,7 @@ from graph.boundary import Boundary, CloudUnavailableError
 from graph.builder import builder
 from graph.run import recommend, sqlite_checkpointer
 from graph.runtime import TandemRuntime
+from ground.errors import TandemError
 from tools.chord import ChordConfig, train_chord
 from tools.protocol import Plan, PlanResult
 from tools.quant import DeviceResources
@@ -231,3 +232,14 @@ def test_per_turn_lists_start_afresh_on_a_chat_thread(runtime, tmp_path):
     assert first["route"][0] == second["route"][0] == "device_history"
     assert second["source"] == "cache" and not second["crossings"] and len(first["crossings"]) == 2
     assert len(second["timings"]) == len(second["route"])
+
+
+@pytest.mark.parametrize(
+    ("user", "query", "top_k", "message"),
+    [("196", "x" * 10_001, 10, "query"), ("196", "ok", 0, "top_k"), ("", "ok", 10, "user")],
+)
+def test_bad_requests_are_refused_by_every_entry_point(runtime, user, query, top_k, message):
+    with pytest.raises(TandemError, match=f"bad request: {message}"):
+        recommend(runtime, user, query, top_k=top_k)
+    with pytest.raises(TandemError, match=f"bad request: {message}"):  # straight into the graph, as LangGraph's API
+        builder.compile().invoke({"user": user, "query": query, "top_k": top_k}, context={"runtime": runtime})
