@@ -379,8 +379,9 @@ class GenerationOptions(BaseChatModel):
         **kwargs: Any,
     ) -> Runnable:
         """LangChain structured output for models that take a `json_schema` keyword (the embedded model turns it
-        into a llama.cpp grammar; `json_mode`: any JSON object). The parsed value is a dict, or the pydantic model when `schema` is one;
-        with `include_raw` the result is `{"raw", "parsed", "parsing_error"}`, as with every LangChain model."""
+        into a llama.cpp grammar; `json_mode`: any JSON object). The parsed value is a dict, or the pydantic
+        model when `schema` is one; with `include_raw` the result is `{"raw", "parsed", "parsing_error"}`, as
+        with every LangChain model."""
         if method not in ("json_schema", "json_mode"):
             raise ValueError(f"the embedded model offers json_schema and json_mode, not {method!r}")
         is_model = isinstance(schema, type) and issubclass(schema, BaseModel)

@@ -15,7 +15,6 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
 from agents.backends import chat_model, generate_structured
-from agents.cloud.planner import plan_strategy
 from agents.llm import gguf_path, stats_of
 from graph.run import recommend
 from graph.runtime import TandemRuntime
