@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
-from agents.backends import chat_model, generate_structured
-from agents.llm import gguf_path, stats_of
+from agents.llm import gguf_path
 from graph.run import recommend
 from graph.runtime import TandemRuntime
 from ground.settings import Settings
@@ -51,18 +49,6 @@ def test_openai_compatible_server_answers_a_request_through_the_graph(settings, 
     assert result.stats["backend"] == "openai" and result.stats["model"] == MODEL_ALIAS
     assert result.status in ("parsed", "repaired", "fallback")
     assert result.status != "fallback" or all(v.field != "model" for v in result.violations), result.violations
-
-
-def test_openai_server_is_asked_for_json_the_langchain_way(settings, openai_url, ml100k):
-    """`with_structured_output(method="json_mode")` reaches the server as response_format; the raw text is JSON."""
-    # that server samples under a grammar over Gemma's 262k-token vocabulary: slow, so few tokens and a long wait
-    llm = chat_model(_openai_settings(settings, openai_url), "cloud", max_tokens=8, timeout_s=900)
-    tags = ml100k.catalog.tags()
-    answer = generate_structured(llm, [HumanMessage("Plan as JSON:")], plan_json_schema(tags), method="json_mode",
-                                 max_tokens=8)  # fmt: skip
-    stats = stats_of(answer)
-    assert stats.backend == "openai" and stats.structured and 0 < stats.completion_tokens <= 8
-    assert str(answer.content).lstrip().startswith("{")
 
 
 def test_ollama_answers_a_request_through_the_graph_with_both_roles(settings, ready, tmp_path):
