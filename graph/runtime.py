@@ -86,7 +86,7 @@ class TandemRuntime:
 
 def language_model(settings: Settings, role: Literal["device", "cloud"]) -> BaseChatModel:
     """The chat model for a role on the configured backend."""
-    return chat_model(settings, role=role)
+    return chat_model(settings, role=role, timeout_s=settings.llm_timeout_s)
 
 
 def build_device(

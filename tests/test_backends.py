@@ -40,7 +40,7 @@ def _openai_settings(settings: Settings, url: str, **extra) -> Settings:
 
 def test_openai_compatible_server_answers_a_request_through_the_graph(settings, ready, openai_url, tmp_path):
     """Both roles on the server, plans as free text (the 270M base model) repaired by Tandem."""
-    own = _openai_settings(settings, openai_url, cloud_llm_structured="none")
+    own = _openai_settings(settings, openai_url, cloud_llm_structured="none", llm_timeout_s=900)
     runtime = TandemRuntime.create(own, "ml-100k", planner="llm", store_path=str(tmp_path / "d.sqlite"))
     assert isinstance(runtime.cloud.planner_model, ChatOpenAI)
     state = recommend(runtime, "196", "a funny animated movie", allow_rerequest=False)
@@ -53,7 +53,7 @@ def test_openai_compatible_server_answers_a_request_through_the_graph(settings, 
 
 def test_ollama_answers_a_request_through_the_graph_with_both_roles(settings, ready, tmp_path):
     with OllamaStub(gguf_path(settings)) as stub:
-        own = settings.model_copy(update={"llm_backend": "ollama", "ollama_host": stub.url})
+        own = settings.model_copy(update={"llm_backend": "ollama", "ollama_host": stub.url, "llm_timeout_s": 900})
         runtime = TandemRuntime.create(own, "ml-100k", planner="llm", store_path=str(tmp_path / "d.sqlite"))
         state = recommend(runtime, "196", "something scary for tonight", allow_rerequest=False)
         assert len(state["ranked"]) == 10 and state["plan_result"].stats["backend"] == "ollama"
