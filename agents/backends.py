@@ -16,6 +16,7 @@ every answer carries a `CallStats`. That is all Tandem adds: a stock LangChain c
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -38,6 +39,7 @@ from agents.llm import (
 )
 from ground.settings import ModelSpec, Role, Settings, StructuredMethod
 
+log = logging.getLogger("tandem.models")
 TOKEN_LIMIT_FIELDS = ("max_tokens", "num_predict")  # llama.cpp and OpenAI spell it max_tokens, Ollama num_predict
 
 
@@ -159,6 +161,9 @@ def with_stats(answer: BaseMessage, llm: BaseChatModel, latency_s: float, *, str
         )  # fmt: skip
         metadata["call_stats"] = stats.model_dump()
         message = message.model_copy(update={"response_metadata": metadata})
+    stats = metadata["call_stats"]
+    log.debug("%s %s: %d prompt + %d completion tokens in %.2f s (%s)", stats["backend"], stats["model"],
+              stats["prompt_tokens"], stats["completion_tokens"], stats["latency_s"], stats.get("finish_reason"))
     return message
 
 

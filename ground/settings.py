@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         "json_schema", description="`with_structured_output` method for plans (json_mode for servers without "
         "json_schema, none for free text)."
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Level of Tandem's own log lines on stderr (DEBUG: each request's route and timings)."
+    )
     llm_timeout_s: float = Field(120.0, gt=0, description="Seconds a language-model call may take before its fallback.")
     device_precision: Literal["full", "chord"] = Field(
         "full", description="Device encoder precision: full (float32) or chord (per-user mixed precision, CHORD)."

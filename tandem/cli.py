@@ -10,6 +10,7 @@ purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --he
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ground.errors import TandemError
+from ground.logging import configure_logging
 from ground.settings import get_settings
 from tandem import views
 from tandem.commands.evals import eval_app
@@ -48,6 +50,21 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="Data set name (ml-100k, ml-1m) or a MovieLens folder.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"tandem {package_version('tandem-rec')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,  # fmt: skip
+) -> None:
+    """Tandem: cloud-device collaborative sequential recommendation."""
+    configure_logging(get_settings().log_level)
 
 
 def _workspace(data: str | None) -> Workspace:
