@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -106,11 +107,23 @@ def as_llm_error(error: Exception, llm: BaseChatModel) -> LLMError | None:
 
 
 def generate(llm: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int, stop: list[str] | None = None,
-             **kwargs: Any) -> AIMessage:  # fmt: skip
-    """One free-text call: at most `max_tokens` tokens, cut at `stop`; failures raise `LLMError`."""
+             on_text: Callable[[str], None] | None = None, **kwargs: Any) -> AIMessage:  # fmt: skip
+    """One free-text call: at most `max_tokens` tokens, cut at `stop`; failures raise `LLMError`. With `on_text`,
+    the answer is streamed and each piece handed to `on_text` as it arrives (the chat shows it live)."""
     start = time.perf_counter()
+    model = limited(llm, max_tokens)
     try:
-        answer = limited(llm, max_tokens).invoke(messages, stop=stop, **kwargs)
+        if on_text is None:
+            answer = model.invoke(messages, stop=stop, **kwargs)
+        else:
+            answer = None
+            for piece in model.stream(messages, stop=stop, **kwargs):
+                if piece.content:
+                    on_text(str(piece.content))
+                answer = piece if answer is None else answer + piece
+            answer = AIMessage(content=str(answer.content) if answer else "",
+                               response_metadata=answer.response_metadata if answer else {},
+                               usage_metadata=answer.usage_metadata if answer else None)  # fmt: skip
     except Exception as error:  # mapped below; anything that is not a model failure is re-raised
         mapped = as_llm_error(error, llm)
         if mapped is None:

