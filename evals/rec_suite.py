@@ -227,10 +227,8 @@ class RecEval:
         }
 
     def language_models(self) -> dict[str, str]:
-        settings = self.settings
-        if settings.llm_backend == "ollama":
-            return {"backend": "ollama", "device": settings.ollama_device_model, "cloud": settings.ollama_cloud_model}
-        return {"backend": "llama.cpp (embedded)", "device": "Gemma 3 270M Q4_K_M", "cloud": "Gemma 3 270M Q4_K_M"}
+        """Backend and model of each role, as the report names them."""
+        return {role: self.settings.model_spec(role).label() for role in ("device", "cloud")}
 
     def meta(self, test: EvalSet, sample_users: int) -> dict:
         ws = self.ws

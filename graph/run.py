@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def sqlite_checkpointer(path: Path) -> SqliteSaver:
     return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False), serde=serde)
 
 
+log = logging.getLogger("tandem.graph")
+
+
 def recommend(
     runtime: TandemRuntime,
     user: str,
@@ -58,4 +62,11 @@ def recommend(
     config: dict[str, Any] = {"recursion_limit": 50}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}
-    return (graph or default_graph).invoke(state, config=config, context=TandemContext(runtime=runtime))
+    output = (graph or default_graph).invoke(state, config=config, context=TandemContext(runtime=runtime))
+    if log.isEnabledFor(logging.DEBUG):
+        timings = ", ".join(f"{t['node']} {t['seconds'] * 1000:.1f} ms" for t in output.get("timings") or [])
+        crossings = output.get("crossings") or []
+        log.debug("user %r: route %s; %s; %d crossing(s), %d B up, %d B down", user,
+                  " -> ".join(output.get("route") or []), timings or "no timings", len(crossings),
+                  sum(c.bytes_up for c in crossings), sum(c.bytes_down for c in crossings))  # fmt: skip
+    return output

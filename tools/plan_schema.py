@@ -27,6 +27,8 @@ def plan_json_schema(known_tags: Sequence[str]) -> dict[str, Any]:
     (only known tags, weights 1-5), e = encoder, b = beta, w = one short explanation.
     """
     return {
+        "title": "plan",  # OpenAI's json_schema and function calling name the schema by its title
+        "description": "CDA4Rec strategy plan: a alpha, n candidates, t tag weights, e encoder, b beta, w why.",
         "type": "object",
         "properties": {
             "a": {"enum": list(WEIGHT_STEPS)},

@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 
 from agents.cloud.planner import PLAN_PROMPT, plan_strategy
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
+from ground.settings import StructuredMethod
 from tools.chord import Chord, StrategyError
 from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRequest, UserProfile
 from tools.tag_index import TagRetriever
@@ -47,6 +48,7 @@ class CloudAgent:
     planner_model: BaseChatModel | None = None
     plan_prompt: str = PLAN_PROMPT
     structured_output: bool = True
+    structured_method: StructuredMethod = "json_schema"
     chord: ChordLoader = field(default=_no_chord)
 
     def known_tags(self) -> list[str]:
@@ -55,7 +57,7 @@ class CloudAgent:
     def plan(self, abstract: Abstract) -> PlanResult:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
         return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt,
-                             structured=self.structured_output)  # fmt: skip
+                             structured=self.structured_output, method=self.structured_method)  # fmt: skip
 
     def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float]) -> np.ndarray:
         """CDA4Rec Eq. 2 for a batch: e_sem [B, d]."""

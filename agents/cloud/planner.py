@@ -2,7 +2,8 @@
 
 abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot)
 or `plan@1` (the paper's line format); with `structured=True` the backend enforces the compact JSON
-schema (llama.cpp grammar / Ollama `format`). The answer goes through `tools.plan_parsing.resolve_plan`
+schema through LangChain structured output (llama.cpp grammar, Ollama `format`, OpenAI `response_format`).
+The answer goes through `tools.plan_parsing.resolve_plan`
 (parse -> repair -> rule fallback); any model failure (unreachable server, timeout, context overflow)
 falls back to the rule planner with the failure listed among the violations. The prompt's name@version
 and the call's CallStats are recorded on the result. Without a model the rule planner plans (status "rule").
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
+from agents.backends import generate, generate_structured
 from agents.llm import LLMError, stats_of
+from ground.settings import StructuredMethod
 from prompts import PromptTemplate, get_prompt
 from tools.plan_parsing import Embed, resolve_plan
 from tools.plan_schema import plan_json_schema
@@ -51,12 +54,15 @@ def plan_strategy(
     llm: BaseChatModel | None,
     *,
     structured: bool = True,
+    method: StructuredMethod = "json_schema",
     prompt: str = PLAN_PROMPT,
     max_tokens: int = 96,
     embed: Embed | None = None,
 ) -> PlanResult:
     """CDA4Rec III-C (Fig. 4): plan the four modules for this abstract (the rule planner when `llm` is None).
 
+    With `structured`, the plan is asked for through LangChain's `with_structured_output(schema, method=method,
+    include_raw=True)` (any backend, a stock chat model included); the raw text is parsed and repaired here.
     Never raises on model failure: the rule planner answers instead (status "fallback", the failure listed).
     """
     known = list(known_tags)
@@ -65,10 +71,14 @@ def plan_strategy(
         return PlanResult(plan=rule_plan(signals, known), status="rule")
     template = get_prompt(prompt)
     text = render_plan_prompt(abstract, known, prompt)
-    schema = plan_json_schema(known) if structured else None
     stop = ["\n"] if template.name == "plan_json" else ["\nUser abstract:", "\n\n\n"]
+    messages = [HumanMessage(text)]
     try:
-        answer = llm.invoke([HumanMessage(text)], stop=stop, max_tokens=max_tokens, json_schema=schema)
+        if structured:
+            answer = generate_structured(llm, messages, plan_json_schema(known), method=method,
+                                         max_tokens=max_tokens, stop=stop)  # fmt: skip
+        else:
+            answer = generate(llm, messages, max_tokens=max_tokens, stop=stop)
     except LLMError as error:
         violation = Violation(field="model", code=type(error).__name__, message=str(error))
         return PlanResult(plan=rule_plan(signals, known), status="fallback", violations=[violation],

@@ -29,6 +29,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.backends import generate
 from agents.llm import CallStats, LLMError, stats_of
 from ground.errors import UnknownItemError
 from prompts import get_prompt
@@ -214,7 +215,7 @@ def generate_abstract(
         text = template.render(**values)
         stop = ["\n"] if prefilled else ["\n\n", "\nQuery:"]
         try:
-            answer = llm.invoke([HumanMessage(text)], stop=stop, max_tokens=max_tokens)
+            answer = generate(llm, [HumanMessage(text)], max_tokens=max_tokens, stop=stop)
             raw, stats = str(answer.content), stats_of(answer)
             if prefilled:
                 continuation = raw.split("\n")[0].rstrip()

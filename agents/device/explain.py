@@ -16,6 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field
 
+from agents.backends import generate
 from agents.device.abstract import copied, degenerate
 from agents.llm import CallStats, LLMError, stats_of
 from prompts import get_prompt
@@ -80,7 +81,7 @@ def generate_explanation(
         prompt = get_prompt(EXPLAIN_PROMPT).render(plan=plan.to_lines(), items=describe_items(items))
         start = time.perf_counter()
         try:
-            answer = llm.invoke([HumanMessage(prompt)], stop=["\n\n", "\nUser Plan:"], max_tokens=max_tokens)
+            answer = generate(llm, [HumanMessage(prompt)], max_tokens=max_tokens, stop=["\n\n", "\nUser Plan:"])
         except LLMError as error:
             notes.append(f"SLM failed after {time.perf_counter() - start:.1f} s: {error}")
         else:
