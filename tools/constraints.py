@@ -127,6 +127,16 @@ class RequestConstraints(BaseModel):
             return False
         return (self.year_from is None or year >= self.year_from) and (self.year_to is None or year <= self.year_to)
 
+    def rules_out(self, tag: str) -> bool:
+        """Whether a plan may not retrieve from this tag: excluded, or a decade wholly outside the year range."""
+        if tag in self.exclude:
+            return True
+        if not (len(tag) == 5 and tag[:4].isdigit() and tag.endswith("s")):
+            return False
+        start = int(tag[:4])
+        return (self.year_from is not None and start + 9 < self.year_from) or (
+            self.year_to is not None and start > self.year_to)
+
     def allowed_mask(self, catalog) -> np.ndarray:
         """[V + 1] booleans, True where item id i may be recommended (index 0 = padding, False)."""
         mask = np.zeros(catalog.num_items + 1, dtype=bool)
