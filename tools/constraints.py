@@ -111,6 +111,7 @@ class RequestConstraints(BaseModel):
     year_from: int | None = Field(None, description="Earliest release year allowed (inclusive).")
     year_to: int | None = Field(None, description="Latest release year allowed (inclusive).")
     unsupported: list[str] = Field(default_factory=list, description="Parts naming people or plots, not used.")
+    topic: str = Field("", description="What is asked for with the constraint phrases and unused parts taken out.")
 
     @property
     def filters(self) -> bool:
@@ -206,17 +207,19 @@ def tag_mentions(text: str, known_tags: Sequence[str]) -> list[tuple[str, int, i
     return sorted(taken, key=lambda t: t[1])
 
 
-def _negated(text: str, mentions: list[tuple[str, int, int]]) -> set[int]:
-    """Indexes of the mentions under a negation cue (a cue, then only fillers or other mentions)."""
+def _negated(text: str, mentions: list[tuple[str, int, int]]) -> tuple[set[int], list[tuple[int, int]]]:
+    """Indexes of the mentions under a negation cue (a cue, then only fillers or other mentions), and the spans
+    of those negations (cue to last negated mention)."""
     starts = {start: n for n, (_, start, _) in enumerate(mentions)}
     negated: set[int] = set()
+    spans: list[tuple[int, int]] = []
     for cue in NEGATION_CUES.finditer(text):
-        pos = cue.end()
+        pos, last = cue.end(), None
         single = cue.group(0).lower() == "non"  # "non-horror thriller": the prefix negates one word
         while pos < len(text):
             if pos in starts:
                 negated.add(starts[pos])
-                pos = mentions[starts[pos]][2]
+                pos = last = mentions[starts[pos]][2]
                 if single:
                     break
                 continue
@@ -224,10 +227,14 @@ def _negated(text: str, mentions: list[tuple[str, int, int]]) -> set[int]:
             if not filler or filler.end() == pos:
                 break
             pos = filler.end()
-    for n, (_, _, end) in enumerate(mentions):
-        if _FREE.match(text[end:]):
+        if last is not None:
+            spans.append((cue.start(), last))
+    for n, (_, start, end) in enumerate(mentions):
+        free = _FREE.match(text[end:])
+        if free:
             negated.add(n)
-    return negated
+            spans.append((start, end + free.end()))
+    return negated, spans
 
 
 _LIKE = re.compile(r"\b(?:like|similar\s+to|in\s+the\s+vein\s+of|such\s+as)\s+an?\s+[^,;.!?]*?(?=\s+but\b|[,;.!?]|$)",
@@ -288,13 +295,7 @@ def _unsupported(text: str, known_tags: Sequence[str]) -> list[tuple[int, int]]:
         if tag_mentions(body, known_tags) and not re.sub(r"\W+", " ", _strip_tags(body, known_tags)).strip():
             continue
         spans.append((m.start(), end))
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
+    return _merge(spans)
 
 
 def _strip_tags(text: str, known_tags: Sequence[str]) -> str:
@@ -310,7 +311,7 @@ def parse_request(text: str, known_tags: Sequence[str]) -> RequestConstraints:
     cut = _unsupported(text, known_tags)
     used = year_spans + cut
     mentions = [m for m in tag_mentions(text, known_tags) if not any(s <= m[1] < e for s, e in used)]
-    negated = _negated(text, mentions)
+    negated, negations = _negated(text, mentions)
     include, exclude = [], []
     for n, (tag, _, _) in enumerate(mentions):
         target = exclude if n in negated else include
@@ -318,17 +319,35 @@ def parse_request(text: str, known_tags: Sequence[str]) -> RequestConstraints:
             target.append(tag)
     include = [t for t in include if t not in exclude]
     likeness = [(m.start(), m.end()) for m in _LIKE.finditer(text)]
-    decades = [tag for n, (tag, start, _) in enumerate(mentions) if re.fullmatch(r"\d{4}s", tag) and n not in negated
-               and not any(s <= start < e for s, e in likeness)]  # fmt: skip
+    decades = [(tag, start, end) for n, (tag, start, end) in enumerate(mentions) if re.fullmatch(r"\d{4}s", tag)
+               and n not in negated and not any(s <= start < e for s, e in likeness)]  # fmt: skip
     if decades and lo is None and hi is None:
-        lo, hi = min(int(t[:4]) for t in decades), max(int(t[:4]) for t in decades) + 9
+        lo, hi = min(int(t[:4]) for t, _, _ in decades), max(int(t[:4]) for t, _, _ in decades) + 9
+        for _, start, end in decades:
+            lead = re.search(r"(?:\b(?:from|in|of|during|released\s+in)\s+)?(?:\bthe\s+)?$", text[:start], re.I)
+            year_spans = [*year_spans, (lead.start() if lead else start, end)]
     served = text
     for start, end in reversed(cut):
         served = served[:start] + served[end:]
     served = re.sub(r"\s+([,.;!?])", r"\1", re.sub(r"\s{2,}", " ", served)).strip(" ,;")
     unsupported = [text[s:e].strip() for s, e in cut]
+    topic = text
+    for start, end in sorted(_merge(year_spans + cut + negations), reverse=True):
+        topic = topic[:start] + " " + topic[end:]
+    topic = re.sub(r"\s+([,.;!?])", r"\1", re.sub(r"\s{2,}", " ", topic)).strip(" ,;.-")
+    topic = re.sub(r"(?:\s*[,;]\s*|\s+(?:but|and|or|from)\s*)+$", "", topic, flags=re.I).strip(" ,;")
     return RequestConstraints(served=served, include=include, exclude=exclude, year_from=lo, year_to=hi,
-                              unsupported=unsupported)  # fmt: skip
+                              unsupported=unsupported, topic=topic)  # fmt: skip
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def unsupported_note(constraints: RequestConstraints) -> str | None:

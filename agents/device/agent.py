@@ -109,7 +109,7 @@ class DeviceAgent:
             items, stamps = list(items), list(timestamps) if timestamps is not None else list(range(len(items)))
         else:
             stored, stored_ts = self.store.history(user)
-            seed = self.seeds(user) if not len(stored) else None
+            seed = self.seeds(user) if not len(stored) and not self.store.was_reset(user) else None
             if seed is not None:
                 self.store.seed_history(user, *seed)
                 stored, stored_ts = self.store.history(user)
