@@ -67,6 +67,7 @@ _FILLER = re.compile(
     r"|set|made|released|about)\b)",
     re.IGNORECASE,
 )
+_LIST_FILLER = re.compile(r"(?:\s+|,|\b(?:or|and|nor)\b)", re.IGNORECASE)  # after a comma: a list only
 _FREE = re.compile(r"^[\s-]*free\b", re.IGNORECASE)
 _RANGE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"\bbetween\s+({_WHEN})\s+and\s+({_WHEN})", re.I), "between"),
@@ -214,16 +215,18 @@ def _negated(text: str, mentions: list[tuple[str, int, int]]) -> tuple[set[int],
     negated: set[int] = set()
     spans: list[tuple[int, int]] = []
     for cue in NEGATION_CUES.finditer(text):
-        pos, last = cue.end(), None
+        pos, last, listing = cue.end(), None, False
         single = cue.group(0).lower() == "non"  # "non-horror thriller": the prefix negates one word
         while pos < len(text):
             if pos in starts:
                 negated.add(starts[pos])
                 pos = last = mentions[starts[pos]][2]
+                listing = False
                 if single:
                     break
                 continue
-            filler = _FILLER.match(text, pos)
+            listing = listing or text[pos] == ","
+            filler = (_LIST_FILLER if listing else _FILLER).match(text, pos)
             if not filler or filler.end() == pos:
                 break
             pos = filler.end()

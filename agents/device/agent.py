@@ -249,6 +249,8 @@ class DeviceAgent:
             for tag in self.catalog[item_id].tags:
                 counts[tag] = counts.get(tag, 0) + 1
         in_range = [t for t in known if ranged and decade(t) is not None and not ruled_out(t)]
+        if constraints.year_from is None:  # "older": the allowed decades nearest the range's end first
+            in_range.reverse()
         order = [*in_range, *constraints.include, *sorted(counts, key=lambda t: -counts[t]), *known]
         spare = [t for t in dict.fromkeys(order) if t in known and t not in plan.tags and not ruled_out(t)
                  and t != "Uncategorized"]  # fmt: skip
