@@ -6,7 +6,7 @@ Reads top to bottom: node functions, routers, then `builder` and `graph`. One re
                               |stale/miss                                                      |
                               v                                                                v
     device_abstract -> cloud_plan --ok--> cloud_semantic  +  device_sasrec | device_surge -> device_rank
-          ^                 |  \--plan names an excluded tag--> device_constrain --^               |
+          ^                 |  `--plan names a ruled-out tag--> device_constrain --^               |
           ^                 |cloud down -> device_calibrate (cache) | device_fallback (no cache)   |
           |                                                                                        v
           +------------------------------ device_rerequest <--inconsistent-- (LSC4Rec Eq. 11-12)

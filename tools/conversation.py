@@ -267,5 +267,6 @@ def resolve(conversation: Conversation, said: str, catalog: Catalog) -> Resoluti
         conv.moods = []
         conv.seeds = [s for s in conv.seeds if s.kind == "liked"]
     request = render(conv, catalog)
-    return Resolution(said=said, request=request, seeds=conv.seed_ids, avoid=list(conv.avoid), conversation=conv,
-                      notes=notes)  # fmt: skip
+    referenced = [s.item_id for s in conv.seeds if s.kind == "referenced"]  # asked for more like it, not it again
+    return Resolution(said=said, request=request, seeds=conv.seed_ids, avoid=[*conv.avoid, *referenced],
+                      conversation=conv, notes=notes)  # fmt: skip
