@@ -189,3 +189,60 @@ def test_plan_labels_are_honest():
     text = out.getvalue()
     assert "rule planner" in text and "fallback" not in text
     assert text.count("one rationale for the whole plan") == 1 and len(compact.columns) == 2
+
+
+# ---------------------------------------------------------------------------------------------- not X, 10 of 10
+
+NOT_X_REQUESTS = [
+    ("anything but romance", "Romance"),
+    ("a comedy, no romance", "Romance"),
+    ("I don't want drama tonight", "Drama"),
+    ("something exciting but not action", "Action"),
+    ("nothing with comedy please", "Comedy"),
+    ("a thriller without any crime", "Crime"),
+]
+
+
+def _ten_without(state, catalog, tag: str) -> None:
+    assert len(state["ranked"]) == 10
+    hits = [catalog[i].title for i in state["ranked"] if tag in catalog[i].tags]
+    assert not hits, f"{tag} in {hits}"
+    assert tag not in state["plan_result"].plan.tags
+
+
+@pytest.mark.parametrize(("query", "tag"), NOT_X_REQUESTS)
+def test_not_x_excludes_x_in_ten_of_ten_through_the_graph(runtime, query, tag):
+    state = recommend(runtime, USER, query, allow_rerequest=False)
+    _ten_without(state, runtime.device.catalog, tag)
+    assert state["constraints"].exclude == [tag]
+
+
+@pytest.fixture
+def llm_runtime(settings, ready, tmp_path) -> TandemRuntime:
+    return TandemRuntime.create(settings, "ml-100k", planner="llm", store_path=str(tmp_path / "device.sqlite"),
+                                progress=False)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("query", "tag"), NOT_X_REQUESTS[:2])
+def test_not_x_excludes_x_in_ten_of_ten_with_the_language_model_planner(llm_runtime, query, tag):
+    state = recommend(llm_runtime, USER, query, allow_rerequest=False)
+    _ten_without(state, llm_runtime.device.catalog, tag)
+
+
+@pytest.mark.slow
+def test_a_language_model_plan_naming_an_excluded_tag_is_swapped_on_the_device(llm_runtime):
+    rt = llm_runtime
+    history = rt.device.history(USER)
+    abstract = rt.device.abstract("a funny movie", history.items, history.timestamps).abstract
+    real = rt.cloud.plan(abstract)  # the embedded language model's own plan
+    assert real.status in ("parsed", "repaired"), real.violations
+    named = next(t for t in real.plan.tags if not t[:4].isdigit())
+    rt.cloud.plan = lambda _abstract: real  # the graph is handed exactly that plan
+    state = recommend(rt, USER, f"a funny movie, not {named}", allow_rerequest=False, use_cache=False)
+    assert "device_constrain" in state["route"]
+    assert any(f"the plan named {named}" in w for w in state["warnings"])
+    final = state["plan_result"].plan
+    assert named not in final.tags and final.tag_count == real.plan.tag_count
+    assert sorted(final.tags.values()) == sorted(real.plan.tags.values())  # each N_i kept by its replacement
+    _ten_without(state, rt.device.catalog, named)
