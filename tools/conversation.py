@@ -69,7 +69,8 @@ NEWER_RE = re.compile(r"\b(?:newer|more\s+recent|recent|later|modern|fresher|lat
 # Mood refinements: words -> (tags to add, tags to rule out). Tags the catalogue lacks are skipped.
 MOODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     r"funnier|more\s+funny|more\s+fun|lighter|more\s+light[- ]hearted|happier|sillier": (("Comedy",), ()),
-    r"darker|grittier|more\s+serious|bleaker|grimmer": (("Crime", "Thriller"), ("Children's", "Animation")),
+    r"darker|grittier|more\s+serious|bleaker|grimmer": (("Crime", "Thriller"), ("Comedy", "Children's", "Animation",
+                                                                                "Musical")),
     r"scarier|creepier|more\s+scary|more\s+frightening": (("Horror",), ("Children's",)),
     r"more\s+romantic|sweeter": (("Romance",), ()),
     r"more\s+exciting|more\s+action|faster|more\s+thrilling": (("Action", "Thriller"), ()),
