@@ -43,6 +43,21 @@ NOT_X = [
     ("no sci fi tonight", "Sci-Fi"),
     ("sick of action movies", "Action"),
     ("anything except film noir", "Film-Noir"),
+    ("Recommend something that isn't a horror movie", "Horror"),
+    ("I want a movie that is not a comedy", "Comedy"),
+    ("not in the mood for romance", "Romance"),
+    ("keep it free of horror", "Horror"),
+    ("steer clear of horror", "Horror"),
+    ("something without violence or horror", "Horror"),
+    ("exclude comedy", "Comedy"),
+    ("romance? no thanks", "Romance"),
+    ("horror is not my thing", "Horror"),
+    ("not another comedy", "Comedy"),
+    ("I can't stand horror", "Horror"),
+    ("films that aren't thrillers", "Thriller"),
+    ("I'd rather not watch a musical", "Musical"),
+    ("show me anything, just no horror", "Horror"),
+    ("a drama but not a war film", "War"),
 ]
 
 

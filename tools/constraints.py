@@ -52,23 +52,30 @@ _DECADE = r"(?:(?:19|20)?\d0'?s|'\d0s|" + "|".join(_DECADE_WORDS) + ")"
 _YEAR = r"(?:19|20)\d\d"
 _WHEN = rf"(?:the\s+)?(?:{_DECADE}|{_YEAR})"
 
-NEGATION_CUES = re.compile(
+NEGATION_CUES = re.compile(  # longer cues first: alternatives are tried in order at each position
+    r"\bnot\s+(?:in\s+the\s+mood|feeling|up)\s+for\b|"
     r"\b(?:anything|everything|something|whatever)\s+(?:but|except|other\s+than)\b|\bbut\s+not\b|\bexcept(?:\s+for)?\b"
     r"|\bexcluding\b|\bother\s+than\b|\bwithout(?:\s+any)?\b|\bavoid(?:ing)?\b|\bskip(?:ping)?\b|\bnothing\b"
     r"|\bnone\s+of\b|\bno\s+more\b|\bnot\b|\bno\b|\bnon\b|\bnever\b|\bminus\b|\bsick\s+of\b|\btired\s+of\b"
     r"|\b(?:don'?t|do\s+not|doesn'?t|does\s+not|won'?t|wouldn'?t|isn'?t|aren'?t)\s+(?:want|like|need|show|give\s+me"
-    r"|recommend|suggest|be|include)?\b|\bhate\b|\bdislike\b|\brather\s+not\b|\bkeep\s+(?:away|clear)\s+from\b",
+    r"|recommend|suggest|be|include)?\b|\bhate\b|\bdislike\b|\brather\s+not\b|\bkeep\s+(?:away|clear)\s+from\b"
+    r"|\bfree\s+(?:of|from)\b|\bsteer\s+clear\s+of\b|\bstay\s+away\s+from\b"
+    r"|\bexclud(?:e|ing)\b|\b(?:can'?t|cannot|can\s+not)\s+(?:stand|bear|take)\b|\bdon'?t\s+care\s+for\b",
     re.IGNORECASE,
 )
 _FILLER = re.compile(
     r"(?:\s+|[,/&'\"-]|\b(?:a|an|any|the|more|too|much|many|really|so|very|of|kind\s+of|sort\s+of|or|and|nor|either"
     r"|neither|movies?|films?|flicks?|ones?|stuff|genre|type|kind|please|some|that'?s|that\s+is|which\s+is|is|are"
     r"|be|at\s+all|overly|especially|me|to|see|watch|with|for|anything|something|this\s+time|time|again|from|in|into"
-    r"|set|made|released|about)\b)",
+    r"|set|made|released|about|another|other|too|any\s+more|anymore)\b|[a-z]+(?=\s+or\s))",
     re.IGNORECASE,
 )
 _LIST_FILLER = re.compile(r"(?:\s+|,|\b(?:or|and|nor)\b)", re.IGNORECASE)  # after a comma: a list only
-_FREE = re.compile(r"^[\s-]*free\b", re.IGNORECASE)
+_FREE = re.compile(
+    r"^(?:[\s-]*free\b|\s*[?!.,]?\s*(?:no\s+thanks|no\s+thank\s+you|(?:is|are)\s+(?:not|n't)\s+(?:my\s+thing|for\s+me)"
+    r"|(?:isn'?t|aren'?t)\s+(?:my\s+thing|for\s+me)|(?:is|are)\s+out|not\s+for\s+me|please\s+no)\b)",
+    re.IGNORECASE,
+)
 _RANGE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"\bbetween\s+({_WHEN})\s+and\s+({_WHEN})", re.I), "between"),
     (re.compile(rf"\b(?:from\s+)?({_YEAR})\s*(?:-|–|to|until|till)\s*({_YEAR})\b", re.I), "between"),
