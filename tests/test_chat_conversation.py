@@ -23,7 +23,7 @@ from tandem.chat import ChatSession
 from tandem.views import plan_table
 from tools import conversation as talk
 from tools.constraints import parse_request
-from tools.protocol import Plan, PlanResult
+from tools.protocol import Plan, PlanResult, Violation
 
 USER = "196"
 
@@ -189,6 +189,15 @@ def test_plan_labels_are_honest():
     text = out.getvalue()
     assert "rule planner" in text and "fallback" not in text
     assert text.count("one rationale for the whole plan") == 1 and len(compact.columns) == 2
+
+    own = plan.model_copy(update={"explanations": plan.explanations.model_copy(update={"ranking": "two"})})
+    violation = Violation(field="tag_count", code="mismatch", message="tag_count=4, 3 tags")
+    repaired = plan_table(PlanResult(plan=own, status="repaired", violations=[violation]))
+    out = io.StringIO()
+    Console(file=out, width=200).print(repaired)
+    text = out.getvalue()
+    assert len(repaired.columns) == 3 and "repaired on parsing" in text and "violation" not in text
+    assert "in the model's text: tag_count=4, 3 tags (the table shows the final plan)" in text
 
 
 # ---------------------------------------------------------------------------------------------- not X, 10 of 10
