@@ -255,3 +255,13 @@ def test_a_language_model_plan_naming_an_excluded_tag_is_swapped_on_the_device(l
     assert named not in final.tags and final.tag_count == real.plan.tag_count
     assert sorted(final.tags.values()) == sorted(real.plan.tags.values())  # each N_i kept by its replacement
     _ten_without(state, rt.device.catalog, named)
+
+
+def test_darker_rules_out_light_genres_until_the_topic_changes(runtime, tmp_path):
+    chat = open_chat(runtime, tmp_path)
+    chat.ask("a thriller, no westerns")
+    turn = chat.ask("darker")
+    assert not any({"Comedy", "Children's", "Animation", "Western"} & set(i.tags) for i in items(chat, turn))
+    assert sum(bool({"Crime", "Thriller"} & set(i.tags)) for i in items(chat, turn)) >= 5
+    new_topic = chat.resolve("a road movie comedy")  # a new topic: "darker" goes, the user's own "no westerns" stays
+    assert new_topic.request == "a road movie comedy, not Western"

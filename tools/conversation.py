@@ -14,11 +14,12 @@ What an utterance can do (read in this order):
    is turned down (`avoid`, never shown again); otherwise ("more like the second one") it becomes a seed,
    and the request gains its description ("like a comedy from the 1990s": tags and decade, never a title);
 3. refinements: "older" / "newer" move the year range a decade beyond the last list's median year;
-   "funnier", "darker", "scarier", "lighter", "more romantic", ... add (and for "darker", rule out) tags;
+   "funnier", "darker", "scarier", "lighter", "more romantic", ... add (and for "darker", rule out) tags, which
+   go with the topic;
    "any decade" drops the year range; "X is fine" / "allow X" drops an exclusion;
 4. what remains is parsed like any request (`tools.constraints.parse_request`): excluded tags and a year
    range join or replace the conversation's; a positively named tag lifts its exclusion. When content words
-   remain ("a western"), they are a new topic (refinement tags and referenced seeds go with the old one;
+   remain ("a western"), they are a new topic (refinements and referenced seeds go with the old one;
    exclusions and years persist until dropped); otherwise the topic carries over ("same but 1980s").
 The standalone request is written so that `parse_request` reads the same constraints back from it, which is
 how the graph enforces them (excluded tags swapped out of the plan and masked with the years in the rank
@@ -105,6 +106,8 @@ class Conversation(BaseModel):
     topic: str = Field("", description="What is being asked for, without constraint phrases.")
     moods: list[str] = Field(default_factory=list, description="Tags added by refinements (funnier -> Comedy).")
     exclude: list[str] = Field(default_factory=list, description="Tags ruled out until the user drops them.")
+    mood_exclude: list[str] = Field(default_factory=list, description="Tags a refinement ruled out (darker -> no "
+                                    "Comedy); they go with the topic.")  # fmt: skip
     year_from: int | None = None
     year_to: int | None = None
     seeds: list[Seed] = Field(default_factory=list)
@@ -116,6 +119,11 @@ class Conversation(BaseModel):
     @property
     def seed_ids(self) -> list[int]:
         return [s.item_id for s in self.seeds]
+
+    @property
+    def ruled_out(self) -> list[str]:
+        """Every excluded tag: the user's own, then the refinements'."""
+        return [*dict.fromkeys([*self.exclude, *self.mood_exclude])]
 
 
 class Resolution(BaseModel):
@@ -177,11 +185,11 @@ def render(conversation: Conversation, catalog: Catalog) -> str:
     referenced = [s.item_id for s in conversation.seeds if s.kind == "referenced"]
     if referenced:
         parts.append("like " + " and ".join(describe(catalog[i].tags, catalog[i].year) for i in referenced))
-    moods = [t for t in conversation.moods if t not in conversation.exclude]
+    moods = [t for t in conversation.moods if t not in conversation.ruled_out]
     if moods:
         parts.append("leaning to " + " and ".join(moods))
-    if conversation.exclude:
-        parts.append("not " + " or ".join(conversation.exclude))
+    if conversation.ruled_out:
+        parts.append("not " + " or ".join(conversation.ruled_out))
     years = RequestConstraints(year_from=conversation.year_from, year_to=conversation.year_to).years_text()
     if years:
         parts.append(years)
@@ -230,6 +238,7 @@ def resolve(conversation: Conversation, said: str, catalog: Catalog) -> Resoluti
     for match in ALLOW_RE.finditer(text):
         lifted = parse_request(match.group(1) or match.group(2), tags).include
         conv.exclude = [t for t in conv.exclude if t not in lifted]
+        conv.mood_exclude = [t for t in conv.mood_exclude if t not in lifted]
         if lifted:
             notes.append("allowed again: " + ", ".join(lifted))
     text = ALLOW_RE.sub(" ", text)
@@ -250,7 +259,8 @@ def resolve(conversation: Conversation, said: str, catalog: Catalog) -> Resoluti
         if re.search(rf"\b(?:{pattern})\b", text, re.IGNORECASE):
             conv.moods = [*dict.fromkeys([*conv.moods, *[t for t in add if t in tags]])]
             conv.exclude = [t for t in conv.exclude if t not in add]
-            conv.exclude = [*dict.fromkeys([*conv.exclude, *[t for t in rule_out if t in tags]])]
+            conv.mood_exclude = [t for t in conv.mood_exclude if t not in add]
+            conv.mood_exclude = [*dict.fromkeys([*conv.mood_exclude, *[t for t in rule_out if t in tags]])]
             text = re.sub(rf"\b(?:{pattern})\b", " ", text, flags=re.IGNORECASE)
 
     # 4. what remains, read like any request
@@ -258,6 +268,7 @@ def resolve(conversation: Conversation, said: str, catalog: Catalog) -> Resoluti
     if parsed.year_from is not None or parsed.year_to is not None:
         conv.year_from, conv.year_to = parsed.year_from, parsed.year_to
     conv.exclude = [t for t in conv.exclude if t not in parsed.include]
+    conv.mood_exclude = [t for t in conv.mood_exclude if t not in parsed.include]
     conv.exclude = [*dict.fromkeys([*conv.exclude, *parsed.exclude])]
     conv.moods = [t for t in conv.moods if t not in parsed.exclude]
     note = unsupported_note(parsed)
@@ -265,7 +276,7 @@ def resolve(conversation: Conversation, said: str, catalog: Catalog) -> Resoluti
         notes.append(note)
     if _content_left(parsed.topic):
         conv.topic = parsed.topic
-        conv.moods = []
+        conv.moods, conv.mood_exclude = [], []
         conv.seeds = [s for s in conv.seeds if s.kind == "liked"]
     request = render(conv, catalog)
     referenced = [s.item_id for s in conv.seeds if s.kind == "referenced"]  # asked for more like it, not it again
