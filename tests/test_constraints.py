@@ -77,6 +77,8 @@ def test_not_x_phrasings_exclude_x(text: str, tag: str) -> None:
         ("non-horror thriller", ["Thriller"], ["Horror"]),
         ("not too long, a comedy", ["Comedy"], []),
         ("an animated movie my kids can watch", ["Animation", "Children's"], []),
+        ("something like an animated children's comedy from the 1990s but for adults",
+         ["Animation", "Comedy", "1990s"], ["Children's"]),
     ],
 )
 def test_negation_scope_stops_where_the_list_ends(text: str, include: list[str], exclude: list[str]) -> None:

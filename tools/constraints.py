@@ -6,7 +6,7 @@ as:
 - `include`: tags it names ("a funny sci-fi film" -> Comedy, Sci-Fi), through `TAG_ALIASES`;
 - `exclude`: tags it names under a negation, in the phrasings people use: "not X", "no X", "anything but X",
   "nothing X", "except X", "other than X", "without X", "avoid X", "skip the X", "I don't want X", "non-X",
-  "X-free", lists ("no horror or war");
+  "X-free", "X? no thanks", lists ("no horror or war"); "for adults" rules out Children's;
 - a year range: "from the 1980s", "80s", "before 1990", "pre-1990", "after 1995", "since 1995",
   "between 1980 and 1995", "1980-1995", "in 1994";
 - `unsupported`: people ("a Tom Hanks movie", "a Hitchcock thriller", "starring X", "directed by X") and
@@ -71,6 +71,9 @@ _FILLER = re.compile(
     re.IGNORECASE,
 )
 _LIST_FILLER = re.compile(r"(?:\s+|,|\b(?:or|and|nor)\b)", re.IGNORECASE)  # after a comma: a list only
+ADULT_RE = re.compile(r"\b(?:for|aimed\s+at)\s+(?:adults|grown-?ups)\b|\bgrown-?up\s+(?:movies?|films?)\b",
+                      re.IGNORECASE)
+"""Asking for films for adults rules out the Children's tag (the catalogue's only audience label)."""
 _FREE = re.compile(
     r"^(?:[\s-]*free\b|\s*[?!.,]?\s*(?:no\s+thanks|no\s+thank\s+you|(?:is|are)\s+(?:not|n't)\s+(?:my\s+thing|for\s+me)"
     r"|(?:isn'?t|aren'?t)\s+(?:my\s+thing|for\s+me)|(?:is|are)\s+out|not\s+for\s+me|please\s+no)\b)",
@@ -327,6 +330,8 @@ def parse_request(text: str, known_tags: Sequence[str]) -> RequestConstraints:
         target = exclude if n in negated else include
         if tag not in target:
             target.append(tag)
+    if ADULT_RE.search(text) and "Children's" in known_tags and "Children's" not in exclude:
+        exclude.append("Children's")
     include = [t for t in include if t not in exclude]
     likeness = [(m.start(), m.end()) for m in _LIKE.finditer(text)]
     decades = [(tag, start, end) for n, (tag, start, end) in enumerate(mentions) if re.fullmatch(r"\d{4}s", tag)
