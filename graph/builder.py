@@ -6,6 +6,7 @@ Reads top to bottom: node functions, routers, then `builder` and `graph`. One re
                               |stale/miss                                                      |
                               v                                                                v
     device_abstract -> cloud_plan --ok--> cloud_semantic  +  device_sasrec | device_surge -> device_rank
+          ^                 |  `--plan names a ruled-out tag--> device_constrain --^               |
           ^                 |cloud down -> device_calibrate (cache) | device_fallback (no cache)   |
           |                                                                                        v
           +------------------------------ device_rerequest <--inconsistent-- (LSC4Rec Eq. 11-12)
@@ -31,6 +32,7 @@ from graph.boundary import CloudUnavailableError
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
 from graph.state import CloudInput, DeviceState, RequestInput, RequestOutput, checked_request
+from tools.constraints import unsupported_note
 from tools.fusion import should_request
 from tools.protocol import ChordStrategy, PlanRequest, PlanResult, SemanticRequest, SemanticResponse
 
@@ -41,7 +43,7 @@ FRESH_REQUEST: dict[str, Any] = {
     "rerequests": 0, "cloud_failed": False, "e_str": None, "structured_encoder": None, "e_sem": None,
     "plan_result": None, "abstract": None, "candidates": [], "candidate_scores": [], "ranked": [],
     "ranked_scores": [], "explanation": None, "inconsistency": None, "source": None, "cache": None,
-    "precision": None,
+    "precision": None, "replaced": [],
 }  # fmt: skip
 """Per-request fields cleared by the first node (a chat thread keeps its state between turns)."""
 
@@ -77,8 +79,16 @@ def device_history(state: DeviceState, rt: TandemRuntime) -> dict:
     """Check the request; load the user's local history (seeded once from the data set) unless it brought one."""
     request = checked_request(state)
     history = rt.device.history(request.user, request.history, request.history_ts)
-    return {"history_items": history.items, "history_stamps": history.timestamps, "warnings": history.warnings,
-            **FRESH_REQUEST}  # fmt: skip
+    constraints = rt.device.constraints(request.query)
+    note = unsupported_note(constraints)
+    return {"history_items": history.items, "history_stamps": history.timestamps, **FRESH_REQUEST,
+            "warnings": history.warnings + ([note] if note else []), "constraints": constraints}  # fmt: skip
+
+
+def _cache_key(state: DeviceState) -> str:
+    """The SCaLRec cache key: the query, the caller's scope (planner, prompt) and the conversation's items."""
+    return (f"{state.get('query', '')}\n{state.get('cache_scope') or ''}\nseeds {state.get('seeds') or []}"
+            f"\navoid {state.get('avoid') or []}")  # fmt: skip
 
 
 @node("device_cache_check")
@@ -86,7 +96,7 @@ def device_cache_check(state: DeviceState, rt: TandemRuntime) -> dict:
     """SCaLRec reliability of the cached cloud semantics against the newest interactions."""
     if not state.get("use_cache", True):
         return {}
-    return {"cache": rt.device.cache_verdict(state["user"], state.get("query", ""), state["history_items"])}
+    return {"cache": rt.device.cache_verdict(state["user"], _cache_key(state), state["history_items"])}
 
 
 def after_cache_check(state: DeviceState) -> Literal["device_use_cache", "device_abstract"]:
@@ -98,9 +108,11 @@ def after_cache_check(state: DeviceState) -> Literal["device_use_cache", "device
 def device_abstract(state: DeviceState, rt: TandemRuntime) -> dict:
     """CDA4Rec III-B: raw query + history -> scrubbed Abstract (the only thing the cloud will see)."""
     recent_only = state.get("rerequests", 0) > 0
-    result = rt.device.abstract(state.get("query", ""), state["history_items"], state["history_stamps"],
-                                recent_only=recent_only)  # fmt: skip
-    return {"abstract": result.abstract, "source": "re-request" if recent_only else "cloud"}
+    constraints = state.get("constraints")
+    query = constraints.served if constraints is not None else state.get("query", "")
+    result = rt.device.abstract(query, state["history_items"], state["history_stamps"], recent_only=recent_only)
+    return {"abstract": result.abstract, "source": "re-request" if recent_only else "cloud",
+            "replaced": result.replaced}  # fmt: skip
 
 
 def _from_cache(rt: TandemRuntime, state: DeviceState, e_sem: np.ndarray, source: str) -> dict:
@@ -176,13 +188,19 @@ def device_rank(state: DeviceState, rt: TandemRuntime) -> dict:
     device, plan = rt.device, state["plan_result"].plan
     e_str = state.get("e_str") if plan.uses_encoder else None
     structured = device.structured_scores(state["structured_encoder"], e_str) if e_str is not None else None
+    allowed = device.allowed(state.get("constraints"), state.get("avoid") or [])
     ranking = device.rank(np.asarray(state["candidates"], np.int64), np.asarray(state["candidate_scores"]),
-                          plan.beta, state["history_items"], structured)  # fmt: skip
+                          plan.beta, state["history_items"], structured, allowed=allowed,
+                          seeds=state.get("seeds") or [])  # fmt: skip
     ranked, scores = device.shortlist(ranking, state.get("top_k", 10))
     if state.get("source") in ("cloud", "re-request") and state.get("e_sem") is not None:
-        device.remember(state["user"], state.get("query", ""), len(state["history_items"]), state["e_sem"],
+        device.remember(state["user"], _cache_key(state), len(state["history_items"]), state["e_sem"],
                         state["candidates"], state["candidate_scores"], plan)  # fmt: skip
-    return {"ranked": ranked, "ranked_scores": scores, "inconsistency": ranking.inconsistency}
+    warnings = []
+    if allowed is not None and len(ranked) < state.get("top_k", 10):
+        warnings.append(f"only {len(ranked)} candidate(s) meet the request's constraints "
+                        f"({state['constraints'].summary() if state.get('constraints') else 'items turned down'})")
+    return {"ranked": ranked, "ranked_scores": scores, "inconsistency": ranking.inconsistency, "warnings": warnings}
 
 
 def after_rank(state: DeviceState, runtime: Runtime[TandemContext]) -> Literal["device_rerequest", "device_explain", "__end__"]:  # noqa: E501
@@ -204,6 +222,14 @@ def device_rerequest(state: DeviceState, rt: TandemRuntime) -> dict:
 def device_explain(state: DeviceState, rt: TandemRuntime) -> dict:
     """CDA4Rec III-H / Fig. 5: a short explanation of the final list."""
     return {"explanation": rt.device.explain(state["plan_result"].plan, state["ranked"]).text}
+
+
+@node("device_constrain")
+def device_constrain(state: DeviceState, rt: TandemRuntime) -> dict:
+    """The plan names a tag the request rules out: swap it for an allowed one before retrieval (device side)."""
+    result = state["plan_result"]
+    plan, notes = rt.device.constrain_plan(result.plan, state["constraints"], state["history_items"])
+    return {"plan_result": result.model_copy(update={"plan": plan}), "warnings": notes}
 
 
 # ---------------------------------------------------------------------------------------------- cloud
@@ -248,10 +274,22 @@ def _cloud_down(state: DeviceState) -> list[str]:
     return ["device_calibrate" if cache is not None and cache.present else "device_fallback"]
 
 
+def _needs_constraint(state: DeviceState) -> bool:
+    constraints = state.get("constraints")
+    return constraints is not None and any(constraints.rules_out(tag) for tag in state["plan_result"].plan.tags)
+
+
 def after_plan(state: DeviceState) -> list[str]:
-    """Cloud down -> calibrated cache or device-only; else fan out semantic modelling and structured modelling."""
+    """Cloud down -> calibrated cache or device-only; a plan naming a ruled-out tag -> device_constrain; else
+    fan out semantic modelling and structured modelling."""
     if state.get("cloud_failed"):
         return _cloud_down(state)
+    if _needs_constraint(state):
+        return ["device_constrain"]
+    return ["cloud_semantic", *_structured_node(state)]
+
+
+def after_constrain(state: DeviceState) -> list[str]:
     return ["cloud_semantic", *_structured_node(state)]
 
 
@@ -282,9 +320,12 @@ builder.add_edge(START, "device_history")
 builder.add_edge("device_history", "device_cache_check")
 builder.add_conditional_edges("device_cache_check", after_cache_check)
 builder.add_edge("device_abstract", "cloud_plan")
+builder.add_node("device_constrain", device_constrain)
 builder.add_conditional_edges(
-    "cloud_plan", after_plan, ["cloud_semantic", "device_sasrec", "device_surge", "device_calibrate", "device_fallback"]
-)
+    "cloud_plan", after_plan,
+    ["cloud_semantic", "device_sasrec", "device_surge", "device_calibrate", "device_fallback", "device_constrain"],
+)  # fmt: skip
+builder.add_conditional_edges("device_constrain", after_constrain, ["cloud_semantic", "device_sasrec", "device_surge"])
 builder.add_conditional_edges("cloud_semantic", after_semantic, ["device_rank", "device_calibrate", "device_fallback"])
 for source in ("device_use_cache", "device_calibrate", "device_fallback"):
     builder.add_conditional_edges(source, to_structured_or_rank, ["device_sasrec", "device_surge", "device_rank"])

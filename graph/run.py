@@ -15,9 +15,10 @@ from graph.builder import graph as default_graph
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
 from graph.state import RequestInput, RequestOutput, checked_request
+from tools.constraints import RequestConstraints
 from tools.protocol import Abstract, Crossing, PlanResult
 
-CHECKPOINTED_TYPES = (Abstract, PlanResult, CacheVerdict, Precision, Crossing)
+CHECKPOINTED_TYPES = (Abstract, PlanResult, CacheVerdict, Precision, Crossing, RequestConstraints)
 """The typed models a request's state holds, allowed back out of a checkpoint (nothing else is)."""
 def request_input(user: str, query: str = "", **options: Any) -> RequestInput:
     """A request as the graph takes it, checked early (the graph's first node checks it again for callers that
@@ -51,14 +52,18 @@ def recommend(
     allow_rerequest: bool = True,
     graph: Any = None,
     thread_id: str | None = None,
+    seeds: list[int] | None = None,
+    avoid: list[int] | None = None,
 ) -> RequestOutput:
     """One recommendation request; returns the request's output (`RequestOutput`).
 
     `history` overrides the device store (evals pass each instance's history); `graph` may be a graph
-    compiled with a checkpointer (chat sessions), in which case `thread_id` names the session.
+    compiled with a checkpointer (chat sessions), in which case `thread_id` names the session. `seeds` and
+    `avoid` are a conversation's items to rank toward and to leave out (`tools.conversation`).
     """
     state = request_input(user, query, explain=explain, top_k=top_k, use_cache=use_cache,
-                          allow_rerequest=allow_rerequest, history=history, history_ts=history_ts)  # fmt: skip
+                          allow_rerequest=allow_rerequest, history=history, history_ts=history_ts,
+                          seeds=seeds or [], avoid=avoid or [], cache_scope=runtime.cache_scope)  # fmt: skip
     config: dict[str, Any] = {"recursion_limit": 50}
     if thread_id is not None:
         config["configurable"] = {"thread_id": thread_id}

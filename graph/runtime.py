@@ -79,6 +79,15 @@ class TandemRuntime:
                          f"{ws.dataset.name}` samples it)")  # fmt: skip
         return cls(settings, ws, device, boundary, cloud, planner, cloud_url, threshold, notes)
 
+    @property
+    def cache_scope(self) -> str:
+        """What a SCaLRec cache entry must match besides the query: the planner and its prompt (a plan made by one
+        planner or prompt is never served for another)."""
+        if self.cloud_url:
+            return f"cloud {self.cloud_url}"
+        prompt = self.cloud.plan_prompt if self.cloud is not None and self.planner == "llm" else "-"
+        return f"planner {self.planner}, prompt {prompt}"
+
     def with_cloud(self, cloud: CloudAgent) -> TandemRuntime:
         """The same device talking to another in-process cloud agent (tests force a plan this way)."""
         return replace(self, cloud=cloud, boundary=Boundary(InProcessTransport(cloud_handlers(cloud))))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.device.agent import CacheVerdict, Precision
 from ground.errors import TandemError
+from tools.constraints import RequestConstraints
 from tools.protocol import Abstract, Crossing, PlanResult
 
 Source = Literal["cloud", "re-request", "cache", "calibrated_cache", "device_only"]
@@ -49,6 +50,12 @@ class RequestInput(TypedDict, total=False):
     """Optional item ids replacing the device store's history for this request (evals). Device only."""
     history_ts: list[int] | None
     """Timestamps aligned with `history`."""
+    seeds: list[int] | None
+    """Item ids a conversation ranks toward (liked or referenced items; `tools.fusion.rank_step`). Device only."""
+    avoid: list[int] | None
+    """Item ids a conversation turned down ("not that one"): never recommended. Device only."""
+    cache_scope: str | None
+    """What else the SCaLRec cache entry must match besides the query (planner, prompt); set by the caller."""
 
 
 MAX_QUERY_CHARS = 10_000
@@ -65,6 +72,8 @@ class Request(BaseModel):
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     history: list[int] | None = None
     history_ts: list[int] | None = None
+    seeds: list[int] = Field(default_factory=list, max_length=MAX_TOP_K)
+    avoid: list[int] = Field(default_factory=list, max_length=10 * MAX_TOP_K)
 
 
 def checked_request(values: Mapping[str, Any]) -> Request:
@@ -113,6 +122,10 @@ class RequestOutput(TypedDict, total=False):
     """Device encoder precision this request (CHORD)."""
     explanation: str | None
     """Natural-language explanation of the list (CDA4Rec Fig. 5)."""
+    constraints: RequestConstraints | None
+    """The request in the catalogue's terms (excluded tags, years, unused parts), enforced on the device."""
+    replaced: list[str]
+    """What the privacy rewrite changed before the abstract crossed ("Toy Story -> an animated ...")."""
     route: Annotated[list[str], operator.add]
     """Every node this request went through, in order."""
     warnings: Annotated[list[str], operator.add]
@@ -138,3 +151,5 @@ class DeviceState(RequestInput, RequestOutput, total=False):
     """Which encoder produced `e_str` (SASRec stands in for an untrained SURGE)."""
     cloud_failed: bool
     """Set when a cloud call failed during this request."""
+    conversation: dict[str, Any] | None
+    """A chat's conversation state (`tools.conversation.Conversation` as JSON), kept with the chat thread."""

@@ -21,6 +21,7 @@ from graph.run import recommend, sqlite_checkpointer
 from graph.runtime import TandemRuntime
 from ground.errors import TandemError
 from tandem import views
+from tools import conversation as talk
 
 HELP = """[bold]commands[/]
   any text        ask for recommendations (empty line: recommend from your history alone)
@@ -30,7 +31,7 @@ HELP = """[bold]commands[/]
   /plan           the last plan and its rationale
   /why            explain the last list (device language model)
   /backend        which models and services answer
-  /reset          forget this user's device history and cache, start a new session
+  /reset          forget this user's device history, cache and conversation, start a new session
   /help           this text
   /quit           leave (Ctrl-D and Ctrl-C leave too)"""
 
@@ -45,6 +46,8 @@ class ChatSession:
     console: Console
     graph: Any = None
     last: dict[str, Any] = field(default_factory=dict)
+    conversation: talk.Conversation = field(default_factory=talk.Conversation)
+    fresh: bool = False
 
     @classmethod
     def open(cls, runtime: TandemRuntime, user: str | None, session_id: str | None, console: Console) -> ChatSession:
@@ -57,19 +60,41 @@ class ChatSession:
         user = user or previous.get("user")
         if not user:
             raise TandemError(f"unknown session {session_id!r}: start one with --user ID")
-        return cls(runtime, user, session_id, console, graph, dict(previous))
+        saved = talk.Conversation.model_validate(previous.get("conversation") or {})
+        return cls(runtime, user, session_id, console, graph, dict(previous), saved)
 
     # -- one turn --------------------------------------------------------------------------------------
     @property
     def catalog(self):
         return self.runtime.device.catalog
 
-    def ask(self, query: str) -> Mapping[str, Any]:
+    def resolve(self, said: str) -> talk.Resolution:
+        """The utterance read against the conversation (`tools.conversation`); an empty line stands alone."""
+        if not said.strip():
+            return talk.Resolution(request="", conversation=self.conversation)
+        return talk.resolve(self.conversation, said, self.catalog)
+
+    def ask(self, query: str | talk.Resolution) -> Mapping[str, Any]:
         """One turn through the checkpointed thread (its per-turn lists start afresh each turn)."""
-        self.last = dict(recommend(self.runtime, self.user, query, graph=self.graph, thread_id=self.session_id))
+        turn = query if isinstance(query, talk.Resolution) else self.resolve(query)
+        self.last = dict(recommend(self.runtime, self.user, turn.request, graph=self.graph, thread_id=self.session_id,
+                                   seeds=turn.seeds, avoid=turn.avoid, use_cache=not self.fresh))  # fmt: skip
+        said = query if isinstance(query, str) else turn.said
+        self._save(talk.record(turn.conversation, said, turn.request, self.last.get("ranked", [])))
         return self.last
 
+    def _save(self, conversation: talk.Conversation) -> None:
+        """Keep the conversation with the chat's thread (a state update after the thread's last node)."""
+        self.conversation = conversation
+        config = {"configurable": {"thread_id": self.session_id}}
+        values = {"conversation": conversation.model_dump(mode="json")}
+        self.graph.update_state(config, values, as_node="device_explain")
+
+    def show_resolution(self, turn: talk.Resolution) -> None:
+        self.console.print(views.resolution_text(turn))
+
     def show_turn(self, turn: Mapping[str, Any]) -> None:
+        self.console.print(views.crossing_text(turn))
         if turn.get("plan_result") is not None:
             self.console.print(views.plan_table(turn["plan_result"]))
         self.console.print(views.ranked_table(turn, self.catalog))
@@ -103,6 +128,7 @@ class ChatSession:
             self.console.print(f"[red]/like needs a number from 1 to {len(ranked)}[/]")
             return
         self._add(ranked[int(arg) - 1])
+        self._save(talk.like(self.conversation, ranked[int(arg) - 1]))
 
     def watched(self, arg: str) -> None:
         if not arg:
@@ -162,10 +188,11 @@ class ChatSession:
                                 f"Chroma: {chroma}\ndata: {self.runtime.workspace.dataset.name}"))  # fmt: skip
 
     def reset(self, arg: str = "") -> None:
+        items, _ = self.runtime.device.store.history(self.user)
         self.runtime.device.store.reset(self.user)
         self.session_id = uuid.uuid4().hex[:8]
-        self.last = {}
-        self.console.print(f"history and cache cleared; new session {self.session_id}")
+        self.last, self.conversation = {}, talk.start_over()
+        self.console.print(views.reset_text(len(items), self.session_id))
 
     def help(self, arg: str = "") -> None:
         self.console.print(HELP)
@@ -188,8 +215,10 @@ def run_chat(session: ChatSession) -> None:
                 if not session.command(line):
                     break
                 continue
+            resolution = session.resolve(line)
+            session.show_resolution(resolution)
             with console.status("thinking (device and cloud agents at work)"):
-                turn = session.ask(line)
+                turn = session.ask(resolution)
             session.show_turn(turn)
         except KeyboardInterrupt:
             console.print("[yellow]request interrupted[/]")

@@ -130,6 +130,7 @@ def recommend(
     planner: Annotated[str, typer.Option(help="llm (language-model planner) or rule (rule planner).")] = "llm",
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Bypass the cached semantics.")] = False,
     users: Annotated[Path | None, typer.Option(help='Batch: a JSON-lines file of {"user", "query", "top"}.')] = None,
     out: Annotated[Path | None, typer.Option(help="Batch: write the JSON lines here (default: stdout).")] = None,
 ) -> None:
@@ -143,7 +144,7 @@ def recommend(
     from tandem.session import print_result, request_once  # deferred: loads the graph (see module docstring)
 
     state, catalog = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
-                                  cloud_url=cloud_url or None)  # fmt: skip
+                                  cloud_url=cloud_url or None, use_cache=not fresh)  # fmt: skip
     print_result(state, catalog, console, as_json=as_json)
 
 
@@ -170,13 +171,16 @@ def chat(
     data: DataOption = "",
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.")] = "",
+    fresh: Annotated[bool, typer.Option("--fresh", help="Bypass the cached semantics.")] = False,
 ) -> None:
     """Chat for recommendations in the terminal as one user."""
     from graph.runtime import TandemRuntime  # deferred: loads the graph (see module docstring)
     from tandem.chat import ChatSession, run_chat
 
     runtime = TandemRuntime.create(get_settings(), data or None, planner=planner, cloud_url=cloud_url or None)  # type: ignore[arg-type]
-    run_chat(ChatSession.open(runtime, user or None, session or None, console))
+    chat_session = ChatSession.open(runtime, user or None, session or None, console)
+    chat_session.fresh = fresh
+    run_chat(chat_session)
 
 
 @cloud_app.command("serve")

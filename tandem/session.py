@@ -28,12 +28,13 @@ def request_once(
     explain: bool = False,
     planner: str = "llm",
     cloud_url: str | None = None,
+    use_cache: bool = True,
 ) -> tuple[Mapping[str, Any], Catalog]:
     """Build a runtime, check the request and the user, and run one request through the graph."""
     request_input(user, query, top_k=top)  # bad input -> one clear line, before anything loads
     runtime = TandemRuntime.create(settings, data or None, planner=planner, cloud_url=cloud_url)  # type: ignore[arg-type]
     runtime.workspace.dataset.user_index(user)  # unknown user -> one clear line
-    state = recommend(runtime, user, query, explain=explain, top_k=top)
+    state = recommend(runtime, user, query, explain=explain, top_k=top, use_cache=use_cache)
     return state, runtime.device.catalog
 
 
@@ -50,7 +51,7 @@ def result_json(state: Mapping[str, Any], catalog: Catalog) -> dict[str, Any]:
     items = [{"item_id": i, "score": s, "title": catalog[i].title, "tags": list(catalog[i].tags)}
              for i, s in zip(state.get("ranked", []), state.get("ranked_scores", []), strict=True)]  # fmt: skip
     keys = ("user", "source", "abstract", "plan_result", "inconsistency", "rerequests", "cache", "precision",
-            "route", "crossings", "timings", "warnings", "explanation")  # fmt: skip
+            "route", "crossings", "timings", "warnings", "explanation", "constraints", "replaced")  # fmt: skip
     out = {key: _plain(state.get(key)) for key in keys}
     out["plan"] = out.pop("plan_result")
     out["recommendations"] = items
@@ -66,6 +67,9 @@ def print_result(state: Mapping[str, Any], catalog: Catalog, console: Console, a
         body = Text.assemble(("sanitized query: ", "bold"), abstract.sanitized_query or "(none)", "\n",
                              ("behaviour summary: ", "bold"), abstract.behavior_summary)  # fmt: skip
         console.print(Panel(body, title="abstract sent to the cloud"))
+    extra = views.crossing_text({**state, "abstract": None})
+    if extra.plain:
+        console.print(extra)
     if state.get("plan_result") is not None:
         console.print(views.plan_table(state["plan_result"]))
     console.print(views.ranked_table(state, catalog))

@@ -86,25 +86,75 @@ def candidates_table(query: str, counts: dict[str, int], candidates: list[Candid
     return table
 
 
+PLAN_ORIGIN = {
+    "parsed": "language-model planner", "repaired": "language-model planner, repaired on parsing",
+    "fallback": "rule planner, because the language model's plan was unusable", "rule": "rule planner",
+    "cached": "plan behind the cached semantics", "device": "the device's own plan, the cloud being unreachable",
+}  # fmt: skip
+
+
 def plan_table(result: PlanResult) -> Table:
-    """The strategy plan (CDA4Rec Fig. 4) with how it was obtained and each module's rationale."""
+    """The strategy plan (CDA4Rec Fig. 4) with how it was obtained and each module's rationale.
+
+    A plan with one rationale for all four modules (a compact plan) shows it once, under the table; the
+    violations of a repaired plan are labelled as what the model wrote, the table being the repaired plan."""
     plan, why = result.plan, result.plan.explanations
-    table = Table(title=Text(f"plan ({result.status}, prompt {result.prompt or '-'})"))
+    prompt = f", prompt {result.prompt}" if result.prompt else ""
+    reasons = [why.semantic, why.retrieval, why.structured, why.ranking]
+    single = len(set(reasons)) == 1
+    caption = Text(f"why (one rationale for the whole plan): {reasons[0]}") if single else None
+    table = Table(title=Text(f"plan ({PLAN_ORIGIN.get(result.status, result.status)}{prompt})"), caption=caption)
     table.add_column("module", style="bold")
     table.add_column("decision")
-    table.add_column("why")
+    if not single:
+        table.add_column("why")
     tags = ", ".join(f"{t}: {n}" for t, n in plan.tags.items())
     rows = [
-        ("semantic (Eq. 2)", f"alpha = {plan.alpha:.2f} (query vs behaviour)", why.semantic),
-        ("retrieval (Eq. 3)", f"{plan.tag_count} tags, {plan.candidate_size} candidates: {tags}", why.retrieval),
-        ("structured (Eq. 4)", plan.encoder, why.structured),
-        ("ranking (Eq. 5)", f"beta = {plan.beta:.2f} (semantic vs structured)", why.ranking),
+        ("semantic (Eq. 2)", f"alpha = {plan.alpha:.2f} (query vs behaviour)"),
+        ("retrieval (Eq. 3)", f"{plan.tag_count} tags, {plan.candidate_size} candidates: {tags}"),
+        ("structured (Eq. 4)", plan.encoder),
+        ("ranking (Eq. 5)", f"beta = {plan.beta:.2f} (semantic vs structured)"),
     ]
-    for module, decision, reason in rows:
-        table.add_row(module, Text(decision), Text(reason))
+    for (module, decision), reason in zip(rows, reasons, strict=True):
+        table.add_row(module, Text(decision), *([] if single else [Text(reason)]))
+    label = "model failed" if result.status == "fallback" else "repaired"
     for violation in result.violations[:6]:
-        table.add_row(Text("violation", style="yellow"), Text(violation.field), Text(violation.message))
+        note = f"in the model's text: {violation.message} (the table shows the final plan)"
+        if result.status == "fallback":
+            note = violation.message
+        table.add_row(Text(label, style="yellow"), Text(violation.field), *([] if single else [Text(note)]))
+        if single:
+            table.add_row("", Text(note, style="yellow"))
     return table
+
+
+def resolution_text(turn: Any) -> Text:
+    """A chat turn as the device understood it (`tools.conversation.Resolution`), before it is planned."""
+    text = Text.assemble(("request: ", "bold"), turn.request or "(none: from your history alone)")
+    for note in turn.notes:
+        text.append("\n  " + note, style="dim" if not note.startswith("not used") else "yellow")
+    return text
+
+
+def crossing_text(state: Mapping[str, Any]) -> Text:
+    """What crossed to the cloud, what the device replaced first, and what the device enforces itself."""
+    abstract, constraints = state.get("abstract"), state.get("constraints")
+    lines: list[Text] = []
+    if abstract is not None:
+        lines.append(Text.assemble(("sent to the cloud: ", "bold"), abstract.sanitized_query or "(no query)"))
+    lines += [Text("  replaced on the device first: " + line, style="dim") for line in state.get("replaced") or []]
+    if constraints is not None and constraints.summary():
+        lines.append(Text.assemble(("enforced on the device: ", "bold"), constraints.summary()))
+    return Text("\n").join(lines)
+
+
+def reset_text(interactions: int, session: str) -> Text:
+    """What /reset cleared and what it kept."""
+    return Text(
+        f"reset: cleared this user's device history ({interactions} interactions), cached cloud semantics and the "
+        f"conversation (topic, constraints, seeds). Kept: the catalogue, the models and other users. The data set's "
+        f"ratings are not loaded again: your history starts empty (/watched adds films). New session {session}."
+    )
 
 
 def ranked_table(state: Mapping[str, Any], catalog: Catalog) -> Table:

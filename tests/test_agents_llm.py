@@ -41,6 +41,7 @@ from ground.errors import TandemError
 from ground.settings import Settings
 from tests.ollama_stub import OllamaStub
 from tools.data import Dataset
+from tools.describe import describe
 from tools.plan_schema import plan_json_schema
 from tools.protocol import Abstract
 from tools.rule_planner import PlanSignals, rule_plan, signals_from_abstract
@@ -105,7 +106,9 @@ def test_abstract_continues_prefilled_summary_scrubs_titles_and_adds_facts(histo
     llm = ScriptedChat(replies=[f" and crime films, lately {title} and other comedies."])
     result = generate_abstract(f"Hi, I'm Tom! Something tense and criminal like {title}", history, llm, known_tags=tags)
     abstract = result.abstract
-    assert abstract.sanitized_query == "Something tense and criminal like [title]"
+    described = describe(history[-1].tags, history[-1].year)  # a named history title crosses as its description
+    assert abstract.sanitized_query == f"Something tense and criminal like {described}"
+    assert result.replaced[0] == f'"{title}" -> "{described}"' and "1 name removed" in result.replaced
     lead = result.facts.top_tags[0].lower()
     expected = f"a moderate history that leans to {lead} and crime films, lately [title]"
     assert abstract.behavior_summary.startswith(expected)

@@ -88,3 +88,54 @@ def test_property_scrubbed_text_passes_the_audit(prefix: str, suffix: str, title
     out, _ = scrub(text, TITLES, [3])
     audit = audit_leakage(out, TITLES, [3])
     assert audit.counts["title"] == audit.counts["email"] == audit.counts["phone"] == 0, (out, audit.found)
+
+
+# ---------------------------------------------------------------------------------------------- rewrite, not delete
+
+
+def _described(ml100k: Dataset, *titles: str) -> dict[str, str]:
+    from tools.describe import describe
+
+    items = {item.title: item for item in ml100k.catalog.items}
+    return {title: describe(items[title].tags, items[title].year) for title in titles}
+
+
+def test_a_history_title_is_replaced_by_its_description(ml100k: Dataset) -> None:
+    described = _described(ml100k, "Toy Story", "Kids")
+    out, report = scrub("something like Toy Story but for adults", list(described), descriptions=described)
+    assert out == "something like an animated children's comedy from the 1990s but for adults"
+    assert report.counts["title"] == 1 and report.replaced == [("Toy Story", described["Toy Story"])]
+    assert report.lines() == ['"Toy Story" -> "an animated children\'s comedy from the 1990s"']
+    assert audit_leakage(out, list(described)).clean
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["an animated movie my kids can watch", "something for the kids", "Kids movies please", "heat of the moment"],
+)
+def test_ordinary_word_titles_do_not_trigger_on_ordinary_words(text: str) -> None:
+    out, report = scrub(text, ["Kids", "Heat"])
+    assert out == text and report.counts["title"] == 0
+    assert audit_leakage(text, ["Kids", "Heat"]).clean
+
+
+@pytest.mark.parametrize(
+    "text", ["I loved Kids", 'what about "kids"?', "a film like heat", "We watched Kids and Heat", "Heat was great"]
+)
+def test_ordinary_word_titles_written_as_titles_are_scrubbed(text: str) -> None:
+    out, report = scrub(text, ["Kids", "Heat"])
+    assert report.counts["title"] >= 1 and "[title]" in out, out
+    assert audit_leakage(out, ["Kids", "Heat"]).clean
+
+
+def test_the_abstract_keeps_intent_and_says_what_it_replaced(ml100k: Dataset) -> None:
+    from agents.device.abstract import generate_abstract, history_from_ids
+
+    ids = [item.item_id for item in ml100k.catalog.items if item.title in ("Toy Story", "Kids", "Heat")]
+    history, _ = history_from_ids(ids, list(range(len(ids))), ml100k.catalog)
+    result = generate_abstract("something like Toy Story but for adults, my kids love it", history, None,
+                               known_tags=ml100k.catalog.tags())  # fmt: skip
+    sent = result.abstract.sanitized_query
+    assert sent == "something like an animated children's comedy from the 1990s but for adults, my kids love it"
+    assert result.replaced == ['"Toy Story" -> "an animated children\'s comedy from the 1990s"']
+    assert result.audit.clean

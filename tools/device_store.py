@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (user, seq)
 );
 CREATE TABLE IF NOT EXISTS semantic_cache (user TEXT PRIMARY KEY, entry TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cleared (user TEXT PRIMARY KEY);
 """
 
 
@@ -89,9 +90,16 @@ class DeviceStore:
             self.append(user, items.tolist(), timestamps.tolist())
 
     def reset(self, user: str) -> None:
+        """Forget a user's history and cache; the data set's ratings are not loaded again (`was_reset`)."""
         with self._lock:
             self._conn.execute("DELETE FROM history WHERE user = ?", (user,))
             self._conn.execute("DELETE FROM semantic_cache WHERE user = ?", (user,))
+            self._conn.execute("INSERT OR IGNORE INTO cleared (user) VALUES (?)", (user,))
+
+    def was_reset(self, user: str) -> bool:
+        """Whether the user cleared their history on this device (then it starts empty, never from a data set)."""
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM cleared WHERE user = ?", (user,)).fetchone() is not None
 
     # -- semantic cache ------------------------------------------------------------------------------
     def cached(self, user: str) -> CachedSemantics | None:

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tools.constraints import TAG_ALIASES, parse_request
 from tools.protocol import (
     DENSE_FROM,
     SPARSE_BELOW,
@@ -45,16 +46,7 @@ RECENT_FROM = 10
 ENCODER_MIN = 5
 RULES_VERSION = 2  # bump when a rule changes: cached rule plans (evals) are keyed by it
 
-# Words that name a known tag in a query; tags themselves always match (case-insensitive).
-TAG_ALIASES: dict[str, str] = {
-    "scifi": "Sci-Fi", "sci fi": "Sci-Fi", "science fiction": "Sci-Fi", "science-fiction": "Sci-Fi",
-    "kids": "Children's", "children": "Children's", "childrens": "Children's", "family": "Children's",
-    "noir": "Film-Noir", "film noir": "Film-Noir", "animated": "Animation", "cartoon": "Animation",
-    "funny": "Comedy", "comedies": "Comedy", "scary": "Horror", "romantic": "Romance",
-    "westerns": "Western", "musicals": "Musical", "thrillers": "Thriller", "documentaries": "Documentary",
-    "war movie": "War", "mysteries": "Mystery", "adventurous": "Adventure", "magical": "Fantasy",
-    "tense": "Thriller", "gritty": "Crime", "futuristic": "Sci-Fi", "moving": "Drama", "dramas": "Drama",
-}  # fmt: skip
+# The tag vocabulary is shared with the device's request parser (`tools.constraints`).
 
 
 class PlanSignals(BaseModel):
@@ -62,6 +54,7 @@ class PlanSignals(BaseModel):
 
     clarity: Clarity
     query_tags: list[str] = Field(default_factory=list)
+    excluded_tags: list[str] = Field(default_factory=list, description='Tags the query rules out ("not X").')
     facts: BehaviorFacts | None = None
 
     @property
@@ -86,15 +79,22 @@ class PlanSignals(BaseModel):
         ordered: list[str] = []
         recent = self.facts.recent_tags if self.facts else []
         top = self.facts.top_tags if self.facts else []
+        excluded = set(self.excluded_tags)
         for tag in [*self.query_tags, *recent, *top, *known_tags]:
-            if tag in known and tag not in ordered and tag != "Uncategorized":
+            if tag in known and tag not in ordered and tag != "Uncategorized" and tag not in excluded:
                 ordered.append(tag)
-        ordered += [t for t in known_tags if t not in ordered]
+        ordered += [t for t in known_tags if t not in ordered and t not in excluded]
+        ordered += [t for t in known_tags if t not in ordered]  # only when too few tags are left
         return ordered
 
 
 def query_tags(query: str, known_tags: list[str]) -> list[str]:
-    """Known tags a query names, directly ("Comedy", "1990s") or by a common alias ("sci-fi", "90s")."""
+    """Known tags a query names positively, directly ("Comedy", "1990s") or by a common alias ("sci-fi", "90s").
+
+    A tag named under a negation ("anything but romance") or inside a year phrase ("before the 90s") is not
+    a query tag (`tools.constraints.parse_request`).
+    """
+    positive = set(parse_request(query, known_tags).include)
     text = query.lower()
     found: list[str] = []
     for tag in known_tags:
@@ -107,7 +107,7 @@ def query_tags(query: str, known_tags: list[str]) -> list[str]:
         decade = f"19{match.group(1)}s"
         if decade in known_tags and decade not in found:
             found.append(decade)
-    return found
+    return [tag for tag in found if tag in positive]
 
 
 def signals_from_abstract(abstract: Abstract, known_tags: list[str]) -> PlanSignals:
@@ -115,7 +115,8 @@ def signals_from_abstract(abstract: Abstract, known_tags: list[str]) -> PlanSign
     query = abstract.sanitized_query.strip()
     tags = query_tags(query, known_tags)
     clarity: Clarity = "none" if not query else ("clear" if tags else "vague")
-    return PlanSignals(clarity=clarity, query_tags=tags, facts=abstract.facts)
+    excluded = parse_request(query, known_tags).exclude
+    return PlanSignals(clarity=clarity, query_tags=tags, excluded_tags=excluded, facts=abstract.facts)
 
 
 def allocate(total: int, weights: dict[str, float]) -> dict[str, int]:

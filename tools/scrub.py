@@ -15,7 +15,13 @@ What is removed (each replaced by a bracketed placeholder such as "[email]"):
 - title     - every history item's title, in either article order ("Usual Suspects, The" / "The Usual
               Suspects"), with or without its year, whole phrase, case-insensitive (as
               `tools.data.queries.mentions_title`). Titles that equal a `keep` term (e.g. a known tag,
-              or a number the computed facts print) are left alone.
+              or a number the computed facts print) are left alone. A title made only of ordinary words
+              ("Kids", "Heat", "Speed") counts only where it is written as a title: quoted, capitalised
+              (and not just by starting a sentence), or right after a word that names a film ("like",
+              "watched", "loved", ...), so "a movie my kids can watch" keeps "kids". With `descriptions`
+              (title -> "an animated children's comedy from the 1990s", `tools.describe`), a title is
+              replaced by its description instead of "[title]", so the request keeps its intent; the
+              report lists each replacement (it stays on the device).
 - item_id   - history item ids written as ids ("item 123", "id: 123", "#123", "item_id=123", "movie 123").
               Bare numbers are not touched: counts and years are not identifiers.
 - injection - instructions aimed at the planner ("ignore the previous instructions ...", "you are now",
@@ -25,7 +31,7 @@ What is removed (each replaced by a bracketed placeholder such as "[email]"):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, Field
 
@@ -75,17 +81,55 @@ NOT_NAMES = frozenset(
 )
 
 
+# Ordinary English words: a title made only of these (and articles) must be written as a title to count.
+ORDINARY_WORDS = frozenset(
+    "kids kid heat speed seven crash friday home alone love war fear game net rock money time life man men woman "
+    "women girl girls boy boys child children family friends friend house night day days city world star wars "
+    "fire water ice blue red black white green gold big little small old new young last first top gun hard "
+    "fast good bad best dead living free fly run running wild secret secrets sleep sleepers dream dreams nine "
+    "ten twelve three two one four five six eight beautiful true lies truth heart hearts king queen sister "
+    "brother father mother son daughter husband wife school party road street fall falling down up out in on "
+    "high low dark light shadow shadows sun moon sky space deep blood power story stories heaven hell angel "
+    "angels devil ghost ghosts kiss touch spirit soul gone back under over fair funny scary crime drama comedy "
+    "action adventure fantasy mystery horror romance musical western thriller music song songs dance dancing "
+    "paper glass box door window bridge river sea island mountain trust hope faith sense sensibility twins "
+    "nothing something everything anything nobody somebody everybody always never forever tonight today "
+    "tomorrow yesterday now then again more less much many very really still even just only lost found "
+    "stranger strangers company business office job work working jobs private public mad crazy lucky happy "
+    "sad angry quiet silent loud sweet bitter rich poor strange normal nowhere somewhere everywhere here "
+    "there".split()
+)
+ARTICLES = frozenset({"the", "a", "an", "of", "and", "to", "in", "on", "for", "with"})
+TITLE_CUE_RE = re.compile(
+    r"\b(?:like|liked|love|loved|watched|watch|saw|seen|see|enjoyed|rewatch|rewatched|than|as|called|titled"
+    r"|named)\s+(?:the\s+)?[\"“‘']?$",
+    re.IGNORECASE,
+)
+
+
 class ScrubReport(BaseModel):
-    """How many things of each category the scrubber removed."""
+    """How many things of each category the scrubber removed, and what replaced each title."""
 
     counts: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    replaced: list[tuple[str, str]] = Field(default_factory=list, description="(as written, replacement).")
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     def merge(self, other: ScrubReport) -> ScrubReport:
-        return ScrubReport(counts={c: self.counts.get(c, 0) + other.counts.get(c, 0) for c in CATEGORIES})
+        return ScrubReport(counts={c: self.counts.get(c, 0) + other.counts.get(c, 0) for c in CATEGORIES},
+                           replaced=self.replaced + other.replaced)  # fmt: skip
+
+    def lines(self) -> list[str]:
+        """What was changed, one line each, for the user's screen (device side)."""
+        out = [f'"{written}" -> "{new}"' for written, new in self.replaced]
+        titles = self.counts.get("title", 0) - len(self.replaced)
+        for category in CATEGORIES:
+            n = titles if category == "title" else self.counts.get(category, 0)
+            if n > 0:
+                out.append(f"{n} {category.replace('_', ' ')}{'s' if n > 1 else ''} removed")
+        return out
 
 
 class LeakageAudit(BaseModel):
@@ -116,10 +160,48 @@ def _title_forms(title: str) -> set[str]:
     return {f for f in forms if f}
 
 
-def _title_patterns(titles: Iterable[str], keep: set[str]) -> list[re.Pattern[str]]:
-    forms = {form for title in titles for form in _title_forms(title) if form.casefold() not in keep}
-    ordered = sorted(forms, key=len, reverse=True)
-    return [re.compile(rf"(?<![\w']){re.escape(form)}(?![\w'])", re.IGNORECASE) for form in ordered]
+def _ordinary(form: str) -> bool:
+    """A title form made only of ordinary words ("Kids", "Heat", "The Net"): it must be written as a title."""
+    words = re.findall(r"[\w']+", form.lower())
+    return bool(words) and all(w in ORDINARY_WORDS or w in ARTICLES for w in words) and not set(words) <= ARTICLES
+
+
+def _written_as_title(text: str, start: int, end: int) -> bool:
+    """Quoted, capitalised (not only by opening a sentence), or right after a word naming a film."""
+    before, written, after = text[:start], text[start:end], text[end:]
+    if before[-1:] in "\"“‘'" and after[:1] in "\"”’'" and before[-1:]:
+        return True
+    if TITLE_CUE_RE.search(before):
+        return True
+    significant = [w for w in re.findall(r"[\w']+", written) if w.lower() not in ARTICLES]
+    if not significant or not all(w[0].isupper() for w in significant):
+        return False
+    opens_sentence = not before.strip() or before.rstrip()[-1] in ".!?\n"
+    return not opens_sentence or not re.match(r"\s+(?:movies?|films?|shows?|stuff|flicks?|content)\b", after, re.I)
+
+
+def _title_matchers(titles: Iterable[str], keep: set[str]) -> list[tuple[re.Pattern[str], str, bool]]:
+    """(pattern, title, ordinary) for every form of every title, longest form first."""
+    found: dict[str, tuple[str, bool]] = {}
+    for title in titles:
+        for form in _title_forms(title):
+            if form.casefold() not in keep:
+                found.setdefault(form, (title, _ordinary(form)))
+    ordered = sorted(found, key=len, reverse=True)
+    return [(re.compile(rf"(?<![\w']){re.escape(form)}(?![\w'])", re.IGNORECASE), *found[form]) for form in ordered]
+
+
+def _title_spans(text: str, titles: Iterable[str], keep: set[str]) -> list[tuple[int, int, str]]:
+    """(start, end, title) of every history title written in the text, without overlaps."""
+    spans: list[tuple[int, int, str]] = []
+    for pattern, title, ordinary in _title_matchers(titles, keep):
+        for m in pattern.finditer(text):
+            if any(s < m.end() and m.start() < e for s, e, _ in spans):
+                continue
+            if ordinary and not _written_as_title(text, m.start(), m.end()):
+                continue
+            spans.append((m.start(), m.end(), title))
+    return sorted(spans)
 
 
 def _names(text: str) -> list[tuple[int, int]]:
@@ -137,10 +219,14 @@ def _names(text: str) -> list[tuple[int, int]]:
 
 
 def scrub(
-    text: str, titles: Iterable[str] = (), item_ids: Iterable[int] = (), keep: Iterable[str] = ()
+    text: str, titles: Iterable[str] = (), item_ids: Iterable[int] = (), keep: Iterable[str] = (),
+    descriptions: Mapping[str, str] | None = None,
 ) -> tuple[str, ScrubReport]:
-    """Remove e-mails, phones, URLs, names, history titles, history item ids and injected instructions."""
+    """Remove e-mails, phones, URLs, names, history item ids and injected instructions; replace history titles by
+    their descriptions (`descriptions`, title -> text) or "[title]"."""
     counts = dict.fromkeys(CATEGORIES, 0)
+    replaced: list[tuple[str, str]] = []
+    titles = list(titles)
     keep_set = {k.casefold() for k in keep}
     ids = {str(int(i)) for i in item_ids}
 
@@ -163,8 +249,14 @@ def scrub(
         return match.group(0)
 
     text = ITEM_ID_RE.sub(id_repl, text)
-    for pattern in _title_patterns(titles, keep_set):
-        text = sub(pattern, "title", "[title]", text)
+    for start, end, title in reversed(_title_spans(text, titles, keep_set)):
+        counts["title"] += 1
+        new = (descriptions or {}).get(title) or "[title]"
+        if new != "[title]":
+            replaced.insert(0, (text[start:end], new))
+        article = re.search(r"\b(?:the|a|an)\s+$", text[:start], re.IGNORECASE) if new != "[title]" else None
+        start = article.start() if article and new[:2] in ("a ", "an") else start
+        text = text[:start] + new + text[end:]
 
     def phone_repl(match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
@@ -179,7 +271,7 @@ def scrub(
             counts["name"] += 1
             text = text[:start] + "[name]" + text[end:]
     text = re.sub(r"[ \t]{2,}", " ", text).strip()
-    return text, ScrubReport(counts=counts)
+    return text, ScrubReport(counts=counts, replaced=replaced)
 
 
 def audit_leakage(
@@ -208,9 +300,8 @@ def audit_leakage(
     for title in titles:
         if title.casefold() in keep_set or normalise_title(title).casefold() in keep_set:
             continue
-        if mentions_title(text, title) or any(
-            p.search(text) for p in _title_patterns([title], keep_set)
-        ):
+        ordinary = all(_ordinary(form) for form in _title_forms(title))
+        if (not ordinary and mentions_title(text, title)) or _title_spans(text, [title], keep_set):
             counts["title"] += 1
             found.append(f"title:{title}")
     for start, end in _names(text):

@@ -34,6 +34,7 @@ from agents.llm import CallStats, LLMError, stats_of
 from ground.errors import UnknownItemError
 from prompts import get_prompt
 from tools.data.catalog import Catalog
+from tools.describe import describe
 from tools.protocol import Abstract, BehaviorFacts
 from tools.scrub import LeakageAudit, ScrubReport, audit_leakage, scrub
 
@@ -83,6 +84,11 @@ class AbstractResult(BaseModel):
     stats: CallStats | None = None
     slm_text: str = ""
     notes: list[str] = Field(default_factory=list)
+
+    @property
+    def replaced(self) -> list[str]:
+        """What the scrubber changed in the query before it crossed, one line each (shown to the user)."""
+        return self.scrubbed.lines()
 
 
 # ---------------------------------------------------------------------------------------------- history
@@ -194,9 +200,10 @@ def generate_abstract(
     query = query if isinstance(query, str) else ""
     titles = [h.title for h in history]
     ids = [h.item_id for h in history] + [int(i) for i in unknown_ids]
+    described = {h.title: describe(h.tags, h.year) for h in history}  # a named title keeps its intent
     if len(query) > MAX_QUERY_CHARS:
         notes.append(f"query cut from {len(query)} to {MAX_QUERY_CHARS} characters")
-    clean_query, report = scrub(query[: MAX_QUERY_CHARS * 2], titles, ids)
+    clean_query, report = scrub(query[: MAX_QUERY_CHARS * 2], titles, ids, descriptions=described)
     clean_query = _cut(tidy_query(clean_query), MAX_QUERY_CHARS)
     facts = compute_facts(history, now)
 
@@ -244,7 +251,7 @@ def generate_abstract(
         summary, used = _cut(slm_summary, MAX_SUMMARY_CHARS), used + 1
     elif llm is not None:
         notes.append("SLM summary unusable: facts only")
-    sanitized, r1 = scrub(sanitized, titles, ids)
+    sanitized, r1 = scrub(sanitized, titles, ids, descriptions=described)
     summary, r2 = scrub(summary, titles, ids)
     facts_text = facts.to_text()
     keep = set(known_tags) | set(re.findall(r"\d+", facts_text)) | set(facts.top_tags + facts.recent_tags)

@@ -23,9 +23,10 @@ from agents.device.encoders import EncoderShelf
 from agents.device.explain import Explanation, generate_explanation
 from tools.calibration import ReliabilityPolicy, SemanticCalibrator
 from tools.chord import strategy_average_bits
+from tools.constraints import RequestConstraints, parse_request
 from tools.data import Catalog
 from tools.device_store import CachedSemantics, DeviceStore, query_key
-from tools.fusion import Ranking, StructuredScores, rank_step
+from tools.fusion import Ranking, SeedScores, StructuredScores, rank_step
 from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRequest, UserProfile
 from tools.quant import DeviceResources
 from tools.rule_planner import rule_plan, signals_from_abstract
@@ -108,7 +109,7 @@ class DeviceAgent:
             items, stamps = list(items), list(timestamps) if timestamps is not None else list(range(len(items)))
         else:
             stored, stored_ts = self.store.history(user)
-            seed = self.seeds(user) if not len(stored) else None
+            seed = self.seeds(user) if not len(stored) and not self.store.was_reset(user) else None
             if seed is not None:
                 self.store.seed_history(user, *seed)
                 stored, stored_ts = self.store.history(user)
@@ -223,11 +224,85 @@ class DeviceAgent:
 
         return scores
 
+    # -- request constraints (tools.constraints) --------------------------------------------------------------
+    def constraints(self, query: str) -> RequestConstraints:
+        """The request in the catalogue's terms: excluded tags, year range, parts naming people or plots."""
+        return parse_request(query, self.catalog.tags())
+
+    def constrain_plan(self, plan: Plan, constraints: RequestConstraints,
+                       history: Sequence[int]) -> tuple[Plan, list[str]]:  # fmt: skip
+        """Swap the tags a request rules out (excluded, or a decade outside its years) out of a plan, before
+        retrieval; each replacement keeps the N_i of the tag it replaces. Replacements, in order: decades inside
+        the year range, the tags the request names, the history's most frequent tags, the catalogue's order."""
+        ruled_out = constraints.rules_out
+        ranged = constraints.year_from is not None or constraints.year_to is not None
+
+        def decade(tag: str) -> int | None:
+            return int(tag[:4]) if len(tag) == 5 and tag[:4].isdigit() and tag.endswith("s") else None
+
+        bad = [tag for tag in plan.tags if ruled_out(tag)]
+        if not bad:
+            return plan, []
+        known = self.catalog.tags()
+        counts: dict[str, int] = {}
+        for item_id in history:
+            for tag in self.catalog[item_id].tags:
+                counts[tag] = counts.get(tag, 0) + 1
+        in_range = [t for t in known if ranged and decade(t) is not None and not ruled_out(t)]
+        if constraints.year_from is None:  # "older": the allowed decades nearest the range's end first
+            in_range.reverse()
+        order = [*in_range, *constraints.include, *sorted(counts, key=lambda t: -counts[t]), *known]
+        spare = [t for t in dict.fromkeys(order) if t in known and t not in plan.tags and not ruled_out(t)
+                 and t != "Uncategorized"]  # fmt: skip
+        tags: dict[str, int] = {}
+        notes = []
+        for tag, n in plan.tags.items():
+            if tag in bad and spare:
+                new = spare.pop(0)
+                tags[new] = n
+                notes.append(f"{tag} -> {new}")
+            elif tag in bad:
+                continue
+            else:
+                tags[tag] = n
+        data = {**plan.model_dump(), "tags": tags}
+        if len(tags) != plan.tag_count:  # no replacement left (a tiny catalogue): shrink the plan honestly
+            usable = [k for k in (3, 5, 10, 20) if k <= len(tags)] or [len(tags)]
+            kept = dict(list(tags.items())[: usable[-1]])
+            data |= {"tags": kept, "tag_count": usable[-1], "candidate_size": plan.candidate_size}
+        fixed = Plan.model_validate(data, context={"known_tags": known})
+        return fixed, [f"the plan named {', '.join(bad)}, which the request rules out: swapped on the device "
+                       f"before retrieval ({'; '.join(notes)})"]  # fmt: skip
+
+    def allowed(self, constraints: RequestConstraints | None, avoid: Sequence[int] = ()) -> np.ndarray | None:
+        """[V + 1] booleans of the items a request allows (None when it allows every item)."""
+        if (constraints is None or not constraints.filters) and not len(avoid):
+            return None
+        mask = constraints.allowed_mask(self.catalog) if constraints is not None else np.ones(
+            self.catalog.num_items + 1, dtype=bool)
+        mask[[i for i in avoid if 0 <= i < len(mask)]] = False
+        return mask
+
+    def seed_scores(self, seeds: Sequence[int]) -> SeedScores | None:
+        """Candidate ids -> the highest cosine similarity to any seed item, in the item semantics of Eq. 1."""
+        seeds = [int(s) for s in seeds if 1 <= int(s) <= self.catalog.num_items]
+        if not seeds:
+            return None
+        table = self.item_table / np.maximum(np.linalg.norm(self.item_table, axis=1, keepdims=True), 1e-12)
+        anchor = table[seeds]  # [S, d]
+
+        def scores(candidates: np.ndarray) -> np.ndarray:
+            return (table[candidates] @ anchor.T).max(axis=1).astype(np.float64)
+
+        return scores
+
     # -- ranking (CDA4Rec Eq. 5-7, LSC4Rec Eq. 9-11) ----------------------------------------------------------
     def rank(self, candidates: np.ndarray, semantic: np.ndarray, beta: float, seen: Sequence[int],
-             structured: StructuredScores | None = None) -> Ranking:  # fmt: skip
-        """The one rank step (`tools.fusion.rank_step`)."""
-        return rank_step(candidates, semantic, beta, seen, structured)
+             structured: StructuredScores | None = None, *, allowed: np.ndarray | None = None,
+             seeds: Sequence[int] = ()) -> Ranking:  # fmt: skip
+        """The one rank step (`tools.fusion.rank_step`), with a request's allowed items and seed items."""
+        return rank_step(candidates, semantic, beta, seen, structured, allowed=allowed,
+                         seeds=self.seed_scores(seeds))  # fmt: skip
 
     def shortlist(self, ranking: Ranking, k: int) -> tuple[list[int], list[float]]:
         """The first k of the order with distinct (title, year): MovieLens lists a few films twice."""
