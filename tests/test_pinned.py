@@ -84,9 +84,9 @@ def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtim
     calls: list[tuple[str, int]] = []
     real = device_module.rank_step
 
-    def spy(candidates, semantic, beta, seen, structured=None):
+    def spy(candidates, semantic, beta, seen, structured=None, **request):
         calls.append((caller, len(seen)))
-        ranking = real(candidates, semantic, beta, seen, structured)
+        ranking = real(candidates, semantic, beta, seen, structured, **request)
         assert not set(ranking.items.tolist()) & set(np.asarray(seen).tolist()), "a seen item was ranked"
         return ranking
 
