@@ -179,10 +179,11 @@ def device_rank(state: DeviceState, rt: TandemRuntime) -> dict:
     ranking = device.rank(np.asarray(state["candidates"], np.int64), np.asarray(state["candidate_scores"]),
                           plan.beta, state["history_items"], structured)  # fmt: skip
     ranked, scores = device.shortlist(ranking, state.get("top_k", 10))
+    warnings: list[str] = []
     if state.get("source") in ("cloud", "re-request") and state.get("e_sem") is not None:
-        device.remember(state["user"], state.get("query", ""), len(state["history_items"]), state["e_sem"],
-                        state["candidates"], state["candidate_scores"], plan)  # fmt: skip
-    return {"ranked": ranked, "ranked_scores": scores, "inconsistency": ranking.inconsistency}
+        warnings = device.remember(state["user"], state.get("query", ""), len(state["history_items"]),
+                                   state["e_sem"], state["candidates"], state["candidate_scores"], plan)  # fmt: skip
+    return {"ranked": ranked, "ranked_scores": scores, "inconsistency": ranking.inconsistency, "warnings": warnings}
 
 
 def after_rank(state: DeviceState, runtime: Runtime[TandemContext]) -> Literal["device_rerequest", "device_explain", "__end__"]:  # noqa: E501

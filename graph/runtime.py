@@ -66,7 +66,8 @@ class TandemRuntime:
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset)
         slm = language_model(settings, "device")
-        device = build_device(settings, ws, shelf, DeviceStore(path), slm, abstracts_by_slm=planner == "llm")
+        device = build_device(settings, ws, shelf, DeviceStore(path, timeout=settings.db_timeout), slm,
+                              abstracts_by_slm=planner == "llm")  # fmt: skip
         cloud = None if cloud_url else build_cloud(settings, ws, shelf, planner)
         boundary = Boundary(HttpTransport(cloud_url) if cloud_url else InProcessTransport(cloud_handlers(cloud)))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))

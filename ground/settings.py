@@ -8,17 +8,22 @@ directory (or the file named by `TANDEM_CONFIG`) > the defaults below. Nodes and
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from ground.errors import SettingsError
+from ground.text import one_line
 
 DatasetName = Literal["ml-100k", "ml-1m"]
 
@@ -30,13 +35,13 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Where Tandem keeps its data and which models and services it talks to."""
 
-    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="forbid")
 
     home: Path = Field(default_factory=_default_home, description="Cache directory: data, embeddings, index, models.")
     dataset: DatasetName = Field("ml-100k", description="Default data set.")
     item_dim: int = Field(64, ge=8, le=384, description="Item embedding dimension d after PCA (CDA4Rec Eq. 1).")
-    seed: int = Field(42, description="Seed for splits, held-out users and query generation.")
-    max_seq_len: int = Field(200, description="Maximum history length the device encoders see.")
+    seed: int = Field(42, ge=0, description="Seed for splits, held-out users and query generation.")
+    max_seq_len: int = Field(200, ge=1, le=100_000, description="Maximum history length the device encoders see.")
     fewshot_fraction: float = Field(0.10, ge=0.0, lt=1.0, description="Share of users held out entirely.")
     chroma_url: str | None = Field(
         None, description="Chroma server URL (e.g. http://127.0.0.1:8000); unset = embedded PersistentClient."
@@ -44,14 +49,47 @@ class Settings(BaseSettings):
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default <home>/chroma.")
     llm_backend: Literal["llamacpp", "ollama"] = Field("llamacpp", description="Language-model backend.")
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the `ollama` backend.")
-    ollama_cloud_model: str = Field("llama3.1:8b", description="Cloud-side LLM when the backend is Ollama.")
-    ollama_device_model: str = Field("llama3.2:1b", description="Device-side SLM when the backend is Ollama.")
+    ollama_cloud_model: str = Field("llama3.1:8b", min_length=1, description="Cloud LLM when the backend is Ollama.")
+    ollama_device_model: str = Field("llama3.2:1b", min_length=1, description="Device SLM when the backend is Ollama.")
     device_precision: Literal["full", "chord"] = Field(
         "full", description="Device encoder precision: full (float32) or chord (per-user mixed precision, CHORD)."
     )
     chord_max_avg_bits: float = Field(
         4.0, ge=2.0, le=8.0, description="The device's budget R_d of CHORD Eq. 4: average bits per weight."
     )
+
+    db_timeout: float = Field(
+        2.0, gt=0, le=600, description="Seconds a local SQLite write waits for another process's lock (then retries)."
+    )
+
+    @field_validator("home", "chroma_path", mode="before")
+    @classmethod
+    def _folder(cls, value: object) -> object:
+        """A folder setting: not empty (an empty path would mean the working directory), not a file."""
+        if value is None:
+            return value
+        if not str(value).strip():
+            raise ValueError("is empty; give a folder (unset it for the default)")
+        path = Path(str(value)).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file, not a folder")
+        return path
+
+    @field_validator("chroma_url", "ollama_host", mode="before")
+    @classmethod
+    def _url(cls, value: object) -> object:
+        """A service address: http(s)://host[:port]."""
+        if value is None:
+            return value
+        text = str(value).strip()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{text!r} is not an http(s)://host[:port] URL (unset it for the default)")
+        return text
 
     @classmethod
     def settings_customise_sources(
@@ -62,8 +100,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("TANDEM_CONFIG", "tandem.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
 
     @property
     def data_dir(self) -> Path:
@@ -82,7 +119,41 @@ class Settings(BaseSettings):
         return self.home / "models"
 
 
+def config_file() -> Path:
+    """The settings file: `TANDEM_CONFIG`, else `tandem.toml` in the working directory (may be absent)."""
+    return Path(os.environ.get("TANDEM_CONFIG", "tandem.toml"))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from every source, or a one-line `SettingsError` naming the variable or the file at fault."""
+    path = config_file()
+    if "TANDEM_CONFIG" in os.environ and not path.is_file():
+        raise SettingsError(f"TANDEM_CONFIG={one_line(path)!s}: no such file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{one_line(path)} is not valid TOML: {one_line(exc)}") from None
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc.errors()[0], path, overrides)) from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {one_line(path)}: {exc.strerror or exc}") from None
+
+
+def _describe(error: dict, path: Path, overrides: dict) -> str:
+    """Which source gave the bad value: an argument, a `TANDEM_*` variable or the settings file."""
+    field = str(error["loc"][0]) if error.get("loc") else "settings"
+    message = one_line(error["msg"].removeprefix("Value error, "))
+    variable = f"TANDEM_{field.upper()}"
+    if field in overrides:
+        return f"setting {field}: {message}"
+    if error["type"] == "extra_forbidden":
+        return f"{one_line(path)}: unknown setting {field!r} (known: {', '.join(Settings.model_fields)})"
+    if any(name.upper() == variable for name in os.environ):
+        return f"{variable}={one_line(os.environ.get(variable, error.get('input')), limit=80)!s}: {message}"
+    return f"{one_line(path)}: {field}: {message}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once, on first use, never at import time)."""
-    return Settings()
+    """The process-wide settings (read once, on first use, never at import time); bad ones raise `SettingsError`."""
+    return load_settings()

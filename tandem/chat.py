@@ -48,7 +48,9 @@ class ChatSession:
 
     @classmethod
     def open(cls, runtime: TandemRuntime, user: str | None, session_id: str | None, console: Console) -> ChatSession:
-        saver = sqlite_checkpointer(runtime.settings.home / "device" / "sessions.sqlite")
+        saver = sqlite_checkpointer(runtime.settings.home / "device" / "sessions.sqlite", runtime.settings.db_timeout)
+        for notice in saver.notices:
+            console.print(views.labelled("notice: ", notice, "yellow"))
         graph = builder.compile(checkpointer=saver, name="tandem-chat")
         session_id = session_id or uuid.uuid4().hex[:8]
         previous = graph.get_state({"configurable": {"thread_id": session_id}}).values
@@ -76,6 +78,9 @@ class ChatSession:
         self.console.print(views.route_summary(turn))
         for warning in turn.get("warnings", []):
             self.console.print(views.labelled("warning: ", warning, "yellow"))
+        for failure in self.graph.checkpointer.take_failures():
+            self.console.print(views.labelled("warning: ", f"{failure}; the answer above stands, the session lacks "
+                                              "this turn", "yellow"))  # fmt: skip
 
     # -- commands --------------------------------------------------------------------------------------
     def command(self, line: str) -> bool:
