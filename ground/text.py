@@ -11,7 +11,7 @@ terminal or to the scrubber:
 - `normalize_for_matching` folds the disguises a title can wear to slip past a detector: compatibility forms
   (Unicode NFKC: fullwidth `Ｔｏｙ`, mathematical `𝐓𝐨𝐲`, ligatures), invisible format characters (zero-width
   space/joiners, soft hyphen, word joiner, BOM, bidi marks) and the common Cyrillic/Greek/Armenian letters that
-  look like Latin ones (`Тоу Ѕtоrу`).
+  look like Latin ones (`Тоу Ѕtоrу`); `skeleton` folds every look-alike, one character for one, for matching.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ CONFUSABLES: dict[str, str] = {
     "օ": "o", "ս": "u", "հ": "h", "ı": "i", "ȷ": "j", "ɡ": "g", "ɑ": "a", "ʏ": "y", "ꓲ": "I",
 }  # fmt: skip
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_FOLD = str.maketrans(CONFUSABLES)
+assert all(len(latin) == 1 for latin in CONFUSABLES.values())  # one for one: skeleton keeps every position
 
 
 def _invisible(char: str) -> bool:
@@ -83,21 +85,33 @@ def _invisible(char: str) -> bool:
     return unicodedata.category(char) == "Cf" or code == 0x034F or selector
 
 
-def _fold_word(match: re.Match[str]) -> str:
+def _fold_mixed_word(match: re.Match[str]) -> str:
     word = match.group(0)
-    letters = [c for c in word if c.isalpha()]
-    latin = any("a" <= c.lower() <= "z" for c in letters)
-    if latin or (letters and all(c in CONFUSABLES for c in letters)):
+    if any("a" <= c.lower() <= "z" for c in word):
         return "".join(CONFUSABLES.get(c, c) for c in word)
     return word
 
 
 def normalize_for_matching(text: str) -> str:
-    """The text a detector should see: NFKC, invisible characters removed, look-alike letters folded.
-
-    Look-alikes are folded in a word that also has Latin letters (`Тoy`) or is made of look-alikes only
-    (`Тоу`); a word of another script with letters of its own (`фильм`) is left as written.
+    """The text a detector should work on: NFKC, invisible characters removed, and look-alike letters folded in
+    words that also hold Latin letters (`Ѕtаr` -> `Star`: no real word mixes scripts). A word written wholly
+    in another script stays as written (`как`); `skeleton` folds those too, for detection only.
     """
     text = unicodedata.normalize("NFKC", text)
     text = "".join(char for char in text if not _invisible(char))
-    return _WORD.sub(_fold_word, text)
+    return _WORD.sub(_fold_mixed_word, text)
+
+
+def skeleton(text: str) -> str:
+    """Every look-alike letter folded to the Latin one it imitates: same length as `text`, character for
+    character, so a match found in the skeleton is at the same place in the text (`Тоу` -> `Toy`)."""
+    return text.translate(_FOLD)
+
+
+def replace_in_skeleton(pattern: re.Pattern[str], text: str, value: str) -> tuple[str, int]:
+    """Replace by `value` each span of `text` whose skeleton matches `pattern`; (new text, replacements)."""
+    parts, last, found = [], 0, 0
+    for match in pattern.finditer(skeleton(text)):
+        parts += [text[last : match.start()], value]
+        last, found = match.end(), found + 1
+    return "".join(parts) + text[last:], found

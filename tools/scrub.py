@@ -20,6 +20,11 @@ What is removed (each replaced by a bracketed placeholder such as "[email]"):
               Bare numbers are not touched: counts and years are not identifiers.
 - injection - instructions aimed at the planner ("ignore the previous instructions ...", "you are now",
               "system prompt"): the sentence carrying them is dropped.
+
+Both `scrub` and `audit_leakage` first normalise the text and the titles (`ground.text.normalize_for_matching`:
+NFKC, zero-width and other invisible characters removed, look-alike letters folded in mixed-script words), and
+titles are matched on the text's skeleton (every look-alike Cyrillic/Greek letter read as Latin), so a title
+written `Т\u200bоу Ｓtory` is caught like `Toy Story`; the scrubbed text is the normalised one.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
+from ground.text import normalize_for_matching, replace_in_skeleton, skeleton
 from tools.data.queries import mentions_title, normalise_title
 
 CATEGORIES: tuple[str, ...] = ("email", "phone", "url", "name", "title", "item_id", "injection")
@@ -140,6 +146,7 @@ def scrub(
     text: str, titles: Iterable[str] = (), item_ids: Iterable[int] = (), keep: Iterable[str] = ()
 ) -> tuple[str, ScrubReport]:
     """Remove e-mails, phones, URLs, names, history titles, history item ids and injected instructions."""
+    text, titles = normalize_for_matching(text), [skeleton(normalize_for_matching(t)) for t in titles]
     counts = dict.fromkeys(CATEGORIES, 0)
     keep_set = {k.casefold() for k in keep}
     ids = {str(int(i)) for i in item_ids}
@@ -164,7 +171,8 @@ def scrub(
 
     text = ITEM_ID_RE.sub(id_repl, text)
     for pattern in _title_patterns(titles, keep_set):
-        text = sub(pattern, "title", "[title]", text)
+        text, found = replace_in_skeleton(pattern, text, "[title]")  # look-alike letters count as Latin here
+        counts["title"] += found
 
     def phone_repl(match: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", match.group(0))
@@ -186,7 +194,8 @@ def audit_leakage(
     text: str, titles: Iterable[str] = (), item_ids: Iterable[int] = (), keep: Iterable[str] = ()
 ) -> LeakageAudit:
     """Score a text (an abstract) for identifiers that got through; uses the scrubber's own detectors."""
-    titles = list(titles)
+    text, titles = normalize_for_matching(text), [skeleton(normalize_for_matching(t)) for t in titles]
+    folded = skeleton(text)  # titles are looked for with every look-alike letter folded
     keep_set = {k.casefold() for k in keep}
     found: list[str] = []
     counts = dict.fromkeys(CATEGORIES, 0)
@@ -208,8 +217,8 @@ def audit_leakage(
     for title in titles:
         if title.casefold() in keep_set or normalise_title(title).casefold() in keep_set:
             continue
-        if mentions_title(text, title) or any(
-            p.search(text) for p in _title_patterns([title], keep_set)
+        if mentions_title(folded, title) or any(
+            p.search(folded) for p in _title_patterns([title], keep_set)
         ):
             counts["title"] += 1
             found.append(f"title:{title}")
