@@ -19,7 +19,7 @@ from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
 from agents.llm import chat_model
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
-from ground.errors import TandemError
+from ground.errors import UsageError
 from ground.settings import Settings
 from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, load_threshold, threshold_path
@@ -61,7 +61,7 @@ class TandemRuntime:
         cloud_load: float = DEFAULT_CLOUD_LOAD,
     ) -> TandemRuntime:
         if planner not in PLANNERS:
-            raise TandemError(f"unknown planner {planner!r}; choose llm or rule")
+            raise UsageError(f"unknown planner {planner!r}; choose llm or rule")
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset)

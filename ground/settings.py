@@ -79,17 +79,7 @@ class Settings(BaseSettings):
     @classmethod
     def _url(cls, value: object) -> object:
         """A service address: http(s)://host[:port]."""
-        if value is None:
-            return value
-        text = str(value).strip()
-        try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018 (raises on a bad port)
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a URL ({exc})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{text!r} is not an http(s)://host[:port] URL (unset it for the default)")
-        return text
+        return value if value is None else check_url(str(value), "(unset it for the default)")
 
     @classmethod
     def settings_customise_sources(
@@ -117,6 +107,19 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+def check_url(value: str, hint: str = "") -> str:
+    """`value` if it is an http(s)://host[:port][/path] URL, else a `ValueError` saying so."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"{one_line(text, limit=80)!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{one_line(text, limit=80)!r} is not an http(s)://host[:port] URL {hint}".rstrip())
+    return text
 
 
 def config_file() -> Path:

@@ -19,7 +19,7 @@ from rich.console import Console
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click here
 
 from ground.errors import TandemError
-from ground.settings import get_settings
+from ground.settings import check_url, get_settings
 from ground.text import one_line
 from tandem import interrupts, views
 from tandem.commands.evals import eval_app
@@ -50,6 +50,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="Data set name (ml-100k, ml-1m) or a MovieLens folder.")]
+
+
+def _service_url(value: str) -> str:
+    """--cloud-url: empty (the cloud runs in process) or an http(s) URL."""
+    try:
+        return check_url(value) if value else value
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _workspace(data: str | None) -> Workspace:
@@ -94,7 +102,7 @@ def index_query(
     text: Annotated[str, typer.Argument(help="What the user is looking for.")],
     data: DataOption = "",
     tags: Annotated[str, typer.Option(help='Tag counts "Drama=10,Comedy=5"; default: the 3 nearest tags.')] = "",
-    top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+    top: Annotated[int, typer.Option(help="Rows to show.", min=1)] = 10,
 ) -> None:
     """Retrieve candidates for a text query from the tag collections (CDA4Rec Eq. 3)."""
     ws = _workspace(data)
@@ -112,7 +120,8 @@ def recommend(
     top: Annotated[int, typer.Option(help="How many items to recommend.")] = 10,
     explain: Annotated[bool, typer.Option(help="Generate an explanation (CDA4Rec Fig. 5).")] = False,
     planner: Annotated[str, typer.Option(help="llm (language-model planner) or rule (rule planner).")] = "llm",
-    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.")] = "",
+    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.",
+                                           callback=_service_url)] = "",  # fmt: skip
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run one request through the whole graph and show the plan, the route and the ranked list."""
@@ -129,7 +138,7 @@ def chat(
     session: Annotated[str, typer.Option(help="Resume a session by its id.")] = "",
     data: DataOption = "",
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
-    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.")] = "",
+    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.", callback=_service_url)] = "",
 ) -> None:
     """Chat for recommendations in the terminal as one user."""
     from graph.runtime import TandemRuntime  # deferred: loads the graph (see module docstring)
@@ -192,8 +201,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False, prog_name="tandem")
     except interrupts.Interrupted:
-        interrupts.announce()
-        sys.exit(interrupts.EXIT_CODE)
+        interrupts.exit_now()
     except NoArgsIsHelpError as exc:  # the help text was already printed
         sys.exit(exc.exit_code)
     except ClickException as exc:  # bad options: click's message on one line, with where to find help
@@ -210,7 +218,7 @@ def main() -> None:
     except Exception as exc:  # the last line of defence: one line on screen, the traceback in a log file
         _last_resort(exc)
     if code == interrupts.EXIT_CODE:  # typer's own KeyboardInterrupt route (SIGINT handler not installed)
-        interrupts.announce()
+        interrupts.exit_now()
     sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 

@@ -7,8 +7,6 @@ is imported.
 
 from __future__ import annotations
 
-import sys
-
 from tandem import interrupts
 
 
@@ -17,8 +15,7 @@ def main() -> None:
     try:
         from tandem.cli import main as cli_main  # deferred on purpose: the handler must exist before this import
     except interrupts.Interrupted:
-        interrupts.announce()
-        sys.exit(interrupts.EXIT_CODE)
+        interrupts.exit_now()
     cli_main()
 
 
