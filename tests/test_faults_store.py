@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -23,12 +22,8 @@ from langgraph.graph import END, START, StateGraph
 
 from graph.run import sqlite_checkpointer
 from ground.errors import StoreError
-from ground.settings import Settings
+from tests.faults import PYTHON, ROOT, device_home, tandem
 from tools.device_store import CachedSemantics, DeviceStore
-
-PYTHON = sys.executable
-ROOT = Path(__file__).resolve().parents[1]
-CLI = "from tandem.entry import main; main()"
 
 LOCKER = textwrap.dedent(
     """
@@ -53,24 +48,6 @@ def lock_held_by_another_process(path: Path):
     finally:
         locker.stdin.close()
         locker.wait(timeout=30)
-
-
-def device_home(tmp_path: Path) -> Path:
-    """A Tandem home that reads the machine's data, embeddings, index and models but has its own device files."""
-    real = Settings().home
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in ("data", "embeddings", "chroma", "models"):
-        if (real / name).exists():
-            (home / name).symlink_to(real / name)
-    (home / "device").mkdir()
-    return home
-
-
-def tandem(*args: str, home: Path, stdin: str | None = None, timeout: float = 600, **env: str):
-    environ = {**os.environ, "TANDEM_HOME": str(home), "COLUMNS": "200", **env}
-    return subprocess.run([PYTHON, "-c", CLI, *args], input=stdin, capture_output=True, text=True, env=environ,
-                          cwd=ROOT, timeout=timeout)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- locks
