@@ -85,7 +85,7 @@ def test_hostile_user_id_is_one_plain_line(tmp_path, user):
 
 
 def test_chat_prints_hostile_commands_as_text(tmp_path):
-    lines = ["/watched [/]", f"/watched {ESCAPES}", "/like ²", "/nosuch[/]", "[/] comedy", "/like 1", "/quit"]
+    lines = ["/watched [/]", f"/watched {ESCAPES}", "/nosuch[/]", "[/] comedy", "/like ²", "/like 1", "/quit"]
     done = tandem("chat", "--user", "196", "--planner", "rule", home=device_home(tmp_path), stdin="\n".join(lines))
     assert done.returncode == 0, done.stderr
     out = done.stdout
