@@ -48,11 +48,12 @@ def announce() -> None:
     if _announced.is_set():
         return
     _announced.set()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # a closed or broken stream must not stop the exit
-            pass
+    if threading.current_thread() is threading.main_thread():  # the watchdog must not wait on a stream's lock
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # a closed or broken stream must not stop the exit
+                pass
     for fd in (_stderr_fd, 2):
         if fd is None:
             continue
