@@ -193,10 +193,10 @@ def device_rank(state: DeviceState, rt: TandemRuntime) -> dict:
                           plan.beta, state["history_items"], structured, allowed=allowed,
                           seeds=state.get("seeds") or [])  # fmt: skip
     ranked, scores = device.shortlist(ranking, state.get("top_k", 10))
+    warnings: list[str] = []
     if state.get("source") in ("cloud", "re-request") and state.get("e_sem") is not None:
-        device.remember(state["user"], _cache_key(state), len(state["history_items"]), state["e_sem"],
-                        state["candidates"], state["candidate_scores"], plan)  # fmt: skip
-    warnings = []
+        warnings = device.remember(state["user"], _cache_key(state), len(state["history_items"]), state["e_sem"],
+                                   state["candidates"], state["candidate_scores"], plan)  # fmt: skip
     if allowed is not None and len(ranked) < state.get("top_k", 10):
         warnings.append(f"only {len(ranked)} candidate(s) meet the request's constraints "
                         f"({state['constraints'].summary() if state.get('constraints') else 'items turned down'})")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
-
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agents.device.agent import CacheVerdict, Precision
 from graph.builder import graph as default_graph
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
+from graph.sessions import SessionSaver, open_sessions
 from graph.state import RequestInput, RequestOutput, checked_request
 from tools.constraints import RequestConstraints
 from tools.protocol import Abstract, Crossing, PlanResult
@@ -28,12 +25,10 @@ def request_input(user: str, query: str = "", **options: Any) -> RequestInput:
     return state
 
 
-def sqlite_checkpointer(path: Path) -> SqliteSaver:
-    """LangGraph's SQLite checkpointer for chat threads, deserialising only the state's own types."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    allowed = [(t.__module__, t.__name__) for t in CHECKPOINTED_TYPES]
-    serde = JsonPlusSerializer(allowed_msgpack_modules=allowed)
-    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False), serde=serde)
+def sqlite_checkpointer(path: Path, timeout: float = 2.0) -> SessionSaver:
+    """LangGraph's SQLite checkpointer for chat threads, deserialising only the state's own types (see
+    `graph.sessions` for how a failed write is reported instead of ending the chat)."""
+    return open_sessions(path, [(t.__module__, t.__name__) for t in CHECKPOINTED_TYPES], timeout=timeout)
 
 
 log = logging.getLogger("tandem.graph")

@@ -19,7 +19,7 @@ from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
-from ground.errors import TandemError
+from ground.errors import UsageError
 from ground.settings import Settings
 from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, load_threshold, threshold_path
@@ -61,12 +61,13 @@ class TandemRuntime:
         cloud_load: float = DEFAULT_CLOUD_LOAD,
     ) -> TandemRuntime:
         if planner not in PLANNERS:
-            raise TandemError(f"unknown planner {planner!r}; choose llm or rule")
+            raise UsageError(f"unknown planner {planner!r}; choose llm or rule")
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset)
         slm = language_model(settings, "device")
-        device = build_device(settings, ws, shelf, DeviceStore(path), slm, abstracts_by_slm=planner == "llm")
+        device = build_device(settings, ws, shelf, DeviceStore(path, timeout=settings.db_timeout), slm,
+                              abstracts_by_slm=planner == "llm")  # fmt: skip
         cloud = None if cloud_url else build_cloud(settings, ws, shelf, planner)
         boundary = Boundary(HttpTransport(cloud_url) if cloud_url else InProcessTransport(cloud_handlers(cloud)))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))

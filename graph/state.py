@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.device.agent import CacheVerdict, Precision
-from ground.errors import TandemError
+from ground.errors import UsageError
 from tools.constraints import RequestConstraints
 from tools.protocol import Abstract, Crossing, PlanResult
 
@@ -77,13 +77,13 @@ class Request(BaseModel):
 
 
 def checked_request(values: Mapping[str, Any]) -> Request:
-    """The request in `values`, or a one-line `TandemError` naming what is wrong with it."""
+    """The request in `values`, or a one-line `UsageError` (a `TandemError`) naming what is wrong with it."""
     try:
         return Request.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "request"
-        raise TandemError(f"bad request: {field}: {first['msg']}") from None
+        raise UsageError(f"bad request: {field}: {first['msg']}") from None
 
 
 class CloudInput(TypedDict, total=False):

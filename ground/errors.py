@@ -1,8 +1,11 @@
-"""The error types a user may see. The CLI prints each as one red line and exits non-zero."""
+"""The error types a user may see. The CLI prints each as one red line and exits with its `exit_code`."""
 
 
 class TandemError(Exception):
     """Base class: something the user can fix, explained in one line."""
+
+    exit_code = 1
+    """The CLI's exit code: 1 for a failure, 2 for a usage error (`UsageError`)."""
 
 
 class UnknownDatasetError(TandemError):
@@ -27,3 +30,17 @@ class UnknownUserError(TandemError):
 
 class UnknownItemError(TandemError):
     """An item id that is not in the catalog."""
+
+
+class UsageError(TandemError):
+    """A setting or an option the user gave is empty or makes no sense (the CLI exits with code 2)."""
+
+    exit_code = 2
+
+
+class SettingsError(UsageError):
+    """A `TANDEM_*` variable or a `tandem.toml` entry that cannot be used; the message names it."""
+
+
+class StoreError(TandemError):
+    """A local SQLite file could not be read or written (locked, full, corrupt); the message names the file."""

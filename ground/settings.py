@@ -8,11 +8,13 @@ directory (or the file named by `TANDEM_CONFIG`) > the defaults below. Nodes and
 from __future__ import annotations
 
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ground.errors import TandemError
+from ground.errors import SettingsError
+from ground.text import one_line
 
 DatasetName = Literal["ml-100k", "ml-1m"]
 Role = Literal["device", "cloud"]
@@ -59,13 +62,13 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Where Tandem keeps its data and which models and services it talks to."""
 
-    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TANDEM_", extra="forbid")
 
     home: Path = Field(default_factory=_default_home, description="Cache directory: data, embeddings, index, models.")
     dataset: DatasetName = Field("ml-100k", description="Default data set.")
     item_dim: int = Field(64, ge=8, le=384, description="Item embedding dimension d after PCA (CDA4Rec Eq. 1).")
-    seed: int = Field(42, description="Seed for splits, held-out users and query generation.")
-    max_seq_len: int = Field(200, description="Maximum history length the device encoders see.")
+    seed: int = Field(42, ge=0, description="Seed for splits, held-out users and query generation.")
+    max_seq_len: int = Field(200, ge=1, le=100_000, description="Maximum history length the device encoders see.")
     fewshot_fraction: float = Field(0.10, ge=0.0, lt=1.0, description="Share of users held out entirely.")
     chroma_url: str | None = Field(
         None, description="Chroma server URL (e.g. http://127.0.0.1:8000); unset = embedded PersistentClient."
@@ -73,6 +76,8 @@ class Settings(BaseSettings):
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default <home>/chroma.")
     llm_backend: Backend = Field("llamacpp", description="Language-model backend of both roles unless set per role.")
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the `ollama` backend.")
+    ollama_cloud_model: str = Field("llama3.1:8b", min_length=1, description="Cloud LLM when the backend is Ollama.")
+    ollama_device_model: str = Field("llama3.2:1b", min_length=1, description="Device SLM when the backend is Ollama.")
     ollama_cloud_model: str = Field("llama3.1:8b", description="Cloud-side LLM when the backend is Ollama.")
     ollama_device_model: str = Field("llama3.2:1b", description="Device-side SLM when the backend is Ollama.")
     device_llm_backend: Backend | None = Field(None, description="Device SLM backend (default: llm_backend).")
@@ -99,6 +104,29 @@ class Settings(BaseSettings):
         4.0, ge=2.0, le=8.0, description="The device's budget R_d of CHORD Eq. 4: average bits per weight."
     )
 
+    db_timeout: float = Field(
+        2.0, gt=0, le=600, description="Seconds a local SQLite write waits for another process's lock (then retries)."
+    )
+
+    @field_validator("home", "chroma_path", mode="before")
+    @classmethod
+    def _folder(cls, value: object) -> object:
+        """A folder setting: not empty (an empty path would mean the working directory), not a file."""
+        if value is None:
+            return value
+        if not str(value).strip():
+            raise ValueError("is empty; give a folder (unset it for the default)")
+        path = Path(str(value)).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file, not a folder")
+        return path
+
+    @field_validator("chroma_url", "ollama_host", mode="before")
+    @classmethod
+    def _url(cls, value: object) -> object:
+        """A service address: http(s)://host[:port]."""
+        return value if value is None else check_url(str(value), "(unset it for the default)")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -108,8 +136,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("TANDEM_CONFIG", "tandem.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
 
     def model_spec(self, role: Role) -> ModelSpec:
         """The language model of `role`: the per-role settings (`TANDEM_{DEVICE,CLOUD}_LLM_*`) over the shared
@@ -124,7 +151,7 @@ class Settings(BaseSettings):
             prefix = f"TANDEM_{role.upper()}_LLM"
             if not url or not model:
                 missing = " and ".join(n for n, v in ((f"{prefix}_URL", url), (f"{prefix}_MODEL", model)) if not v)
-                raise TandemError(f"the openai backend of the {role} role needs {missing}")
+                raise SettingsError(f"the openai backend of the {role} role needs {missing}")
         else:
             model, url = EMBEDDED_MODEL, None
         return ModelSpec(
@@ -149,7 +176,54 @@ class Settings(BaseSettings):
         return self.home / "models"
 
 
+def check_url(value: str, hint: str = "") -> str:
+    """`value` if it is an http(s)://host[:port][/path] URL, else a `ValueError` saying so."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"{one_line(text, limit=80)!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{one_line(text, limit=80)!r} is not an http(s)://host[:port] URL {hint}".rstrip())
+    return text
+
+
+def config_file() -> Path:
+    """The settings file: `TANDEM_CONFIG`, else `tandem.toml` in the working directory (may be absent)."""
+    return Path(os.environ.get("TANDEM_CONFIG", "tandem.toml"))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from every source, or a one-line `SettingsError` naming the variable or the file at fault."""
+    path = config_file()
+    if "TANDEM_CONFIG" in os.environ and not path.is_file():
+        raise SettingsError(f"TANDEM_CONFIG={one_line(path)!s}: no such file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{one_line(path)} is not valid TOML: {one_line(exc)}") from None
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc.errors()[0], path, overrides)) from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {one_line(path)}: {exc.strerror or exc}") from None
+
+
+def _describe(error: dict, path: Path, overrides: dict) -> str:
+    """Which source gave the bad value: an argument, a `TANDEM_*` variable or the settings file."""
+    field = str(error["loc"][0]) if error.get("loc") else "settings"
+    message = one_line(error["msg"].removeprefix("Value error, "))
+    variable = f"TANDEM_{field.upper()}"
+    if field in overrides:
+        return f"setting {field}: {message}"
+    if error["type"] == "extra_forbidden":
+        return f"{one_line(path)}: unknown setting {field!r} (known: {', '.join(Settings.model_fields)})"
+    if any(name.upper() == variable for name in os.environ):
+        return f"{variable}={one_line(os.environ.get(variable, error.get('input')), limit=80)!s}: {message}"
+    return f"{one_line(path)}: {field}: {message}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once, on first use, never at import time)."""
-    return Settings()
+    """The process-wide settings (read once, on first use, never at import time); bad ones raise `SettingsError`."""
+    return load_settings()

@@ -1,5 +1,5 @@
 """`python -m tandem`: the console script without the installed entry point."""
 
-from tandem.cli import main
+from tandem.entry import main
 
 main()

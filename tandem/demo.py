@@ -9,7 +9,6 @@ candidates, the ranked list and the explanation.
 from __future__ import annotations
 
 from rich.console import Console
-from rich.text import Text
 
 from graph.run import recommend
 from graph.runtime import TandemRuntime
@@ -23,16 +22,16 @@ DEMO_QUERY = "Something funny and animated for a family evening, like the films 
 
 
 def run_demo(ws: Workspace, console: Console, user: str = DEMO_USER, query: str = DEMO_QUERY) -> None:
-    console.rule(f"[bold]Tandem demo on {ws.data}")
+    console.rule(views.safe(f"Tandem demo on {ws.data}", "bold"))
     console.print(views.catalog_summary(ws.dataset, ws.splits))
     report = setup(ws, console)
     for line in report.built:
-        console.print(f"built: {line}")
-    console.print(f"already there: {', '.join(report.present) or 'nothing'}")
+        console.print(views.safe(f"built: {line}"))
+    console.print(views.safe(f"already there: {', '.join(report.present) or 'nothing'}"))
 
     runtime = TandemRuntime.create(ws.settings, ws.data)
-    console.rule(f"[bold]one request: user {user}")
-    console.print(Text.assemble(("raw query (stays on the device): ", "bold"), query))
+    console.rule(views.safe(f"one request: user {user}", "bold"))
+    console.print(views.labelled("raw query (stays on the device): ", query, "bold"))
     state = recommend(runtime, user, query, explain=True, use_cache=False, allow_rerequest=False)
     catalog = runtime.device.catalog
     plan_tags = state["plan_result"].plan.tags if state.get("plan_result") else {}

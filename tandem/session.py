@@ -64,8 +64,8 @@ def print_result(state: Mapping[str, Any], catalog: Catalog, console: Console, a
         return
     abstract = state.get("abstract")
     if abstract is not None:
-        body = Text.assemble(("sanitized query: ", "bold"), abstract.sanitized_query or "(none)", "\n",
-                             ("behaviour summary: ", "bold"), abstract.behavior_summary)  # fmt: skip
+        body = Text.assemble(views.labelled("sanitized query: ", abstract.sanitized_query or "(none)", "bold"), "\n",
+                             views.labelled("behaviour summary: ", abstract.behavior_summary, "bold"))  # fmt: skip
         console.print(Panel(body, title="abstract sent to the cloud"))
     extra = views.crossing_text({**state, "abstract": None})
     if extra.plain:
@@ -75,6 +75,6 @@ def print_result(state: Mapping[str, Any], catalog: Catalog, console: Console, a
     console.print(views.ranked_table(state, catalog))
     console.print(views.route_summary(state))
     for warning in state.get("warnings", []):
-        console.print(Text.assemble(("warning: ", "yellow"), warning))
+        console.print(views.labelled("warning: ", warning, "yellow"))
     if state.get("explanation"):
-        console.print(Panel(Text(state["explanation"]), title="why these"))
+        console.print(Panel(views.safe(state["explanation"]), title="why these"))

@@ -48,7 +48,7 @@ def setup(ws: Workspace, console: Console, *, encoder_budget_s: float = ENCODER_
         if device.encoders.available(name):
             report.present.append(f"{name} checkpoint")
             continue
-        console.print(f"[yellow]no {name} checkpoint for {ws.dataset.name}: training one now[/]")
+        console.print(views.safe(f"no {name} checkpoint for {ws.dataset.name}: training one now", "yellow"))
         config = TrainConfig(encoder=name.lower(), loss="ce", epochs=40, patience=3, time_budget_s=encoder_budget_s,
                              seed=settings.seed, model=_model_config(name, settings))  # fmt: skip
         result = train_encoder(ws.dataset, ws.splits, config, ws.semantics.table, checkpoint=device.encoders.path(name))

@@ -1,4 +1,9 @@
-"""Rich renderings shared by the CLI and the demo (tables, progress), kept apart from the logic."""
+"""Rich renderings shared by the CLI and the demo (tables, progress), kept apart from the logic.
+
+Every string that came from a user, a data file, a model or the cloud enters a rendering through `safe`: as
+`rich.text.Text` (never parsed as markup, so `[/]` is just two brackets) with control characters neutralised
+(`ground.text.printable`). Literal strings of this package may use markup.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,26 @@ from rich.table import Table
 from rich.text import Text
 
 from ground.errors import TandemError
+from ground.text import one_line, printable
 from tools.data import Catalog, Dataset, Splits
 from tools.protocol import PlanResult
 from tools.tag_index import BuildReport, Candidate
 from tools.workspace import Workspace
+
+
+def safe(text: object, style: str = "", *, multiline: bool = True) -> Text:
+    """Untrusted text as a rich `Text`: printed literally, control and escape characters shown as escapes."""
+    return Text(printable(text, multiline=multiline), style=style)
+
+
+def labelled(label: str, text: object, style: str = "", *, multiline: bool = True) -> Text:
+    """`label` in `style` followed by untrusted `text` (a warning, an error, a field of the abstract)."""
+    return Text.assemble((label, style), safe(text, multiline=multiline))
+
+
+def error_line(exc: BaseException | str, label: str = "error: ") -> Text:
+    """One red line for an error message, whatever characters it holds."""
+    return Text.assemble((label, "bold red"), one_line(exc))
 
 
 def parse_tag_counts(text: str) -> dict[str, int]:
@@ -32,14 +53,15 @@ def parse_tag_counts(text: str) -> dict[str, int]:
 def catalog_summary(dataset: Dataset, splits: Splits) -> Table:
     lengths = np.array([len(s) for s in dataset.sequences])
     tag_sizes = Counter(tag for item in dataset.catalog.items for tag in item.tags)
-    table = Table(title=f"{dataset.name} catalog", show_header=False)
+    table = Table(title=safe(f"{dataset.name} catalog"), show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("users", f"{dataset.num_users:,}")
     table.add_row("items", f"{dataset.catalog.num_items:,}")
     table.add_row("interactions", f"{dataset.num_interactions:,}")
     table.add_row("history length", f"min {lengths.min()}, median {int(np.median(lengths))}, max {lengths.max()}")
-    table.add_row("tags", f"{len(tag_sizes)}: " + ", ".join(f"{t} ({tag_sizes[t]})" for t in dataset.catalog.tags()))
+    tags = ", ".join(f"{t} ({tag_sizes[t]})" for t in dataset.catalog.tags())
+    table.add_row("tags", safe(f"{len(tag_sizes)}: {tags}"))
     table.add_row(
         "leave-one-out",
         f"{len(splits.train):,} training users, {len(splits.valid):,} valid, {len(splits.test):,} test, "
@@ -54,7 +76,8 @@ def sample_queries(dataset: Dataset, splits: Splits, count: int = 6) -> Table:
         table.add_column(column)
     for inst in splits.test[:count]:
         item = dataset.catalog[inst.target]
-        table.add_row(dataset.user_names[inst.user], inst.clarity, inst.query or "-", item.title, ", ".join(item.tags))
+        table.add_row(safe(dataset.user_names[inst.user]), inst.clarity, safe(inst.query or "-"), safe(item.title),
+                      safe(", ".join(item.tags)))  # fmt: skip
     return table
 
 
@@ -74,14 +97,15 @@ def build_index_with_progress(ws: Workspace, force: bool = False) -> BuildReport
 
 def candidates_table(query: str, counts: dict[str, int], candidates: list[Candidate], catalog: Catalog) -> Table:
     plan = ", ".join(f"{t}: {n}" for t, n in counts.items())
-    table = Table(title=Text(f"tag-group retrieval: {query}"), caption=f"plan {{{plan}}}, score = e_sem . e_i (Eq. 3)")
+    caption = safe(f"plan {{{plan}}}, score = e_sem . e_i (Eq. 3)")
+    table = Table(title=safe(f"tag-group retrieval: {query}"), caption=caption)
     for column in ("#", "score", "title", "year", "tags", "found via"):
         table.add_column(column)
     for rank, cand in enumerate(candidates, 1):
         item = catalog[cand.item_id]
         table.add_row(
-            str(rank), f"{cand.score:.3f}", Text(item.title), str(item.year or ""), ", ".join(item.tags),
-            ", ".join(cand.tags),
+            str(rank), f"{cand.score:.3f}", safe(item.title), str(item.year or ""), safe(", ".join(item.tags)),
+            safe(", ".join(cand.tags)),
         )
     return table
 
@@ -102,8 +126,8 @@ def plan_table(result: PlanResult) -> Table:
     prompt = f", prompt {result.prompt}" if result.prompt else ""
     reasons = [why.semantic, why.retrieval, why.structured, why.ranking]
     single = len(set(reasons)) == 1
-    caption = Text(f"why (one rationale for the whole plan): {reasons[0]}") if single else None
-    table = Table(title=Text(f"plan ({PLAN_ORIGIN.get(result.status, result.status)}{prompt})"), caption=caption)
+    caption = safe(f"why (one rationale for the whole plan): {reasons[0]}") if single else None
+    table = Table(title=safe(f"plan ({PLAN_ORIGIN.get(result.status, result.status)}{prompt})"), caption=caption)
     table.add_column("module", style="bold")
     table.add_column("decision")
     if not single:
@@ -116,23 +140,23 @@ def plan_table(result: PlanResult) -> Table:
         ("ranking (Eq. 5)", f"beta = {plan.beta:.2f} (semantic vs structured)"),
     ]
     for (module, decision), reason in zip(rows, reasons, strict=True):
-        table.add_row(module, Text(decision), *([] if single else [Text(reason)]))
+        table.add_row(module, safe(decision), *([] if single else [safe(reason)]))
     label = "model failed" if result.status == "fallback" else "repaired"
     for violation in result.violations[:6]:
         note = f"in the model's text: {violation.message} (the table shows the final plan)"
         if result.status == "fallback":
             note = violation.message
-        table.add_row(Text(label, style="yellow"), Text(violation.field), *([] if single else [Text(note)]))
+        table.add_row(Text(label, style="yellow"), safe(violation.field), *([] if single else [safe(note)]))
         if single:
-            table.add_row("", Text(note, style="yellow"))
+            table.add_row("", safe(note, style="yellow"))
     return table
 
 
 def resolution_text(turn: Any) -> Text:
     """A chat turn as the device understood it (`tools.conversation.Resolution`), before it is planned."""
-    text = Text.assemble(("request: ", "bold"), turn.request or "(none: from your history alone)")
+    text = Text.assemble(("request: ", "bold"), safe(turn.request or "(none: from your history alone)"))
     for note in turn.notes:
-        text.append("\n  " + note, style="dim" if not note.startswith("not used") else "yellow")
+        text.append_text(safe("\n  " + note, style="dim" if not note.startswith("not used") else "yellow"))
     return text
 
 
@@ -141,10 +165,10 @@ def crossing_text(state: Mapping[str, Any]) -> Text:
     abstract, constraints = state.get("abstract"), state.get("constraints")
     lines: list[Text] = []
     if abstract is not None:
-        lines.append(Text.assemble(("sent to the cloud: ", "bold"), abstract.sanitized_query or "(no query)"))
-    lines += [Text("  replaced on the device first: " + line, style="dim") for line in state.get("replaced") or []]
+        lines.append(Text.assemble(("sent to the cloud: ", "bold"), safe(abstract.sanitized_query or "(no query)")))
+    lines += [safe("  replaced on the device first: " + line, style="dim") for line in state.get("replaced") or []]
     if constraints is not None and constraints.summary():
-        lines.append(Text.assemble(("enforced on the device: ", "bold"), constraints.summary()))
+        lines.append(Text.assemble(("enforced on the device: ", "bold"), safe(constraints.summary())))
     return Text("\n").join(lines)
 
 
@@ -158,13 +182,13 @@ def reset_text(interactions: int, session: str) -> Text:
 
 
 def ranked_table(state: Mapping[str, Any], catalog: Catalog) -> Table:
-    table = Table(title=f"recommendations (source: {state.get('source') or '?'})")
+    table = Table(title=safe(f"recommendations (source: {state.get('source') or '?'})"))
     for column in ("#", "score", "title", "year", "tags"):
         table.add_column(column)
     rows = zip(state.get("ranked", []), state.get("ranked_scores", []), strict=True)
     for rank, (item_id, score) in enumerate(rows, 1):
         item = catalog[item_id]
-        table.add_row(str(rank), f"{score:.3f}", Text(item.title), str(item.year or ""), ", ".join(item.tags))
+        table.add_row(str(rank), f"{score:.3f}", safe(item.title), str(item.year or ""), safe(", ".join(item.tags)))
     return table
 
 
@@ -180,4 +204,4 @@ def route_summary(state: Mapping[str, Any]) -> Text:
         f"inconsistency (LSC4Rec Eq. 11): {inconsistency:.3f}" if inconsistency is not None else "",
         f"node time: {total:.2f} s",
     ]
-    return Text("\n".join(p for p in parts if p))
+    return safe("\n".join(p for p in parts if p))

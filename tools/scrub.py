@@ -26,6 +26,11 @@ What is removed (each replaced by a bracketed placeholder such as "[email]"):
               Bare numbers are not touched: counts and years are not identifiers.
 - injection - instructions aimed at the planner ("ignore the previous instructions ...", "you are now",
               "system prompt"): the sentence carrying them is dropped.
+
+Both `scrub` and `audit_leakage` first normalise the text and the titles (`ground.text.normalize_for_matching`:
+NFKC, zero-width and other invisible characters removed, look-alike letters folded in mixed-script words), and
+titles are matched on the text's skeleton (every look-alike Cyrillic/Greek letter read as Latin), so a title
+written `Т\u200bоу Ｓtory` is caught like `Toy Story`; the scrubbed text is the normalised one.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, Field
 
+from ground.text import normalize_for_matching, skeleton
 from tools.data.queries import mentions_title, normalise_title
 
 CATEGORIES: tuple[str, ...] = ("email", "phone", "url", "name", "title", "item_id", "injection")
@@ -223,10 +229,13 @@ def scrub(
     descriptions: Mapping[str, str] | None = None,
 ) -> tuple[str, ScrubReport]:
     """Remove e-mails, phones, URLs, names, history item ids and injected instructions; replace history titles by
-    their descriptions (`descriptions`, title -> text) or "[title]"."""
+    their descriptions (`descriptions`, title -> text) or "[title]". The text is normalised first (NFKC, invisible
+    characters, look-alike letters), and titles are found on its skeleton, so disguised titles are caught."""
+    text = normalize_for_matching(text)
+    originals = {skeleton(normalize_for_matching(t)): t for t in titles}
     counts = dict.fromkeys(CATEGORIES, 0)
     replaced: list[tuple[str, str]] = []
-    titles = list(titles)
+    titles = list(originals)
     keep_set = {k.casefold() for k in keep}
     ids = {str(int(i)) for i in item_ids}
 
@@ -249,9 +258,10 @@ def scrub(
         return match.group(0)
 
     text = ITEM_ID_RE.sub(id_repl, text)
-    for start, end, title in reversed(_title_spans(text, titles, keep_set)):
+    folded = skeleton(text)  # same length as `text`: a span found here is at the same place in the text
+    for start, end, title in reversed(_title_spans(folded, titles, keep_set)):
         counts["title"] += 1
-        new = (descriptions or {}).get(title) or "[title]"
+        new = (descriptions or {}).get(originals.get(title, title)) or "[title]"
         if new != "[title]":
             replaced.insert(0, (text[start:end], new))
         article = re.search(r"\b(?:the|a|an)\s+$", text[:start], re.IGNORECASE) if new != "[title]" else None
@@ -278,7 +288,8 @@ def audit_leakage(
     text: str, titles: Iterable[str] = (), item_ids: Iterable[int] = (), keep: Iterable[str] = ()
 ) -> LeakageAudit:
     """Score a text (an abstract) for identifiers that got through; uses the scrubber's own detectors."""
-    titles = list(titles)
+    text, titles = normalize_for_matching(text), [skeleton(normalize_for_matching(t)) for t in titles]
+    folded = skeleton(text)  # titles are looked for with every look-alike letter folded
     keep_set = {k.casefold() for k in keep}
     found: list[str] = []
     counts = dict.fromkeys(CATEGORIES, 0)
@@ -301,7 +312,7 @@ def audit_leakage(
         if title.casefold() in keep_set or normalise_title(title).casefold() in keep_set:
             continue
         ordinary = all(_ordinary(form) for form in _title_forms(title))
-        if (not ordinary and mentions_title(text, title)) or _title_spans(text, [title], keep_set):
+        if (not ordinary and mentions_title(folded, title)) or _title_spans(folded, [title], keep_set):
             counts["title"] += 1
             found.append(f"title:{title}")
     for start, end in _names(text):

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from agents.device.abstract import ABSTRACT_PROMPT, AbstractResult, generate_abstract, history_from_ids
 from agents.device.encoders import EncoderShelf
 from agents.device.explain import Explanation, generate_explanation
+from ground.errors import StoreError
 from tools.calibration import ReliabilityPolicy, SemanticCalibrator
 from tools.chord import strategy_average_bits
 from tools.constraints import RequestConstraints, parse_request
@@ -105,16 +106,20 @@ class DeviceAgent:
 
         Unknown item ids are dropped with a warning; histories longer than the encoders read are noted.
         """
+        warnings = self.store.take_notices()
         if items is not None:
             items, stamps = list(items), list(timestamps) if timestamps is not None else list(range(len(items)))
         else:
             stored, stored_ts = self.store.history(user)
             seed = self.seeds(user) if not len(stored) and not self.store.was_reset(user) else None
             if seed is not None:
-                self.store.seed_history(user, *seed)
-                stored, stored_ts = self.store.history(user)
+                try:
+                    self.store.seed_history(user, *seed)
+                    stored, stored_ts = self.store.history(user)
+                except StoreError as exc:  # the request goes on with the data set's history, unsaved
+                    stored, stored_ts = np.asarray(seed[0]), np.asarray(seed[1])
+                    warnings.append(f"{exc}; this request used the data set's history without saving it")
             items, stamps = stored.tolist(), stored_ts.tolist()
-        warnings = []
         if len(items) > self.max_seq_len:
             warnings.append(f"history has {len(items)} interactions; the device models read the newest "
                             f"{self.max_seq_len}")  # fmt: skip
@@ -160,11 +165,16 @@ class DeviceAgent:
         return self.calibrator.calibrate(e_sem, new_items, self.item_table), len(new_items)
 
     def remember(self, user: str, query: str, history_len: int, e_sem: Sequence[float], candidates: Sequence[int],
-                 scores: Sequence[float], plan: Plan) -> None:  # fmt: skip
-        """Cache the cloud's semantic answer for SCaLRec's next reliability check."""
-        self.store.store(user, CachedSemantics(e_sem=list(e_sem), candidates=list(candidates),
-                                               candidate_scores=list(scores), history_len=history_len,
-                                               plan=plan.model_dump(), query_key=query_key(query)))  # fmt: skip
+                 scores: Sequence[float], plan: Plan) -> list[str]:  # fmt: skip
+        """Cache the cloud's semantic answer for SCaLRec's next reliability check; warnings when it was not saved
+        (the answer itself stands: a cache that could not be written only costs a later cloud call)."""
+        try:
+            self.store.store(user, CachedSemantics(e_sem=list(e_sem), candidates=list(candidates),
+                                                   candidate_scores=list(scores), history_len=history_len,
+                                                   plan=plan.model_dump(), query_key=query_key(query)))  # fmt: skip
+        except StoreError as exc:
+            return [f"{exc}; the answer is shown but not cached"]
+        return []
 
     # -- abstract (CDA4Rec III-B) -----------------------------------------------------------------------------
     def abstract(self, query: str, items: Sequence[int], timestamps: Sequence[int], *,

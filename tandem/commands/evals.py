@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ground.errors import TandemError
 from ground.settings import get_settings
+from tandem.views import safe
 
 eval_app = typer.Typer(help="Evaluate plans and recommendation accuracy.", no_args_is_help=True)
 console = Console()
@@ -54,13 +56,13 @@ def plans(
         columns[ref] = run_plan_eval(device, cloud, suite, path)
         write_json(path.with_suffix(".summary.json"), {"prompt": ref, "structured": not free,
                                                         "cases": len(columns[ref]), **summarise(columns[ref])})
-        console.print(f"results: {path}")
+        console.print(safe(f"results: {path}"))
     console.print(comparison_table(columns))
     if len(refs) == 2:
         changes = changed_cases(columns[refs[0]], columns[refs[1]])
-        console.print(f"[bold]{len(changes)} case(s) changed[/] from {refs[0]} to {refs[1]}")
+        console.print(Text.assemble((f"{len(changes)} case(s) changed", "bold"), safe(f" from {refs[0]} to {refs[1]}")))
         for case_id, before, after in changes:
-            console.print(f"  {case_id}: {before}  ->  {after}")
+            console.print(safe(f"  {case_id}: {before}  ->  {after}"))
 
 
 @eval_app.command("rec")
@@ -102,7 +104,7 @@ def rec(
     json_path, md_path = write_report(report, out, reports, command)
     for mode in chosen:
         console.print(rich_table(report, mode))
-    console.print(f"results: {json_path}\nreport: {md_path}")
+    console.print(safe(f"results: {json_path}\nreport: {md_path}"))
 
 
 def _modes(text: str) -> tuple[str, ...]:

@@ -15,9 +15,11 @@ import typer
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from ground.errors import TandemError
 from prompts import get_prompt, load_prompts
+from tandem.views import error_line, labelled, safe
 
 prompts_app = typer.Typer(
     help="List, show and diff the prompt templates (CDA4Rec Fig. 3-5).",
@@ -32,7 +34,7 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
         try:
             command(*args, **kwargs)
         except TandemError as error:
-            Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(error_line(error), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return run
@@ -55,11 +57,11 @@ def show(name: Annotated[str, typer.Argument(help="NAME (newest version) or NAME
     """Print one prompt: its header and body, and its few-shot examples if it has any."""
     template = get_prompt(name)
     console = Console()
-    console.print(f"[bold]{template.ref}[/]  {template.source}", highlight=False)
-    console.print(template.description, highlight=False)
+    console.print(Text.assemble(safe(template.ref, "bold"), "  ", safe(template.source)), highlight=False)
+    console.print(safe(template.description), highlight=False)
     console.print(Syntax(template.body, "text", word_wrap=True, background_color="default"))
     for index, example in enumerate(template.examples, start=1):
-        console.print(f"[dim]example {index}:[/] {example}", highlight=False)
+        console.print(labelled(f"example {index}: ", example, "dim"), highlight=False)
 
 
 @prompts_app.command("diff")
@@ -74,6 +76,6 @@ def diff(
                                       lineterm=""))  # fmt: skip
     console = Console()
     if not lines:
-        console.print(f"{first.ref} and {second.ref} have the same body", highlight=False)
+        console.print(safe(f"{first.ref} and {second.ref} have the same body"), highlight=False)
         return
     console.print(Syntax("\n".join(lines), "diff", word_wrap=True, background_color="default"))

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ground.errors import TandemError
 from ground.settings import get_settings
+from tandem.views import labelled, safe
 
 
 class EncoderChoice(StrEnum):
@@ -84,7 +85,7 @@ def train(
         f"({result.stopped_by}), {result.seconds_per_epoch:.1f} s/epoch"
     )
     console.print(f"test: {test.line()}", highlight=False)
-    console.print(f"checkpoint: {path}")
+    console.print(safe(f"checkpoint: {path}"))
 
 
 def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Console) -> None:
@@ -98,8 +99,8 @@ def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Consol
     config = ChordConfig(steps=100_000, time_budget_s=minutes * 60, threads=threads, seed=ws.settings.seed)
     result = train_chord(model, ws.splits.train, config, log=console.log)
     path = save_chord(default_chord_checkpoint(ws.settings.models_dir, encoder, ws.dataset), result.chord, model)
-    console.print(f"[green]CHORD for {encoder}[/]: {result.steps} steps in {result.seconds:.0f} s "
-                  f"({result.stopped_by}); checkpoint: {path}")  # fmt: skip
+    console.print(labelled(f"CHORD for {encoder}: ", f"{result.steps} steps in {result.seconds:.0f} s "
+                           f"({result.stopped_by}); checkpoint: {path}", "green"))  # fmt: skip
 
 
 def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: float | None, console: Console) -> None:
@@ -128,4 +129,4 @@ def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: fl
     console.print(f"validation NDCG@10 {result.before['NDCG@10']:.4f} -> {result.best_valid['NDCG@10']:.4f} "
                   f"(best epoch {result.best_epoch} of {result.epochs_run}; epoch 0 = unchanged)")  # fmt: skip
     console.print(f"test: {test.line()}", highlight=False)
-    console.print(f"checkpoint: {path}")
+    console.print(safe(f"checkpoint: {path}"))
