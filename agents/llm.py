@@ -474,6 +474,24 @@ class OllamaChat(GenerationOptions):
         return _answer(response.message.content or "", stats)
 
 
+def probe_model(model: BaseChatModel) -> dict[str, Any]:
+    """A cheap readiness check of a chat model for health endpoints, never a generation: the GGUF file is
+    there (llama.cpp), the server answers within a second (Ollama). {"ok": bool, "backend": ..., ...}."""
+    if isinstance(model, LlamaCppChat):
+        present = Path(model.model_path).is_file()
+        report: dict[str, Any] = {"ok": present, "backend": "llamacpp", "model": model.model_name}
+        if not present:
+            report["error"] = "GGUF file missing"
+        return report
+    if isinstance(model, OllamaChat):
+        try:
+            httpx.get(f"{model.host.rstrip('/')}/api/version", timeout=1.0).raise_for_status()
+        except httpx.HTTPError as exc:
+            return {"ok": False, "backend": "ollama", "model": model.model, "error": type(exc).__name__}
+        return {"ok": True, "backend": "ollama", "model": model.model}
+    return {"ok": True, "backend": type(model).__name__}
+
+
 # ---------------------------------------------------------------------------------------------- factory
 
 

@@ -27,3 +27,14 @@ class UnknownUserError(TandemError):
 
 class UnknownItemError(TandemError):
     """An item id that is not in the catalog."""
+
+
+class DependencyUnavailableError(TandemError):
+    """A service Tandem depends on failed or cannot be reached; `dependency` names it (chroma, index, planner)."""
+
+    dependency: str = "dependency"
+
+    def __init__(self, message: str, dependency: str | None = None) -> None:
+        super().__init__(message)
+        if dependency is not None:
+            self.dependency = dependency
