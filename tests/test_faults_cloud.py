@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import httpx
 import numpy as np
 import pytest
 
@@ -17,9 +18,12 @@ from agents.device.replies import UntrustedReplyError
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
 from graph.run import recommend
 from graph.runtime import TandemRuntime
-from tests.chroma_server import free_port
+from ground.settings import Settings
+from tests.chroma_server import chroma_process, free_port
+from tests.cloud_service import cloud_process
 from tests.fake_cloud import FakeCloud
 from tools.device_store import CachedSemantics, DeviceStore, query_key
+from tools.workspace import Workspace
 
 USER = "196"
 QUERY = "a funny animated movie"
@@ -185,3 +189,40 @@ def test_remember_refuses_what_the_checks_refuse(cloud_side, tmp_path):
     assert device.store.cached(USER) is None
     device.remember(USER, QUERY, 3, list(np.zeros(dim)), [1, 2], [0.1, 0.2], plan)
     assert device.store.cached(USER) is not None
+
+
+@pytest.mark.server
+def test_chroma_killed_mid_session_takes_the_cloud_down_route_in_process_and_over_http(settings, ready, tmp_path):
+    """`TANDEM_CHROMA_URL` set, `chroma run` stopped mid-session: the in-process device and an HTTP device both
+    rank from their calibrated cache with a warning naming Chroma; the service answers 503 naming it, and
+    /health reports it down."""
+    with chroma_process(tmp_path / "chroma") as (chroma_url, chroma):
+        served = Settings(home=settings.home, chroma_url=chroma_url)
+        ws = Workspace(served, "ml-100k", progress=False)
+        ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+        local = TandemRuntime.create(served, "ml-100k", planner="rule", store_path=str(tmp_path / "a.db"),
+                                     progress=False)  # fmt: skip
+        env = {"TANDEM_HOME": str(settings.home), "TANDEM_CHROMA_URL": chroma_url}
+        with cloud_process(tmp_path / "cloud.log", planner="rule", env=env) as (cloud_url, _):
+            remote = TandemRuntime.create(settings, "ml-100k", planner="rule", cloud_url=cloud_url,
+                                          store_path=str(tmp_path / "b.db"), progress=False)  # fmt: skip
+            assert ask(local)["source"] == "cloud" and ask(remote)["source"] == "cloud"
+            assert httpx.get(f"{cloud_url}/health", timeout=10).json()["dependencies"]["chroma"]["ok"] is True
+
+            chroma.kill()
+            chroma.wait(timeout=30)
+
+            in_process = ask(local, OTHER_QUERY)
+            assert in_process["source"] == "calibrated_cache", in_process["warnings"]
+            assert any("cloud dependency chroma failed" in w for w in in_process["warnings"]), in_process["warnings"]
+            over_http = ask(remote, OTHER_QUERY)
+            assert over_http["source"] == "calibrated_cache", over_http["warnings"]
+            assert any("503" in w and "Chroma" in w for w in over_http["warnings"]), over_http["warnings"]
+
+            plan = over_http["plan_result"].plan.model_dump()
+            body = {"abstract": over_http["abstract"].model_dump(), "plan": plan}
+            reply = httpx.post(f"{cloud_url}/semantic", json=body, timeout=30)
+            assert reply.status_code == 503 and reply.json()["dependency"] == "chroma"
+            assert int(reply.headers["retry-after"]) > 0
+            health = httpx.get(f"{cloud_url}/health", timeout=10)
+            assert health.status_code == 503 and health.json()["dependencies"]["chroma"]["ok"] is False

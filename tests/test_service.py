@@ -42,10 +42,10 @@ def service(settings, ready, tmp_path_factory):
         yield url
 
 
-def post(url: str, route: str, body: dict | bytes, headers: dict | None = None, **kwargs) -> httpx.Response:
+def post(url: str, route: str, body: dict | bytes, headers: dict | None = None, timeout: float = 30) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"content-type": "application/json", **(headers or {})}
-    return httpx.post(f"{url}/{route}", content=content, headers=headers, timeout=30, **kwargs)
+    return httpx.post(f"{url}/{route}", content=content, headers=headers, timeout=timeout)
 
 
 def a_plan(url: str) -> dict:
@@ -204,9 +204,11 @@ def test_language_model_planning_is_admitted_up_to_its_slots_then_503(settings, 
     try:
         while not server.started:
             time.sleep(0.1)
+        warm = post(url, "plan", {"abstract": ABSTRACT}, AUTH, timeout=300)  # loads the model once
+        assert warm.status_code == 200 and warm.json()["status"] != "rule"
         with ThreadPoolExecutor(max_workers=4) as pool:
             futures = [pool.submit(post, url, "plan", {"abstract": {**ABSTRACT, "sanitized_query": f"comedy {n}"}},
-                                   AUTH) for n in range(4)]  # fmt: skip
+                                   AUTH, 300) for n in range(4)]  # fmt: skip
             time.sleep(0.3)
             health = httpx.get(f"{url}/health", timeout=10)
             replies = [f.result() for f in futures]
