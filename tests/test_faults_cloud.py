@@ -7,6 +7,7 @@ agent's replies, corrupted one way per test; the device is a real runtime talkin
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -22,7 +23,10 @@ from ground.settings import Settings
 from tests.chroma_server import chroma_process, free_port
 from tests.cloud_service import cloud_process
 from tests.fake_cloud import FakeCloud
+from tools.chord import ChordConfig, train_chord
 from tools.device_store import CachedSemantics, DeviceStore, query_key
+from tools.protocol import Plan, PlanResult
+from tools.quant import DeviceResources
 from tools.workspace import Workspace
 
 USER = "196"
@@ -226,3 +230,38 @@ def test_chroma_killed_mid_session_takes_the_cloud_down_route_in_process_and_ove
             assert int(reply.headers["retry-after"]) > 0
             health = httpx.get(f"{cloud_url}/health", timeout=10)
             assert health.status_code == 503 and health.json()["dependencies"]["chroma"]["ok"] is False
+
+
+def test_a_chord_strategy_that_does_not_fit_the_device_encoder_is_refused(settings, ready, tmp_path):
+    """CHORD strategies are checked too: another encoder, other layers, a wrong code length or codes that are
+    not base64 -> the device runs at full precision and says why; a genuine strategy is applied."""
+    rt = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "d.db"), progress=False)
+    chord = train_chord(rt.device.encoders.get("SASRec"), rt.workspace.splits.train,
+                        ChordConfig(steps=2, batch_size=8, seed=0, threads=1)).chord  # fmt: skip
+    rt.device.encoders.put_chord("SASRec", chord)
+    rt.device.precision, rt.device.resources = "chord", DeviceResources(max_avg_bits=4.0)
+    rule_plan = rt.cloud.plan
+    rt.cloud.plan = lambda abstract: PlanResult(plan=Plan.model_validate(
+        {**rule_plan(abstract).plan.model_dump(), "encoder": "SASRec", "beta": 0.5}), status="parsed")  # fmt: skip
+    handlers = cloud_handlers(rt.cloud)
+    corruptions = {
+        "encoder": lambda s: {**s, "encoder": "caser"},
+        "layers": lambda s: {**s, "layers": s["layers"][:-1], "channels": s["channels"][:-1]},
+        "length": lambda s: {**s, "codes": "AAAA" + s["codes"]},
+        "base64": lambda s: {**s, "codes": "!!" + s["codes"][2:]},
+        "none": lambda s: s,
+    }
+    for name, corrupt in corruptions.items():
+
+        def strategy(payload: bytes, corrupt=corrupt) -> bytes:
+            return json.dumps(corrupt(json.loads(handlers["strategy"](payload)))).encode()
+
+        run = replace(rt, boundary=Boundary(InProcessTransport({**handlers, "strategy": strategy})))
+        state = recommend(run, USER, QUERY, allow_rerequest=False, use_cache=False)
+        if name == "none":
+            assert state["precision"].mode == "chord", state["warnings"]
+        else:
+            assert state["precision"].mode == "full", (name, state["warnings"])
+            assert any("no precision strategy" in w and "unusable ChordStrategy" in w for w in state["warnings"]), (
+                name, state["warnings"])  # fmt: skip
+        assert len(state["ranked"]) == 10

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pydantic
 import pytest
 import uvicorn
 
@@ -24,6 +25,7 @@ from graph.service import ServiceLimits, create_app
 from ground.settings import Settings
 from tests.chroma_server import free_port
 from tests.cloud_service import CLI, ROOT, cloud_process
+from tools import protocol
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -115,6 +117,14 @@ def test_field_limits_are_422(service):
     long_profile = {"encoder": "sasrec", "profile": {"z": [0.0] * 2000}}
     assert post(service, "strategy", long_profile, AUTH).status_code == 422
     assert post(service, "plan", b"{not json", AUTH).status_code == 422
+
+
+def test_every_wire_model_forbids_unknown_fields():
+    models = [m for m in vars(protocol).values()
+              if isinstance(m, type) and issubclass(m, pydantic.BaseModel) and m.__module__ == protocol.__name__]  # fmt: skip
+    assert len(models) >= 10
+    for model in models:
+        assert model.model_config.get("extra") == "forbid", model.__name__
 
 
 def test_docs_endpoints_are_off(service):
