@@ -6,8 +6,9 @@ its devices, within bounds:
 - a body size limit (413) and the protocol's field limits with unknown fields refused (422);
 - slow clients cut off: the request head and the body must each arrive within `cloud_client_timeout`
   (the connection is closed / 408);
-- language-model plans run at most `cloud_plan_slots` at once with `cloud_plan_queue` waiting, and beyond
-  that are refused at once with 503 + Retry-After, so /health and the rule paths stay responsive;
+- language-model plans run at most `cloud_plan_slots` at once with at most `cloud_plan_queue` waiting (and
+  only while the expected wait stays within `cloud_plan_max_wait`); beyond that they are refused at once
+  with 503 + Retry-After, so /health and the rule paths stay responsive;
 - a failing dependency (Chroma, the index) is 503 naming it, never a 500; GET /health reports each
   dependency (chroma, index, planner) and answers 503 when one is down;
 - /docs and /openapi.json only when asked for (`cloud_docs`), one access-log line per request, and a
@@ -52,6 +53,7 @@ class ServiceLimits:
     max_body_bytes: int = 64 * 1024
     plan_slots: int = 1
     plan_queue: int = 4
+    plan_max_wait: float = 20.0
     workers: int = 4
     client_timeout: float = 10.0
     max_connections: int = 256
@@ -61,7 +63,8 @@ class ServiceLimits:
     def from_settings(cls, settings: Settings) -> "ServiceLimits":
         return cls(
             max_body_bytes=settings.cloud_max_body_bytes, plan_slots=settings.cloud_plan_slots,
-            plan_queue=settings.cloud_plan_queue, workers=settings.cloud_workers,
+            plan_queue=settings.cloud_plan_queue, plan_max_wait=settings.cloud_plan_max_wait,
+            workers=settings.cloud_workers,
             client_timeout=settings.cloud_client_timeout, max_connections=settings.cloud_max_connections,
             shutdown_timeout=settings.cloud_shutdown_timeout,
         )  # fmt: skip
@@ -79,13 +82,15 @@ class RequestRefused(Exception):
 
 
 class Admission:
-    """Bounded concurrency for language-model planning: `slots` plans run at once, `queue` more may wait, and
-    any beyond are refused at once (503) with a Retry-After estimated from recent plan times."""
+    """Bounded concurrency for language-model planning: `slots` plans run at once, at most `queue` more wait,
+    and only while their expected wait (queue ahead x recent mean plan time) stays within `max_wait` seconds
+    (so a device is not kept past its deadline on a loaded machine). The rest are refused at once (503) with
+    a Retry-After estimated from recent plan times."""
 
-    def __init__(self, slots: int, queue: int) -> None:
-        self.slots, self.queue = slots, queue
+    def __init__(self, slots: int, queue: int, max_wait: float = 20.0) -> None:
+        self.slots, self.queue, self.max_wait = slots, queue, max_wait
         self.in_flight = 0
-        self.mean_seconds = 5.0
+        self.mean_seconds = 2.0
         self._limiter: anyio.CapacityLimiter | None = None
 
     @property
@@ -100,8 +105,14 @@ class Admission:
         """Seconds until a slot is likely free: the queue ahead, at the recent mean plan time."""
         return max(1, min(300, math.ceil(self.mean_seconds * (self.waiting + 1) / self.slots)))
 
+    def full(self) -> bool:
+        if self.in_flight < self.slots:
+            return False
+        expected_wait = self.mean_seconds * (self.waiting + 1) / self.slots
+        return self.in_flight >= self.slots + self.queue or expected_wait > self.max_wait
+
     async def run(self, fn: Callable[[bytes], bytes], payload: bytes) -> bytes:
-        if self.in_flight >= self.slots + self.queue:
+        if self.full():
             raise RequestRefused(503, f"planning is at capacity ({self.slots} running, {self.queue} waiting)",
                                  {"Retry-After": str(self.retry_after())}, dependency="planner")  # fmt: skip
         if self._limiter is None:
@@ -149,7 +160,8 @@ def create_app(cloud: CloudAgent, dataset: str, *, token: str | None = None, lim
     docs_urls = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="Tandem cloud", version="1", **docs_urls)
     handlers = cloud_handlers(cloud)
-    planning = Admission(limits.plan_slots, limits.plan_queue) if cloud.planner_model is not None else None
+    planning = None if cloud.planner_model is None else Admission(limits.plan_slots, limits.plan_queue,
+                                                                  limits.plan_max_wait)  # fmt: skip
     limiters: dict[str, anyio.CapacityLimiter] = {}
 
     def limiter(name: str, size: int) -> anyio.CapacityLimiter:
@@ -181,8 +193,8 @@ def create_app(cloud: CloudAgent, dataset: str, *, token: str | None = None, lim
         ok = all(part.get("ok") for part in report.values())
         body: dict[str, Any] = {"status": "ok" if ok else "degraded", "dataset": dataset, "dependencies": report}
         if planning is not None:
-            body["planning"] = {"running": planning.running, "waiting": planning.waiting,
-                                "slots": planning.slots, "queue": planning.queue}  # fmt: skip
+            body["planning"] = {"running": planning.running, "waiting": planning.waiting, "slots": planning.slots,
+                                "queue": planning.queue, "mean_plan_s": round(planning.mean_seconds, 3)}  # fmt: skip
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def answer(route: str, request: Request) -> Response:

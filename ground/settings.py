@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     cloud_plan_queue: int = Field(
         4, ge=0, le=1024, description="Language-model plans that may wait for a slot; beyond: 503 + Retry-After."
     )
+    cloud_plan_max_wait: float = Field(
+        20.0, gt=0.0, le=600.0, description="Longest expected wait (s) for a planning slot before a plan is refused "
+        "with 503; keep it below the devices' cloud_deadline.",
+    )  # fmt: skip
     cloud_workers: int = Field(
         4, ge=1, le=256, description="Threads of the cloud service for rule plans, semantics and strategies."
     )

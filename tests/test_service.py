@@ -21,7 +21,7 @@ import uvicorn
 from agents.device.encoders import EncoderShelf
 from graph.run import recommend
 from graph.runtime import TandemRuntime, build_cloud
-from graph.service import ServiceLimits, create_app
+from graph.service import Admission, ServiceLimits, create_app
 from ground.settings import Settings
 from tests.chroma_server import free_port
 from tests.cloud_service import CLI, ROOT, cloud_process
@@ -125,6 +125,21 @@ def test_every_wire_model_forbids_unknown_fields():
     assert len(models) >= 10
     for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
+
+
+def test_admission_refuses_beyond_the_queue_or_the_expected_wait():
+    admission = Admission(slots=1, queue=4, max_wait=20.0)
+    admission.mean_seconds = 10.0
+    verdicts = []
+    for in_flight in range(6):
+        admission.in_flight = in_flight
+        verdicts.append(admission.full())
+    assert verdicts == [False, False, False, True, True, True], "1 running + 1 waiting = 20 s expected: the limit"
+    admission.mean_seconds = 1.0
+    admission.in_flight = 4
+    assert not admission.full() and admission.retry_after() >= 1
+    admission.in_flight = 5
+    assert admission.full(), "never more than slots + queue, however fast the plans"
 
 
 def test_docs_endpoints_are_off(service):
