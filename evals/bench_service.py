@@ -10,8 +10,9 @@ handful of fixed query phrasings (a load test: no accuracy is measured).
   refuses the rest at once with 503 + Retry-After (counted as refusals, not errors);
 - during each burst, GET /health every 0.25 s.
 Each phase reports throughput (answered requests per second of the burst), p50/p95 latency of answered
-requests, status counts, errors (transport failures and statuses other than 200/503), and /health p50/max
-latency. The machine may be shared: the 1/5/15-minute load averages before and after are recorded.
+requests, status counts, how fast refusals (503) came and the Retry-After they named, errors (transport
+failures and statuses other than 200/503), /health p50/p95/max latency, and the warm-up request's time.
+The machine may be shared: the 1/5/15-minute load averages before and after are recorded.
 Writes evals/results/service_load.json.
 
 Usage: python -m evals.bench_service [--rule 200] [--llm 50] [--skip-llm]
@@ -120,6 +121,8 @@ async def burst(url: str, token: str, bodies: list[dict[str, Any]], semantic: bo
     limits = httpx.Limits(max_connections=len(bodies) + 8, max_keepalive_connections=len(bodies) + 8)
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
+    refused: list[float] = []
+    retry_after: list[int] = []
     errors: list[str] = []
     health: list[float] = []
 
@@ -137,7 +140,10 @@ async def burst(url: str, token: str, bodies: list[dict[str, Any]], semantic: bo
                     statuses[f"semantic {final.status_code}"] += 1
                 if final.status_code == 200:
                     latencies.append(time.perf_counter() - start)
-                elif final.status_code != 503:
+                elif final.status_code == 503:
+                    refused.append(time.perf_counter() - start)
+                    retry_after.append(int(final.headers.get("retry-after", "0")))
+                else:
                     errors.append(f"{final.status_code}: {final.text[:100]}")
             except httpx.HTTPError as exc:
                 errors.append(type(exc).__name__)
@@ -153,6 +159,8 @@ async def burst(url: str, token: str, bodies: list[dict[str, Any]], semantic: bo
         "requests": len(bodies), "answered": len(latencies), "seconds": seconds,
         "throughput_per_s": len(latencies) / seconds if seconds > 0 else None, "latency": _ms(latencies),
         "statuses": dict(statuses), "errors": len(errors), "error_examples": errors[:5],
+        "refused_503": {"count": len(refused), **_ms(refused),
+                        "retry_after_s_median": float(np.median(retry_after)) if retry_after else None},
         "health": {"probes": len(health), **_ms([h for h in health if np.isfinite(h)]),
                    "failed": sum(1 for h in health if not np.isfinite(h))},
     }  # fmt: skip
@@ -167,7 +175,9 @@ def phase(planner: str, bodies: list[dict[str, Any]], semantic: bool, log: Path)
         warm = asyncio.run(burst(service.url, token, bodies[:1], semantic))  # loads the models once
         if warm["answered"] != 1:
             raise RuntimeError(f"the warm-up request failed: {warm}")
-        return asyncio.run(burst(service.url, token, bodies, semantic))
+        result = asyncio.run(burst(service.url, token, bodies, semantic))
+        result["warm_up_ms"] = warm["latency"]["p50_ms"]
+        return result
     finally:
         service.stop()
 

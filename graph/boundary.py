@@ -20,8 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
@@ -94,24 +92,35 @@ class Transport(Protocol):
 class InProcessTransport:
     """Calls the cloud handlers directly, still through bytes, so the boundary is the same as over HTTP.
 
-    The handler runs on a worker thread so the call can be given up at the deadline like an HTTP call (the
-    worker finishes in the background and its answer is dropped). A dependency failure of the cloud (Chroma,
+    The handler runs on its own thread so the call can be given up at the deadline like an HTTP call (the
+    thread finishes in the background and its answer is dropped). A dependency failure of the cloud (Chroma,
     the planner model) or any other exception in it is the cloud failing, as an HTTP 503/500 would be.
     """
 
-    def __init__(self, handlers: dict[str, Handler], deadline: float = DEFAULT_DEADLINE, workers: int = 4) -> None:
+    def __init__(self, handlers: dict[str, Handler], deadline: float = DEFAULT_DEADLINE) -> None:
         self.handlers = handlers
         self.deadline = deadline
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tandem-cloud")
 
     def send(self, route: str, payload: bytes) -> bytes:
-        future = self._pool.submit(self.handlers[route], payload)
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["reply"] = self.handlers[route](payload)
+            except Exception as exc:  # handed to the caller's thread below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        # a daemon thread: a cloud stuck past the deadline must not keep the process from exiting
+        threading.Thread(target=work, name=f"tandem-cloud-{route}", daemon=True).start()
+        if not done.wait(self.deadline):
+            raise CloudUnavailableError(f"cloud gave no answer on /{route} within the {self.deadline:g} s deadline")
         try:
-            return future.result(timeout=self.deadline)
-        except FutureTimeout:
-            future.cancel()
-            message = f"cloud gave no answer on /{route} within the {self.deadline:g} s deadline"
-            raise CloudUnavailableError(message) from None
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["reply"]
         except DependencyUnavailableError as exc:
             raise CloudUnavailableError(f"cloud dependency {exc.dependency} failed on /{route}: {exc}") from exc
         except TandemError as exc:  # the cloud refused (e.g. no CHORD for that encoder): as HTTP would say 422
