@@ -19,6 +19,7 @@ from agents.device.replies import UntrustedReplyError
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
 from graph.run import recommend
 from graph.runtime import TandemRuntime
+from ground.errors import TandemError
 from ground.settings import Settings
 from tests.chroma_server import chroma_process, free_port
 from tests.cloud_service import cloud_process
@@ -122,6 +123,22 @@ def test_trickling_cloud_is_given_up_at_the_deadline(fault, cloud_side, fake, tm
     assert any("within the 2 s deadline" in w for w in state["warnings"]), state["warnings"]
     assert elapsed < 2.0 + 15.0, f"the request took {elapsed:.1f} s despite a 2 s deadline"
     assert rt.device.store.cached(USER) is None
+
+
+@pytest.mark.server
+def test_an_answer_larger_than_the_device_reads_is_refused(cloud_side, fake, tmp_path):
+    rt = device_for(cloud_side, fake.url, tmp_path / "d.sqlite")
+    rt = replace(rt, boundary=Boundary(HttpTransport(fake.url, max_reply_bytes=4096)))
+    state = ask(rt)
+    assert state["source"] == "device_only"
+    assert any("exceeds 4096 bytes" in w for w in state["warnings"]), state["warnings"]
+    assert rt.device.store.cached(USER) is None
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1:21", "http://", "127.0.0.1:8765"])
+def test_a_cloud_url_that_is_not_http_is_one_clear_error(url):
+    with pytest.raises(TandemError, match="is not an http"):
+        HttpTransport(url)
 
 
 @pytest.mark.server
