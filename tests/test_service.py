@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from agents.device.encoders import EncoderShelf
+from agents.llm import OllamaChat
 from graph.run import recommend
 from graph.runtime import TandemRuntime, build_cloud
 from graph.service import Admission, ServiceLimits, create_app
@@ -213,6 +214,7 @@ def test_sigterm_stops_the_service_promptly_even_with_a_client_mid_request(setti
         stuck.close()
     log = (tmp_path / "cloud.log").read_text()
     assert "Traceback" not in log, log
+    assert '"GET /health" 200' in log, "one access-log line per request"
 
 
 @pytest.mark.slow
@@ -246,3 +248,32 @@ def test_language_model_planning_is_admitted_up_to_its_slots_then_503(settings, 
     assert int(refused.headers["retry-after"]) >= 1 and refused.json()["dependency"] == "planner"
     assert health.status_code == 200 and health.json()["planning"]["slots"] == 1
     assert health.json()["dependencies"]["planner"]["kind"] == "llm"
+
+
+def test_planner_model_down_falls_back_to_rules_and_health_says_so(settings, ready, tmp_path):
+    """The cloud's language model unreachable (an Ollama backend on a closed port): in process and over HTTP
+    the plan comes from the rules with the failure recorded and shown, and /health reports the planner down."""
+    cloud = build_cloud(settings, ready, EncoderShelf(settings.models_dir, ready.dataset), "rule")
+    cloud.planner_model = OllamaChat(host=f"http://127.0.0.1:{free_port()}", model="llama3.1:8b", timeout_s=5)
+    device = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "d.db"),
+                                  progress=False).with_cloud(cloud)  # fmt: skip
+    state = recommend(device, "196", "a funny animated movie", allow_rerequest=False)
+    assert state["source"] == "cloud" and state["plan_result"].status == "fallback"
+    assert any("planner model failed" in w for w in state["warnings"]), state["warnings"]
+
+    app = create_app(cloud, "ml-100k", token=TOKEN)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        plan = post(url, "plan", {"abstract": ABSTRACT}, AUTH)
+        assert plan.status_code == 200 and plan.json()["status"] == "fallback"
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 503 and health.json()["dependencies"]["planner"]["ok"] is False
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
