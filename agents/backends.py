@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,6 +78,25 @@ def describe(llm: BaseChatModel | None) -> dict[str, str]:
     if isinstance(llm, LlamaCppChat):
         return {"backend": "llamacpp", "model": llm.model_name}
     return {"backend": type(llm).__name__, "model": str(getattr(llm, "model", "") or getattr(llm, "model_name", ""))}
+
+
+def probe_model(model: BaseChatModel) -> dict[str, Any]:
+    """A cheap readiness check of a chat model for health endpoints, never a generation: the GGUF file is there
+    (llama.cpp), the server answers within a second (Ollama, OpenAI-compatible). {"ok": bool, "backend", ...}."""
+    where = describe(model)
+    if isinstance(model, LlamaCppChat):
+        present = Path(model.model_path).is_file()
+        return {"ok": present, **where, **({} if present else {"error": "GGUF file missing"})}
+    if isinstance(model, ChatOllama | ChatOpenAI):
+        path = "/api/version" if isinstance(model, ChatOllama) else "/models"
+        key = model.openai_api_key.get_secret_value() if isinstance(model, ChatOpenAI) and model.openai_api_key else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            httpx.get(f"{where['url'].rstrip('/')}{path}", headers=headers, timeout=1.0).raise_for_status()
+        except httpx.HTTPError as exc:
+            return {"ok": False, **where, "error": type(exc).__name__}
+        return {"ok": True, **where}
+    return {"ok": True, **where}
 
 
 def limited(llm: BaseChatModel, max_tokens: int) -> BaseChatModel:

@@ -96,7 +96,8 @@ def device_cache_check(state: DeviceState, rt: TandemRuntime) -> dict:
     """SCaLRec reliability of the cached cloud semantics against the newest interactions."""
     if not state.get("use_cache", True):
         return {}
-    return {"cache": rt.device.cache_verdict(state["user"], _cache_key(state), state["history_items"])}
+    verdict = rt.device.cache_verdict(state["user"], _cache_key(state), state["history_items"])
+    return {"cache": verdict, "warnings": [verdict.warning] if verdict.warning else []}
 
 
 def after_cache_check(state: DeviceState) -> Literal["device_use_cache", "device_abstract"]:
@@ -161,7 +162,9 @@ def _structured(state: DeviceState, rt: TandemRuntime, name: str) -> dict:
     strategy, crossings = None, []
     if request is not None:
         try:
-            strategy, crossing = rt.boundary.call("strategy", request, ChordStrategy)
+            strategy, crossing = rt.boundary.call(
+                "strategy", request, ChordStrategy, check=lambda reply: rt.device.check_strategy(name, request, reply)
+            )
             crossings.append(crossing)
         except CloudUnavailableError as exc:
             notes.append(f"no precision strategy ({exc}): full precision")
@@ -239,10 +242,15 @@ def device_constrain(state: DeviceState, rt: TandemRuntime) -> dict:
 def cloud_plan(state: CloudInput, rt: TandemRuntime) -> dict:
     """CDA4Rec III-C, across the boundary: Abstract -> PlanResult."""
     try:
-        result, crossing = rt.boundary.call("plan", PlanRequest(abstract=state["abstract"]), PlanResult)
+        result, crossing = rt.boundary.call("plan", PlanRequest(abstract=state["abstract"]), PlanResult,
+                                            check=rt.device.check_plan)  # fmt: skip
     except CloudUnavailableError as exc:
         return {"cloud_failed": True, "warnings": [f"cloud planning failed: {exc}"]}
-    return {"plan_result": result, "crossings": [crossing], "cloud_failed": False}
+    warnings = []
+    failure = next((v.message for v in result.violations if v.field == "model"), None)
+    if result.status == "fallback" and failure is not None:
+        warnings.append(f"the cloud's planner model failed ({failure[:200]}): the rule planner planned")
+    return {"plan_result": result, "crossings": [crossing], "cloud_failed": False, "warnings": warnings}
 
 
 @node("cloud_semantic")
@@ -250,7 +258,8 @@ def cloud_semantic(state: CloudInput, rt: TandemRuntime) -> dict:
     """CDA4Rec Eq. 2-3, across the boundary: (Abstract, Plan) -> e_sem and tag-group candidates."""
     request = SemanticRequest(abstract=state["abstract"], plan=state["plan_result"].plan)
     try:
-        reply, crossing = rt.boundary.call("semantic", request, SemanticResponse)
+        reply, crossing = rt.boundary.call("semantic", request, SemanticResponse,
+                                           check=lambda answer: rt.device.check_semantic(request, answer))  # fmt: skip
     except CloudUnavailableError as exc:
         return {"cloud_failed": True, "warnings": [f"cloud retrieval failed: {exc}"]}
     if not reply.candidates:

@@ -18,8 +18,8 @@ from agents.cloud.agent import CloudAgent
 from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
-from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
-from ground.errors import UsageError
+from graph.boundary import Boundary, HttpTransport, InProcessTransport, Transport, cloud_handlers
+from ground.errors import TandemError, UsageError
 from ground.settings import Settings
 from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, load_threshold, threshold_path
@@ -69,7 +69,7 @@ class TandemRuntime:
         device = build_device(settings, ws, shelf, DeviceStore(path, timeout=settings.db_timeout), slm,
                               abstracts_by_slm=planner == "llm")  # fmt: skip
         cloud = None if cloud_url else build_cloud(settings, ws, shelf, planner)
-        boundary = Boundary(HttpTransport(cloud_url) if cloud_url else InProcessTransport(cloud_handlers(cloud)))
+        boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))
         notes = []
         if device.calibrator is None:
@@ -91,7 +91,18 @@ class TandemRuntime:
 
     def with_cloud(self, cloud: CloudAgent) -> TandemRuntime:
         """The same device talking to another in-process cloud agent (tests force a plan this way)."""
-        return replace(self, cloud=cloud, boundary=Boundary(InProcessTransport(cloud_handlers(cloud))))
+        return replace(self, cloud=cloud, boundary=Boundary(cloud_transport(self.settings, cloud, None)))
+
+
+def cloud_transport(settings: Settings, cloud: CloudAgent | None, cloud_url: str | None) -> Transport:
+    """HTTP to `cloud_url` (with the bearer token, if set) or the in-process cloud, both under the deadline."""
+    if cloud_url:
+        token = settings.cloud_token.get_secret_value() if settings.cloud_token else None
+        return HttpTransport(cloud_url, token=token, deadline=settings.cloud_deadline,
+                             max_reply_bytes=settings.cloud_max_reply_bytes)  # fmt: skip
+    if cloud is None:
+        raise TandemError("an in-process cloud transport needs the cloud agent")
+    return InProcessTransport(cloud_handlers(cloud), deadline=settings.cloud_deadline)
 
 
 def language_model(settings: Settings, role: Literal["device", "cloud"]) -> BaseChatModel:

@@ -44,3 +44,12 @@ class SettingsError(UsageError):
 
 class StoreError(TandemError):
     """A local SQLite file could not be read or written (locked, full, corrupt); the message names the file."""
+class DependencyUnavailableError(TandemError):
+    """A service Tandem depends on failed or cannot be reached; `dependency` names it (chroma, index, planner)."""
+
+    dependency: str = "dependency"
+
+    def __init__(self, message: str, dependency: str | None = None) -> None:
+        super().__init__(message)
+        if dependency is not None:
+            self.dependency = dependency

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,6 +103,43 @@ class Settings(BaseSettings):
     chord_max_avg_bits: float = Field(
         4.0, ge=2.0, le=8.0, description="The device's budget R_d of CHORD Eq. 4: average bits per weight."
     )
+    # -- the cloud service and the device's calls to it (issue 16) ---------------------------------------------
+    cloud_deadline: float = Field(
+        30.0, gt=0.0, le=600.0, description="Overall deadline in seconds of one device->cloud call, any transport."
+    )
+    cloud_token: SecretStr | None = Field(
+        None, min_length=16, description="Bearer token of the cloud service: required by `tandem cloud serve` "
+        "beyond loopback, sent by devices (at least 16 characters).",
+    )  # fmt: skip
+    cloud_max_reply_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest cloud answer the device reads, in bytes."
+    )
+    cloud_max_body_bytes: int = Field(
+        64 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body the cloud service accepts (413)."
+    )
+    cloud_plan_slots: int = Field(
+        1, ge=1, le=64, description="Language-model plans the cloud service runs at once."
+    )
+    cloud_plan_queue: int = Field(
+        4, ge=0, le=1024, description="Language-model plans that may wait for a slot; beyond: 503 + Retry-After."
+    )
+    cloud_plan_max_wait: float = Field(
+        20.0, gt=0.0, le=600.0, description="Longest expected wait (s) for a planning slot before a plan is refused "
+        "with 503; keep it below the devices' cloud_deadline.",
+    )  # fmt: skip
+    cloud_workers: int = Field(
+        4, ge=1, le=256, description="Threads of the cloud service for rule plans, semantics and strategies."
+    )
+    cloud_max_connections: int = Field(
+        256, ge=1, le=100_000, description="Concurrent connections the cloud service holds; beyond: 503."
+    )
+    cloud_client_timeout: float = Field(
+        10.0, gt=0.0, le=600.0, description="Seconds a client has to send a request's headers and its body (408)."
+    )
+    cloud_shutdown_timeout: float = Field(
+        10.0, ge=0.0, le=600.0, description="Seconds in-flight requests get to finish after SIGTERM."
+    )
+    cloud_docs: bool = Field(False, description="Serve /docs and /openapi.json from the cloud service.")
 
     db_timeout: float = Field(
         2.0, gt=0, le=600, description="Seconds a local SQLite write waits for another process's lock (then retries)."

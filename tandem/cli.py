@@ -200,15 +200,15 @@ def cloud_serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
 ) -> None:
-    """Serve the cloud agent (planning, semantic modelling, retrieval) over HTTP."""
-    import uvicorn  # deferred: only the serving process needs the web stack
+    """Serve the cloud agent (planning, semantic modelling, retrieval) over HTTP (token, limits: see README)."""
+    from graph.runtime import TandemRuntime  # deferred: only the serving process needs the web stack
+    from graph.service import check_binding, serve
 
-    from graph.runtime import TandemRuntime
-    from graph.service import create_app
-
-    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner)  # type: ignore[arg-type]
+    settings = get_settings()
+    check_binding(host, settings.cloud_token.get_secret_value() if settings.cloud_token else None)
+    runtime = TandemRuntime.create(settings, data or None, planner=planner)  # type: ignore[arg-type]
     console.print(views.safe(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}"))
-    uvicorn.run(create_app(runtime.cloud, runtime.workspace.dataset.name), host=host, port=port, log_level="warning")
+    serve(runtime.cloud, runtime.workspace.dataset.name, settings, host, port)
 
 
 @graph_app.command("show")

@@ -22,6 +22,13 @@ def free_port() -> int:
 @contextmanager
 def chroma_server(path: Path, timeout: float = 60.0) -> Iterator[str]:
     """Run `chroma run --path PATH` on 127.0.0.1 and yield its URL once the heartbeat answers."""
+    with chroma_process(path, timeout) as (url, _proc):
+        yield url
+
+
+@contextmanager
+def chroma_process(path: Path, timeout: float = 60.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`chroma_server`, also yielding the process, so a test can kill Chroma mid-session."""
     port = free_port()
     chroma = Path(sys.executable).with_name("chroma")
     log = open(path.parent / f"chroma-{port}.log", "wb")
@@ -44,7 +51,7 @@ def chroma_server(path: Path, timeout: float = 60.0) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"chroma run did not answer within {timeout} s")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import pytest
 
 from graph.run import recommend
 from graph.runtime import TandemRuntime
-from tests.chroma_server import free_port
+from tests.cloud_service import cloud_process
 
 
 @pytest.fixture
 def cloud_server(settings, ready, tmp_path):
-    ws = ready
-    port = free_port()
-    log = open(tmp_path / "cloud.log", "wb")
-    tandem = str(Path(sys.executable).with_name("tandem"))
-    proc = subprocess.Popen(
-        [tandem, "cloud", "serve", "--data", "ml-100k", "--port", str(port), "--planner", "rule"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TANDEM_HOME": str(settings.home)},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (tmp_path / "cloud.log").read_text()
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        assert time.monotonic() < deadline, "cloud service did not start"
-    yield url, proc, ws
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    env = {"TANDEM_HOME": str(settings.home)}
+    with cloud_process(tmp_path / "cloud.log", planner="rule", env=env) as (url, proc):
+        yield url, proc, ready
 
 
 @pytest.mark.server

@@ -19,7 +19,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ground.errors import IndexMissingError, TandemError, UnknownTagError
+from ground.errors import DependencyUnavailableError, IndexMissingError, TandemError, UnknownTagError
 from tools.data.catalog import Catalog
 from tools.embeddings import ItemSemantics
 
@@ -35,8 +36,10 @@ HNSW_CONFIG = {"hnsw": {"space": "ip", "ef_construction": 200, "ef_search": 200,
 ADD_BATCH = 1000
 
 
-class ChromaUnavailableError(TandemError):
-    """The Chroma server cannot be reached."""
+class ChromaUnavailableError(DependencyUnavailableError):
+    """The Chroma server cannot be reached, or Chroma (embedded or server) failed on a call."""
+
+    dependency = "chroma"
 
 
 def chroma_client(url: str | None, path: Path):
@@ -60,6 +63,18 @@ def chroma_client(url: str | None, path: Path):
         return client
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+@contextmanager
+def chroma_call(what: str) -> Iterator[None]:
+    """Any failure of Chroma inside the block (a stopped server, an embedded database error) becomes one
+    `ChromaUnavailableError` naming what was being done; Tandem's own errors pass through unchanged."""
+    try:
+        yield
+    except TandemError:
+        raise
+    except Exception as exc:  # the client raises many transport and backend error types
+        raise ChromaUnavailableError(f"Chroma failed during {what}: {type(exc).__name__}") from exc
 
 
 def slug(tag: str) -> str:
@@ -227,8 +242,26 @@ class TagIndex:
 
     def _collection(self, name: str):
         if name not in self._collections:
-            self._collections[name] = self.client.get_collection(name, embedding_function=None)
+            with chroma_call("opening a collection"):
+                self._collections[name] = self.client.get_collection(name, embedding_function=None)
         return self._collections[name]
+
+    def health(self) -> dict[str, dict[str, object]]:
+        """Whether Chroma answers and the index is usable: {"chroma": {...}, "index": {...}}, each with "ok"."""
+        report: dict[str, dict[str, object]] = {}
+        try:
+            with chroma_call("the health check"):
+                if hasattr(self.client, "heartbeat"):
+                    self.client.heartbeat()
+                self.client.get_collection(self.manifest_name)
+            report["chroma"] = {"ok": True}
+        except ChromaUnavailableError as exc:
+            report["chroma"] = {"ok": False, "error": str(exc)}
+        try:
+            report["index"] = {"ok": True, "tags": len(self.manifest()["tags"])}
+        except TandemError as exc:
+            report["index"] = {"ok": False, "error": str(exc)}
+        return report
 
     def retrieve(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> list[Candidate]:
         """CDA4Rec Eq. 3: the top-N_i items of each tag group by e_sem . e_i, merged without duplicates.
@@ -247,9 +280,10 @@ class TagIndex:
             n = min(int(count), manifest["counts"][tag])
             if n <= 0:
                 continue
-            result = self._collection(manifest["tags"][tag]).query(
-                query_embeddings=[vector], n_results=n, include=["distances"]
-            )
+            with chroma_call(f"retrieval from the {tag} collection"):
+                result = self._collection(manifest["tags"][tag]).query(
+                    query_embeddings=[vector], n_results=n, include=["distances"]
+                )
             for raw_id, distance in zip(result["ids"][0], result["distances"][0], strict=True):
                 item_id = int(raw_id)
                 score = 1.0 - float(distance)
@@ -268,11 +302,12 @@ class TagIndex:
         """The k tags whose descriptions are closest to `query` (inner product), best first."""
         manifest = self.manifest()
         k = min(k, len(manifest["tags"]))
-        result = self._collection(manifest["tag_collection"]).query(
-            query_embeddings=[np.asarray(query, dtype=np.float32).reshape(-1).tolist()],
-            n_results=k,
-            include=["distances"],
-        )
+        with chroma_call("the nearest-tag search"):
+            result = self._collection(manifest["tag_collection"]).query(
+                query_embeddings=[np.asarray(query, dtype=np.float32).reshape(-1).tolist()],
+                n_results=k,
+                include=["distances"],
+            )
         return [(tag, 1.0 - float(d)) for tag, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
 
@@ -309,6 +344,10 @@ class ExactTagIndex:
         ids = np.unique(np.concatenate(list(tops.values()))) if tops else np.zeros(0, dtype=np.int64)
         order = np.lexsort((ids, -scores[ids]))
         return ids[order], scores[ids][order].astype(np.float64)
+
+    def health(self) -> dict[str, dict[str, object]]:
+        """Exact search uses no Chroma; the index is the catalogue's tag groups in memory."""
+        return {"chroma": {"ok": True, "used": False}, "index": {"ok": True, "tags": len(self.tags())}}
 
     def retrieve(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> list[Candidate]:
         """The same candidates as `retrieve_ids`, each with the tag groups that returned it (like `TagIndex`)."""

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 
+from agents.backends import probe_model
 from agents.cloud.planner import PLAN_PROMPT, plan_strategy
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
@@ -53,6 +55,16 @@ class CloudAgent:
 
     def known_tags(self) -> list[str]:
         return self.index.tags()
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each dependency the cloud answers with (chroma, index, planner), {"ok": bool, ...} each."""
+        check = getattr(self.index, "health", None)
+        report: dict[str, dict[str, Any]] = dict(check()) if check else {"index": {"ok": True}}
+        if self.planner_model is None:
+            report["planner"] = {"ok": True, "kind": "rule"}
+        else:
+            report["planner"] = {"kind": "llm", **probe_model(self.planner_model)}
+        return report
 
     def plan(self, abstract: Abstract) -> PlanResult:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from agents.device.abstract import ABSTRACT_PROMPT, AbstractResult, generate_abstract, history_from_ids
 from agents.device.encoders import EncoderShelf
 from agents.device.explain import Explanation, generate_explanation
+from agents.device.replies import ReplyChecker, UntrustedReplyError
 from ground.errors import StoreError
 from tools.calibration import ReliabilityPolicy, SemanticCalibrator
 from tools.chord import strategy_average_bits
@@ -28,7 +30,16 @@ from tools.constraints import RequestConstraints, parse_request
 from tools.data import Catalog
 from tools.device_store import CachedSemantics, DeviceStore, query_key
 from tools.fusion import Ranking, SeedScores, StructuredScores, rank_step
-from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRequest, UserProfile
+from tools.protocol import (
+    Abstract,
+    ChordStrategy,
+    Plan,
+    PlanResult,
+    SemanticRequest,
+    SemanticResponse,
+    StrategyRequest,
+    UserProfile,
+)
 from tools.quant import DeviceResources
 from tools.rule_planner import rule_plan, signals_from_abstract
 
@@ -57,6 +68,8 @@ class CacheVerdict(BaseModel):
     reliability: float | None = None
     new_interactions: int = 0
     reason: str = ""
+    warning: str | None = None
+    """Set when a cached entry was found unusable and ignored (shown to the user)."""
 
 
 class Precision(BaseModel):
@@ -130,15 +143,51 @@ class DeviceAgent:
             items, stamps = [items[n] for n in known], [stamps[n] for n in known]
         return LocalHistory(items, stamps, warnings)
 
+    # -- replies from the cloud (checked before use or caching) -------------------------------------------
+    @cached_property
+    def replies(self) -> ReplyChecker:
+        """The checks every cloud reply passes before the device uses or caches it (`agents.device.replies`)."""
+        return ReplyChecker(dim=int(self.item_table.shape[1]), num_items=self.catalog.num_items,
+                            known_tags=frozenset(self.catalog.tags()))  # fmt: skip
+
+    def check_plan(self, result: PlanResult) -> PlanResult:
+        return self.replies.plan(result)
+
+    def check_semantic(self, request: SemanticRequest, reply: SemanticResponse) -> SemanticResponse:
+        return self.replies.semantic(request, reply)
+
+    def check_strategy(self, name: str, request: StrategyRequest, reply: ChordStrategy) -> ChordStrategy:
+        """A CHORD strategy must fit the layers of the device's own encoder `name`."""
+        chord = self.encoders.chord(name)
+        if chord is None:
+            raise UntrustedReplyError(f"a strategy arrived for {name}, which has no CHORD on this device")
+        return self.replies.strategy(request, reply, [(s.name, s.channels) for s in chord.specs])
+
     # -- SCaLRec cache ----------------------------------------------------------------------------------------
     def cached(self, user: str) -> CachedSemantics | None:
-        return self.store.cached(user)
+        """The user's cached cloud semantics, or None when there is none or it is unusable (`cache_problem`)."""
+        entry = self.store.cached(user)
+        return entry if entry is not None and self.cache_problem(entry) is None else None
+
+    def cache_problem(self, entry: CachedSemantics) -> str | None:
+        """Why a cached entry cannot be used (it fails the reply checks), or None. A store written before the
+        checks existed may hold a poisoned entry: it is ignored, and the next valid cloud answer replaces it."""
+        try:
+            self.replies.semantics(entry.e_sem, entry.candidates, entry.candidate_scores)
+            Plan.model_validate(entry.plan, context={"known_tags": self.catalog.tags()})
+        except (UntrustedReplyError, ValueError) as exc:
+            return str(exc).splitlines()[0]
+        return None
 
     def cache_verdict(self, user: str, query: str, history: Sequence[int]) -> CacheVerdict:
         """SCaLRec reliability of the cached cloud semantics against the interactions made since."""
-        entry = self.cached(user)
+        entry = self.store.cached(user)
         if entry is None:
             return CacheVerdict(present=False)
+        problem = self.cache_problem(entry)
+        if problem is not None:
+            return CacheVerdict(present=False, reason="unusable cache",
+                                warning=f"ignored the cached cloud semantics: {problem}")  # fmt: skip
         if entry.query_key != query_key(query):
             return CacheVerdict(present=True, reason="new query")
         e_sem = np.asarray(entry.e_sem, np.float32)
@@ -166,8 +215,10 @@ class DeviceAgent:
 
     def remember(self, user: str, query: str, history_len: int, e_sem: Sequence[float], candidates: Sequence[int],
                  scores: Sequence[float], plan: Plan) -> list[str]:  # fmt: skip
-        """Cache the cloud's semantic answer for SCaLRec's next reliability check; warnings when it was not saved
-        (the answer itself stands: a cache that could not be written only costs a later cloud call)."""
+        """Cache the cloud's semantic answer for SCaLRec's next reliability check: only one that passes the reply
+        checks (a bad answer would poison every later request of the user). Warnings when it was not saved (the
+        answer itself stands: a cache that could not be written only costs a later cloud call)."""
+        self.replies.semantics(e_sem, candidates, scores)
         try:
             self.store.store(user, CachedSemantics(e_sem=list(e_sem), candidates=list(candidates),
                                                    candidate_scores=list(scores), history_len=history_len,
