@@ -206,9 +206,10 @@ def test_seeding_is_enforced_by_the_schema(tmp_path):
     assert not store.seed_history("u", np.array([9]), np.array([9]))
     with pytest.raises(Exception, match="UNIQUE"):
         store._conn.execute("INSERT INTO seeded (user, at) VALUES ('u', 0)")
-    store.reset("u")  # a reset forgets the seeding too: the data set's history comes back on next use
-    assert store.seed_history("u", np.array([5]), np.array([5]))
-    assert store.history("u")[0].tolist() == [5]
+    store.reset("u")  # a reset keeps the seeding mark: the data set's ratings are not loaded again (#17)
+    assert store.was_reset("u") and store.history("u")[0].tolist() == []
+    assert not store.seed_history("u", np.array([5]), np.array([5]))
+    assert store.history("u")[0].tolist() == []
 
 
 # ---------------------------------------------------------------------------------------------- disk full
