@@ -220,11 +220,22 @@ def rich_table(report: dict, mode: str) -> Table:
     return table
 
 
+def rounded(value, digits: int = 5):
+    """The report with every float rounded to `digits` decimals (keeps the results file small and readable)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def write_report(report: dict, results_dir: Path, reports_dir: Path, command: str) -> tuple[Path, Path]:
     """Write evals/results/rec_<data>.json and evals/reports/rec_<data>.md (+ PNGs) atomically."""
     stem = f"rec_{report['meta']['data']}"
     json_path = results_dir / f"{stem}.json"
-    write_json(json_path, report)
+    write_json(json_path, rounded(report))
     plots = write_plots(report, reports_dir, stem)
     md_path = reports_dir / f"{stem}.md"
     write_text(md_path, markdown_report(report, plots, command))

@@ -76,11 +76,13 @@ class PhrasingFamily(BaseModel):
         return self.moods.get(genre, genre.lower())
 
     def phrasings(self) -> list[str]:
-        """Every fixed piece of text of this family: template fragments around placeholders and mood words."""
-        pieces = [*self.moods.values(), self.fallback]
+        """Every distinctive fixed piece of this family: mood words, the fallback, and the template fragments
+        around placeholders that have two words or more (a lone "What" or "a" is not a phrasing)."""
+        pieces = [*self.moods.values(), self.fallback.strip(" .,?!")]
         for template in (*self.named, *self.named_no_decade, *self.mood):
-            pieces += [p.strip(" .,?!") for p in re.split(r"\{\w+\}", template)]
-        return [p for p in pieces if p]
+            fragments = [p.strip(" .,?!") for p in re.split(r"\{\w+\}", template)]
+            pieces += [p for p in fragments if len(p.split()) >= 2]
+        return list(dict.fromkeys(p for p in pieces if p))
 
 
 FAMILIES: tuple[PhrasingFamily, ...] = (
