@@ -80,6 +80,7 @@ class RecEvalConfig:
     seed: int = 42
     fewshot: bool = True
     bootstrap_samples: int = 2000
+    max_users: int | None = None  # a seeded sample of test users, for a quick look (None = all of them)
 
 
 def fewshot_prefixes(dataset, heldout: frozenset[int], length: int) -> list[EvalInstance]:
@@ -228,7 +229,8 @@ class RecEval:
         ws = self.ws
         cfg = self.config
         self.console.print("[bold]scoring the device encoders on the test and few-shot users[/]")
-        test = self.evalset(ws.splits.test)
+        chosen = seeded_sample(ws.splits.test, cfg.max_users, cfg.seed) if cfg.max_users else ws.splits.test
+        test = self.evalset(chosen)
         sample = seeded_sample(test.instances, cfg.llm_users, cfg.seed) if cfg.llm_users else []
         sample_rows = test.subset({instance_key(i) for i in sample})
         all_rows = np.arange(len(test.instances))
@@ -357,6 +359,7 @@ class RecEval:
             "data": ws.dataset.name,
             "protocol": PROTOCOL,
             "test_users": len(test.instances),
+            "all_test_users": len(ws.splits.test),
             "fewshot_users": len(ws.splits.fewshot),
             "fewshot_lengths": list(FEWSHOT_LENGTHS),
             "llm_sample_users": sample_users,

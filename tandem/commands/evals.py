@@ -76,6 +76,7 @@ def rec(
     queries: Annotated[Path | None, typer.Option(help="Your own queries: JSON lines {user, query, target?}.")] = None,
     load: Annotated[float, typer.Option(help="Target cloud load of LSC4Rec's re-request (Eq. 12).")] = 0.1,
     fewshot: Annotated[bool, typer.Option(help="Also evaluate held-out users cut to 3, 5, 10 interactions.")] = True,
+    users: Annotated[int, typer.Option(help="Seeded sample of test users for a quick look (0 = all).")] = 0,
     out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = RESULTS_DIR,
     reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
 ) -> None:
@@ -102,11 +103,12 @@ def rec(
         load_query_file(queries, ws.dataset, ws.splits)  # a bad line stops here, before any model loads
     device, clouds = evaluation_agents(settings, ws)
     config = RecEvalConfig(llm_users=llm_users, fidelities=chosen, llm_fidelities=llm_chosen, queries_file=queries,
-                           load=load, seed=settings.seed, fewshot=fewshot)  # fmt: skip
+                           load=load, seed=settings.seed, fewshot=fewshot, max_users=users or None)  # fmt: skip
     report = RecEval(settings, ws, device, clouds, config, console).run()
     command = (f"tandem eval rec --data {data} --llm-users {llm_users} --fidelity {','.join(chosen)} "
                f"--llm-fidelity {','.join(llm_chosen)} --load {load:g}"
-               + (f" --queries {queries}" if queries else "") + ("" if fewshot else " --no-fewshot"))  # fmt: skip
+               + (f" --queries {queries}" if queries else "") + ("" if fewshot else " --no-fewshot")
+               + (f" --users {users}" if users else ""))  # fmt: skip
     json_path, md_path = write_report(report, out, reports, command)
     for mode in report["modes"]:
         console.print(rich_table(report, mode))
