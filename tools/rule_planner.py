@@ -45,7 +45,9 @@ RECENT_FROM = 10
 ENCODER_MIN = 5
 RULES_VERSION = 2  # bump when a rule changes: cached rule plans (evals) are keyed by it
 
-# Words that name a known tag in a query; tags themselves always match (case-insensitive).
+# Words that name a known tag in a query; tags themselves always match (case-insensitive). Developed on the
+# `dev` query phrasing families only (tools/data/queries.py FAMILIES): tests/test_queries.py fails when an
+# alias here would decode a `test` family phrasing, the ones `tandem eval rec` measures with.
 TAG_ALIASES: dict[str, str] = {
     "scifi": "Sci-Fi", "sci fi": "Sci-Fi", "science fiction": "Sci-Fi", "science-fiction": "Sci-Fi",
     "kids": "Children's", "children": "Children's", "childrens": "Children's", "family": "Children's",
