@@ -233,3 +233,8 @@ def test_small_eval_rec_has_controls_intervals_fewshot_and_digests(settings, rea
     text = md_path.read_text()
     assert "fidelity `habit`" in text and "95% CI" in text and "Few-shot users with short histories" in text
     assert all(p.stat().st_size < 150_000 for p in (tmp_path / "reports").glob("*.png"))
+
+
+def test_the_example_queries_file_loads(ready):
+    loaded = load_query_file(ROOT / "evals" / "queries" / "example_ml-100k.jsonl", ready.dataset, ready.splits)
+    assert len(loaded.instances) == 6 and loaded.instances[4].query == ""
