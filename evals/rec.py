@@ -15,7 +15,8 @@ courtesy), HR@5/10 and NDCG@5/10. Rows:
   retrieval (Eq. 3), the plan's encoder, fusion with the plan's beta (Eq. 5-7), and LSC4Rec's re-request
   (Eq. 11-12) for the `load` share of most inconsistent users;
 - ablations: v1-v7 of CDA4Rec Table IV (fixed settings; the 20 or 3 tags the rule planner prefers for that
-  user), and "w/o AG" (the planner reads the raw query and raw recent titles instead of the abstract).
+  user), and "w/o AG" (the planner reads the raw query, the raw recent titles and the facts computed from
+  the raw history instead of the abstract, so only the abstract is removed).
 Tandem's rank of the target is its position in the list the device would show; a target outside the
 candidates is a miss. The cloud and device steps are the agents' own (`CloudAgent.semantic_batch`,
 `DeviceAgent.rank`), the ones the graph runs; retrieval is exact inner product over the tag groups
