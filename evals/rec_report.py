@@ -56,7 +56,22 @@ def headline(report: dict) -> list[str]:
             if d["versus"] in keep:
                 out.append(f"| {name} | {tandem['HR@10']:.4f} | {tandem['NDCG@10']:.4f} | {d['versus']} | "
                            f"{_ci(d['HR@10'])} | {_ci(d['NDCG@10'])} |")  # fmt: skip
+    out.append("")
+    for name, body in report["modes"].items():
+        out.append(f"- `{name}`: " + "; ".join(verdict(d) for d in body["differences"]["main"]) + ".")
     return out + [""]
+
+
+def verdict(difference: dict, metric: str = "HR@10") -> str:
+    """One plain clause: is Tandem above, below or level with the row on `metric`, by its interval."""
+    entry = difference[metric]
+    if entry["high"] < 0:
+        word = "Tandem is BELOW"
+    elif entry["low"] > 0:
+        word = "Tandem is above"
+    else:
+        word = "no difference the users support between Tandem and"
+    return f"{word} {difference['versus']} ({metric} {_ci(entry)})"
 
 
 def markdown_report(report: dict, plots: dict[str, str], command: str) -> str:
@@ -233,9 +248,10 @@ def rounded(value, digits: int = 5):
 
 def write_report(report: dict, results_dir: Path, reports_dir: Path, command: str) -> tuple[Path, Path]:
     """Write evals/results/rec_<data>.json and evals/reports/rec_<data>.md (+ PNGs) atomically."""
+    report = rounded(report)  # the report is rendered from exactly what the results file holds
     stem = f"rec_{report['meta']['data']}"
     json_path = results_dir / f"{stem}.json"
-    write_json(json_path, rounded(report))
+    write_json(json_path, report)
     plots = write_plots(report, reports_dir, stem)
     md_path = reports_dir / f"{stem}.md"
     write_text(md_path, markdown_report(report, plots, command))
