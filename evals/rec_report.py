@@ -45,7 +45,7 @@ def markdown_differences(differences: list[dict], title: str) -> list[str]:
 
 def headline(report: dict) -> list[str]:
     """Tandem against the strongest rows, per fidelity (none first, then habit), with intervals."""
-    out = ["## Headline (rule planner, all test users; " + PROTOCOL_SHORT + ")", "",
+    out = ["## Headline (rule planner, every evaluated user; " + PROTOCOL_SHORT + ")", "",
            "| fidelity | Tandem HR@10 | Tandem NDCG@10 | vs | HR@10 difference [95% CI] "
            "| NDCG@10 difference [95% CI] |",
            "|---|---|---|---|---|---|"]  # fmt: skip
@@ -105,7 +105,7 @@ def markdown_report(report: dict, plots: dict[str, str], command: str) -> str:
         tag = f"fidelity `{body['fidelity']}`"
         out += [f"## Queries: {body['query']}", ""]
         if body.get("example_query"):
-            out += [f"Example query (first test user): \"{body['example_query']}\". "
+            out += [f"Example query (first user): \"{body['example_query']}\". "
                     + (f"Phrasing families: {body['families']}." if body.get("families") else ""), ""]  # fmt: skip
         out += [f"### Overall, {tag}, rule planner, all {_users(body)} users ({PROTOCOL_SHORT})", ""]
         out += markdown_rows(body["main"]) + [""]
