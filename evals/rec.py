@@ -7,11 +7,16 @@ courtesy), HR@5/10 and NDCG@5/10. Rows:
 - semantic alone: full ranking by e_sem . e_i with alpha = 0.5 (Eq. 2), no tags, no encoder;
 - LSC4Rec-style static pipeline: no planning, the cloud's top 1,000 by e_sem (alpha 0.5) over the whole
   catalog, reranked on the device by SASRec with min-max fusion, beta 0.5 (LSC4Rec Eq. 9-10);
+- leak controls, in every table that has a query (they get exactly the information Tandem gets):
+  "SASRec + query tags" ranks items carrying more of the tags the query names (parsed from the abstract by
+  the rule planner's own `signals_from_abstract`) ahead, SASRec order within; "semantic + SASRec fixed
+  fusion" fuses e_sem (fixed alpha) over the whole catalog with SASRec at a fixed beta, no planner;
 - Tandem: per-user plan (rule planner for every user; language-model planner on a seeded sample), tag-group
   retrieval (Eq. 3), the plan's encoder, fusion with the plan's beta (Eq. 5-7), and LSC4Rec's re-request
   (Eq. 11-12) for the `load` share of most inconsistent users;
 - ablations: v1-v7 of CDA4Rec Table IV (fixed settings; the 20 or 3 tags the rule planner prefers for that
-  user), and "w/o AG" (the planner reads the raw query and raw recent titles instead of the abstract).
+  user), and "w/o AG" (the planner reads the raw query, the raw recent titles and the facts computed from
+  the raw history instead of the abstract, so only the abstract is removed).
 Tandem's rank of the target is its position in the list the device would show; a target outside the
 candidates is a miss. The cloud and device steps are the agents' own (`CloudAgent.semantic_batch`,
 `DeviceAgent.rank`), the ones the graph runs; retrieval is exact inner product over the tag groups
@@ -32,13 +37,17 @@ import torch
 from agents.cloud.agent import CloudAgent, SemanticAnswer
 from agents.device.agent import DeviceAgent
 from evals.rec_plans import PlannedCase, instance_key
-from tools.data import EvalInstance
-from tools.metrics import metrics_from_ranks, target_ranks
+from tools.data import Catalog, EvalInstance
+from tools.metrics import metrics_from_ranks, per_user, target_ranks
 from tools.protocol import Abstract, Plan
 from tools.rule_planner import rule_tags, signals_from_abstract
 
 BUCKETS: dict[str, tuple[int, int]] = {"short (<10)": (0, 10), "medium (10-50)": (10, 51), "long (>50)": (51, 10**9)}
 STATIC_CANDIDATES = 1000  # the LSC4Rec-style pipeline's fixed candidate list
+FIXED_ALPHA = 0.5  # "semantic + SASRec fixed fusion": query and summary weigh alike (Eq. 2)
+FIXED_BETA = 0.3  # ... and the semantic weight the rule planner uses for a query with a dense history (Eq. 5)
+TAG_BASELINE = "SASRec + query tags"
+FUSION_BASELINE = "semantic + SASRec fixed fusion"
 
 
 @dataclass
@@ -51,6 +60,9 @@ class RowResult:
     ms_per_request: float
     cloud_calls: float = 0.0
     notes: str = ""
+
+    def per_user(self, metric: str, rows: np.ndarray | None = None) -> np.ndarray:
+        return per_user(self.ranks if rows is None else self.ranks[rows], metric)
 
     def metrics(self, rows: np.ndarray | None = None) -> dict[str, float]:
         return metrics_from_ranks(self.ranks if rows is None else self.ranks[rows])
@@ -70,6 +82,12 @@ class EvalSet:
     num_items: int
     structured: dict[str, np.ndarray] = field(default_factory=dict)  # encoder -> [N, V + 1]
     encode_ms: dict[str, float] = field(default_factory=dict)  # encoder -> per-user share of batched encoding
+
+    def with_instances(self, instances: list[EvalInstance]) -> EvalSet:
+        """The same users (same order, same encoder scores) with other instances, e.g. other queries."""
+        if [i.user for i in instances] != [i.user for i in self.instances]:
+            raise ValueError("with_instances needs the same users in the same order")
+        return EvalSet(list(instances), self.num_items, self.structured, self.encode_ms)
 
     def miss_rank(self) -> int:
         return self.num_items + 1
@@ -124,10 +142,10 @@ class PipelineRun:
 
 
 def static_answers(
-    cloud: CloudAgent, abstracts: list[Abstract], size: int = STATIC_CANDIDATES
+    cloud: CloudAgent, abstracts: list[Abstract], size: int = STATIC_CANDIDATES, alpha: float = 0.5
 ) -> list[SemanticAnswer]:
-    """LSC4Rec-style cloud: e_sem with alpha 0.5, then the top `size` items of the whole catalog (no tags)."""
-    e_sem = cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
+    """LSC4Rec-style cloud: e_sem with a fixed alpha, then the top `size` items of the whole catalog (no tags)."""
+    e_sem = cloud.semantic_embeddings(abstracts, [alpha] * len(abstracts))
     return [SemanticAnswer(vector, *cloud.index.top(vector, size)) for vector in e_sem]
 
 
@@ -160,6 +178,59 @@ def rank_instances(
 
 def _matrix_scores(matrix: np.ndarray, row: int, candidates: np.ndarray) -> np.ndarray:
     return matrix[row, candidates]
+
+
+# ------------------------------------------------------------------------------------- leak controls
+
+
+def lexicographic_beta(named: int) -> float:
+    """A beta for which the rank step orders by the semantic score first and the structured one within.
+
+    With integer semantic scores spanning r <= `named` levels, min-max (LSC4Rec Eq. 9) puts one level at
+    beta / r and the whole structured range at 1 - beta; beta = (m + 0.5) / (m + 1) makes beta / m > 1 - beta,
+    so one more tag always outranks any SASRec difference (CDA4Rec Eq. 5-7 used as a sort key).
+    """
+    return (named + 0.5) / (named + 1.0)
+
+
+def tag_count_scores(tags: Sequence[str], catalog: Catalog) -> np.ndarray:
+    """How many of `tags` each item carries [V + 1]."""
+    counts = np.zeros(catalog.num_items + 1, dtype=np.float64)
+    for tag in tags:
+        counts[catalog.tag_members(tag)] += 1.0
+    return counts
+
+
+def query_tag_ranks(evalset: EvalSet, abstracts: list[Abstract], catalog: Catalog, device: DeviceAgent,
+                    encoder: str = "SASRec") -> tuple[np.ndarray, float]:  # fmt: skip
+    """"SASRec + query tags": over the whole catalog, items carrying more of the query's tags first, SASRec
+    order within, through the one rank step. The tags are what the rule planner reads from the same abstract
+    (`signals_from_abstract`). Returns the ranks and the share of queries that named at least one tag."""
+    known = catalog.tags()
+    items = np.arange(1, catalog.num_items + 1, dtype=np.int64)
+    ranks = np.full(len(evalset.instances), evalset.miss_rank(), dtype=np.int64)
+    named = 0
+    for row, (inst, abstract) in enumerate(zip(evalset.instances, abstracts, strict=True)):
+        tags = signals_from_abstract(abstract, known).query_tags
+        named += bool(tags)
+        structured = partial(_matrix_scores, evalset.structured[encoder], row)
+        ranking = device.rank(items, tag_count_scores(tags, catalog)[items], lexicographic_beta(len(tags)),
+                              inst.history, structured)  # fmt: skip
+        position = ranking.position(inst.target)
+        if position is not None:
+            ranks[row] = position
+    return ranks, named / max(1, len(evalset.instances))
+
+
+def fixed_fusion_ranks(evalset: EvalSet, abstracts: list[Abstract], cloud: CloudAgent, device: DeviceAgent,
+                       encoder: str = "SASRec") -> np.ndarray:  # fmt: skip
+    """"semantic + SASRec fixed fusion": e_sem (Eq. 2, alpha `FIXED_ALPHA`) scored over the whole catalog,
+    fused on the device with SASRec at beta `FIXED_BETA` (Eq. 5-7), no planner, no tags."""
+    answers = static_answers(cloud, abstracts, evalset.num_items, FIXED_ALPHA)
+    known = cloud.known_tags()  # the plan only carries alpha, encoder and beta here: its tags are not used
+    plans = [fixed_plan(a, known, alpha=FIXED_ALPHA, size=500, tag_count=3, encoder=encoder, beta=FIXED_BETA,
+                        label="fixed fusion") for a in abstracts]  # fmt: skip
+    return rank_instances(evalset, np.arange(len(evalset.instances)), plans, answers, device).ranks
 
 
 def run_pipeline(

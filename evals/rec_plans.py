@@ -5,7 +5,9 @@ abstract, the cloud plans from it. Three ways of planning:
 - `rule`: rule-built abstract (computed facts only) and the rule planner (fast, every user);
 - `llm`: the device SLM writes the abstract and the cloud LLM plans (seconds per user, so a seeded sample);
 - `raw` input (the "w/o AG" ablation of CDA4Rec Table V): the planner gets the raw query and the raw recent
-  history (titles, tags) instead of the abstract. Evaluation only: the graph never sends raw data.
+  history (titles, tags) instead of the abstract, with the facts computed from that raw history (the rule
+  planner reads those; without them it would plan for 0 interactions and the row would measure a parsing
+  accident instead of the abstract). Evaluation only: the graph never sends raw data.
 And two scopes: the whole history, or the newest interactions only (LSC4Rec's re-request, Eq. 12).
 
 Every planned case is appended to a JSON-lines file named after data set, split, planner, input, scope,
@@ -26,6 +28,7 @@ from pydantic import BaseModel
 from rich.progress import track
 
 from agents.cloud.agent import CloudAgent
+from agents.device.abstract import compute_facts, history_from_ids
 from agents.device.agent import RECENT_WINDOW, DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
 from tools.data import EvalInstance
@@ -33,7 +36,7 @@ from tools.protocol import Abstract
 from tools.rule_planner import RULES_VERSION
 
 PlannerKind = Literal["rule", "llm"]
-QueryMode = Literal["query", "none"]
+QueryMode = str  # "none", or the query source: a fidelity level ("habit-q1") or a queries file ("file-<sha>")
 RAW_HISTORY_ITEMS = 20  # raw-input ablation: the newest items, as the abstract prompt shows them
 
 
@@ -72,14 +75,18 @@ def instance_key(inst: EvalInstance) -> str:
 
 
 def query_of(inst: EvalInstance, mode: QueryMode) -> str:
-    return inst.query if mode == "query" else ""
+    """The instance's query under `mode`: empty for "none", else the query the eval put on the instance."""
+    return "" if mode == "none" else inst.query
 
 
-def raw_abstract(query: str, history: Sequence[int], catalog) -> Abstract:
-    """The "w/o AG" input: raw query and raw recent titles with tags, nothing scrubbed or summarised."""
+def raw_abstract(query: str, history: Sequence[int], timestamps: Sequence[int], catalog) -> Abstract:
+    """The "w/o AG" input: raw query and raw recent titles with tags, nothing scrubbed or summarised, plus the
+    facts sentence computed from the raw history (what a rule planner reads in place of a summary)."""
     items = [catalog[int(i)] for i in list(history)[-RAW_HISTORY_ITEMS:]]
     listing = "; ".join(f"{it.title} ({', '.join(it.tags)})" for it in items) or "no interactions"
-    return Abstract(sanitized_query=query, behavior_summary=f"watched: {listing}", prompt="raw-input")
+    facts = compute_facts(history_from_ids(list(history), list(timestamps), catalog)[0])
+    return Abstract(sanitized_query=query, behavior_summary=f"watched: {listing}. {facts.to_text()}",
+                    prompt="raw-input")  # fmt: skip
 
 
 def plan_instance(device: DeviceAgent, cloud: CloudAgent, inst: EvalInstance, setting: PlanSetting) -> PlannedCase:
@@ -93,7 +100,7 @@ def plan_instance(device: DeviceAgent, cloud: CloudAgent, inst: EvalInstance, se
         history, stamps = history[-RECENT_WINDOW:], stamps[-RECENT_WINDOW:]
     start = time.perf_counter()
     if setting.raw_input:
-        abstract = raw_abstract(query, history, device.catalog)
+        abstract = raw_abstract(query, history, stamps, device.catalog)
     else:
         abstract = device.abstract(query, history, stamps, use_model=setting.planner == "llm").abstract
     abstract_s = time.perf_counter() - start

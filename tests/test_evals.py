@@ -13,6 +13,7 @@ from agents.device.encoders import EncoderShelf
 from evals.plans import PlanCase, build_suite, score_case, summarise
 from evals.rec import fire_at_load, full_ranking_ranks
 from evals.rec_plans import PlannedCase, PlanSetting, plan_instances
+from evals.rec_queries import with_fidelity
 from evals.rec_report import write_report
 from evals.rec_suite import RecEval, RecEvalConfig
 from graph.runtime import build_device, evaluation_agents
@@ -98,19 +99,21 @@ def test_full_ranking_masks_history_and_counts_ties_against(ml100k_splits):
 @pytest.mark.slow
 def test_small_eval_rec_on_ml100k_writes_report_and_resumes(settings, ready, tmp_path):
     device, clouds = evaluation_agents(settings, ready)
-    config = RecEvalConfig(llm_users=2, modes=("query",), load=0.1, seed=0, fewshot=True)
+    config = RecEvalConfig(llm_users=2, fidelities=("exact",), load=0.1, seed=0, fewshot=True, max_users=40,
+                           bootstrap_samples=200)  # fmt: skip
     evaluation = RecEval(settings, ready, device, clouds, config, progress=False)
     evaluation.cache_dir = tmp_path / "plans"
     report = evaluation.run()
-    body = report["modes"]["query"]
+    body = report["modes"]["exact"]
     rows = {r["method"]: r for r in body["main"]}
     assert {"popularity", "SASRec alone", "SURGE alone", "LSC4Rec-style static pipeline", "Tandem"} <= set(rows)
-    for row in body["main"] + body["ablation"] + body["fewshot"]:
+    fewshot_rows = [r for part in body["fewshot"].values() for r in part["rows"]]
+    for row in body["main"] + body["ablation"] + fewshot_rows:
         assert all(0.0 <= row[m] <= 1.0 for m in ("HR@5", "NDCG@5", "HR@10", "NDCG@10"))
         assert row["HR@5"] <= row["HR@10"]
     assert rows["SASRec alone"]["HR@10"] > rows["popularity"]["HR@10"]
-    assert rows["Tandem"]["users"] == report["meta"]["test_users"] and rows["Tandem"]["planner"] == "rule"
-    assert [r["method"] for r in body["ablation"]][3:] == [f"w/o SP v{i}" for i in range(1, 8)]
+    assert rows["Tandem"]["users"] == report["meta"]["test_users"] == 40 and rows["Tandem"]["planner"] == "rule"
+    assert [r["method"] for r in body["ablation"]][5:] == [f"w/o SP v{i}" for i in range(1, 8)]
     sample = body["sample"]
     assert [r["planner"] for r in sample["rows"] if r["method"] == "Tandem"] == ["rule", "llm"]
     assert sum(sample["plan_status"].values()) == 2
@@ -122,12 +125,13 @@ def test_small_eval_rec_on_ml100k_writes_report_and_resumes(settings, ready, tmp
     assert len(list((tmp_path / "reports").glob("*.png"))) == 3
 
     # resume: cached plans are reused and a line torn by an interruption is skipped and redone
-    llm_file = next((tmp_path / "plans").glob("*-llm-abstract-query-*.jsonl"))
+    llm_file = next((tmp_path / "plans").glob("*-llm-abstract-exact-*.jsonl"))
     lines = llm_file.read_text().splitlines()
     llm_file.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
-    instances = [i for i in ready.splits.test if f"{i.split}:{i.user}" in
-                 {PlannedCase.model_validate_json(lines[0]).key, PlannedCase.model_validate_json(lines[1]).key}]
-    cases = plan_instances(device, clouds["llm"], instances, PlanSetting("llm", "query"), "ml-100k",
+    keys = {PlannedCase.model_validate_json(lines[0]).key, PlannedCase.model_validate_json(lines[1]).key}
+    instances = [i for i in ready.splits.test if f"{i.split}:{i.user}" in keys]
+    instances, _ = with_fidelity(instances, "exact", ready.dataset, seed=0)
+    cases = plan_instances(device, clouds["llm"], instances, PlanSetting("llm", "exact-q1-test"), "ml-100k",
                            tmp_path / "plans", progress=False)  # fmt: skip
     assert set(cases) == {f"test:{i.user}" for i in instances}
     assert len([line for line in llm_file.read_text().splitlines() if line.endswith("}")]) == 2

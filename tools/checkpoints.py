@@ -27,12 +27,18 @@ class CheckpointError(TandemError):
 
 
 def file_digest(path: Path) -> str:
-    """The first 16 hex digits of the file's SHA-256: names exactly which weights stand behind a result."""
+    """SHA-256 (hex) of a file, or of a folder (every file's relative path and bytes, in sorted order): names
+    exactly which weights, embeddings or query file stand behind a result. The one digest helper."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(

@@ -144,3 +144,49 @@ class PopularityScorer:
 
     def score_histories(self, histories: Sequence[np.ndarray]) -> Tensor:
         return self.counts.unsqueeze(0).expand(len(histories), -1).clone()  # [B, V + 1]
+
+
+def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each user's value of `metric` ("HR@10", "NDCG@5", ...) from 0-based ranks: the terms HR@k / NDCG@k average."""
+    name, k = metric.split("@")
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks < int(k)
+    if name == "HR":
+        return hit.astype(np.float64)
+    if name == "NDCG":
+        return np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+    raise ValueError(f"unknown metric {metric!r}: HR@k or NDCG@k")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """mean(a - b) over paired users with a percentile bootstrap interval."""
+
+    diff: float
+    low: float
+    high: float
+    users: int
+    level: float = 0.95
+
+    def text(self) -> str:
+        return f"{self.diff:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> PairedDifference:  # fmt: skip
+    """Paired bootstrap over users: resample users with replacement (the same users for both methods) and
+    take the percentile interval of mean(a - b). `a` and `b` are per-user metric values in the same order."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values need the same users: shapes {a.shape} and {b.shape}")
+    if not len(a):
+        raise ValueError("no users to compare")
+    delta = a - b
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for begin in range(0, samples, 256):  # chunks keep memory at 256 x users
+        count = min(256, samples - begin)
+        means[begin : begin + count] = delta[rng.integers(0, len(delta), size=(count, len(delta)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return PairedDifference(float(delta.mean()), float(low), float(high), len(delta), level)

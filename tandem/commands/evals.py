@@ -71,42 +71,52 @@ def rec(
         "ml-100k"
     ),
     llm_users: Annotated[int, typer.Option(help="Seeded test users planned by the language models (0 = none).")] = 300,
-    modes: Annotated[str, typer.Option(help="Query modes: query (generated queries), none, or both.")] = "query,none",
-    llm_modes: Annotated[str, typer.Option(help="Query modes that get the language-model sample (default: all).")] = "",
+    fidelity: Annotated[str, typer.Option(help="Query fidelity levels: exact, partial, habit, none (comma list).")] = (
+        "none,habit,partial,exact"
+    ),
+    llm_fidelity: Annotated[str, typer.Option(help="Levels that get the language-model sample (default: all).")] = "",
+    queries: Annotated[Path | None, typer.Option(help="Your own queries: JSON lines {user, query, target?}.")] = None,
     load: Annotated[float, typer.Option(help="Target cloud load of LSC4Rec's re-request (Eq. 12).")] = 0.1,
-    fewshot: Annotated[bool, typer.Option(help="Also evaluate the held-out few-shot users.")] = True,
+    fewshot: Annotated[bool, typer.Option(help="Also evaluate held-out users cut to 3, 5, 10 interactions.")] = True,
+    users: Annotated[int, typer.Option(help="Seeded sample of test users for a quick look (0 = all).")] = 0,
     out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = RESULTS_DIR,
     reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
 ) -> None:
-    """Accuracy of Tandem vs baselines, ablations, history buckets, few-shot and request rate (full ranking)."""
-    from evals.rec_report import rich_table, write_report  # deferred: loads the agents (see `tandem.cli`)
+    """Accuracy of Tandem vs leak-controlled baselines per query fidelity, ablations, few-shot (full ranking)."""
+    from evals.rec_queries import load_query_file  # deferred: loads the agents (see `tandem.cli`)
+    from evals.rec_report import rich_table, write_report
     from evals.rec_suite import RecEval, RecEvalConfig
     from graph.runtime import evaluation_agents
+    from tools.data import FIDELITIES
     from tools.workspace import Workspace
 
-    chosen = _modes(modes)
-    bad = [m for m in chosen if m not in ("query", "none")]
-    if bad or not chosen:
-        raise TandemError(f"unknown query mode(s) {bad or modes!r}; choose query, none or query,none")
+    chosen = _modes(fidelity)
+    bad = [m for m in chosen if m not in FIDELITIES]
+    if bad or (not chosen and queries is None):
+        raise TandemError(f"unknown fidelity level(s) {bad or fidelity!r}; choose from {', '.join(FIDELITIES)}")
+    llm_chosen = _modes(llm_fidelity) or chosen
+    if set(llm_chosen) - set(chosen):
+        raise TandemError(f"--llm-fidelity {llm_fidelity!r} must be among --fidelity {','.join(chosen)}")
     if not 0.0 <= load <= 1.0:
         raise TandemError(f"--load must be in [0, 1], got {load}")
     settings = get_settings()
     ws = Workspace(settings, data)
+    if queries is not None:
+        load_query_file(queries, ws.dataset, ws.splits)  # a bad line stops here, before any model loads
     device, clouds = evaluation_agents(settings, ws)
-    llm_chosen = _modes(llm_modes) or chosen
-    if set(llm_chosen) - set(chosen):
-        raise TandemError(f"--llm-modes {llm_modes!r} must be among --modes {','.join(chosen)}")
-    config = RecEvalConfig(llm_users=llm_users, modes=chosen, llm_modes=llm_chosen, load=load, seed=settings.seed,
-                           fewshot=fewshot)  # fmt: skip
+    config = RecEvalConfig(llm_users=llm_users, fidelities=chosen, llm_fidelities=llm_chosen, queries_file=queries,
+                           load=load, seed=settings.seed, fewshot=fewshot, max_users=users or None)  # fmt: skip
     report = RecEval(settings, ws, device, clouds, config, console).run()
-    command = (f"tandem eval rec --data {data} --llm-users {llm_users} --modes {','.join(chosen)} "
-               f"--llm-modes {','.join(llm_chosen)} --load {load:g}")  # fmt: skip
+    command = (f"tandem eval rec --data {data} --llm-users {llm_users} --fidelity {','.join(chosen)} "
+               f"--llm-fidelity {','.join(llm_chosen)} --load {load:g}"
+               + (f" --queries {queries}" if queries else "") + ("" if fewshot else " --no-fewshot")
+               + (f" --users {users}" if users else ""))  # fmt: skip
     json_path, md_path = write_report(report, out, reports, command)
-    for mode in chosen:
+    for mode in report["modes"]:
         console.print(rich_table(report, mode))
     console.print(safe(f"results: {json_path}\nreport: {md_path}"))
 
 
 def _modes(text: str) -> tuple[str, ...]:
-    """"query,none" -> ("query", "none"), blanks dropped."""
+    """"none,habit" -> ("none", "habit"), blanks dropped."""
     return tuple(m.strip() for m in text.split(",") if m.strip())
