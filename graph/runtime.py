@@ -18,6 +18,7 @@ from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
 from agents.llm import chat_model
+from agents.prompt_roles import PromptChoice
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
 from ground.errors import TandemError
 from ground.settings import Settings
@@ -59,15 +60,22 @@ class TandemRuntime:
         store_path: str | None = None,
         progress: bool = True,
         cloud_load: float = DEFAULT_CLOUD_LOAD,
+        prompts: PromptChoice | None = None,
     ) -> TandemRuntime:
+        """`prompts`: the prompt version of each step (default: the code's); with `cloud_url` the planning
+        prompt is the cloud service's own, so choosing one here is an error."""
         if planner not in PLANNERS:
             raise TandemError(f"unknown planner {planner!r}; choose llm or rule")
+        prompts = prompts or PromptChoice()
+        if cloud_url and prompts.plan != PromptChoice().plan:
+            raise TandemError("with --cloud-url the cloud service plans with its own prompt; drop the plan --prompt")
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset)
         slm = language_model(settings, "device")
         device = build_device(settings, ws, shelf, DeviceStore(path), slm, abstracts_by_slm=planner == "llm")
-        cloud = None if cloud_url else build_cloud(settings, ws, shelf, planner)
+        device = replace(device, abstract_prompt=prompts.abstract, explain_prompt=prompts.explain)
+        cloud = None if cloud_url else replace(build_cloud(settings, ws, shelf, planner), plan_prompt=prompts.plan)
         boundary = Boundary(HttpTransport(cloud_url) if cloud_url else InProcessTransport(cloud_handlers(cloud)))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))
         notes = []
@@ -139,3 +147,11 @@ def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, d
                           abstracts_by_slm=True)  # fmt: skip
     clouds = {planner: build_cloud(settings, ws, shelf, planner, exact=True) for planner in PLANNERS}  # type: ignore[arg-type]
     return device, clouds
+
+
+def with_prompts(
+    device: DeviceAgent, clouds: dict[str, CloudAgent], prompts: PromptChoice
+) -> tuple[DeviceAgent, dict[str, CloudAgent]]:
+    """The evaluation agents with the prompt version of each step (the rule planner's cloud has no prompt)."""
+    device = replace(device, abstract_prompt=prompts.abstract, explain_prompt=prompts.explain)
+    return device, {name: replace(cloud, plan_prompt=prompts.plan) for name, cloud in clouds.items()}

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     chord_max_avg_bits: float = Field(
         4.0, ge=2.0, le=8.0, description="The device's budget R_d of CHORD Eq. 4: average bits per weight."
     )
+    prompts_dir: Path | None = Field(
+        None, description="Your own prompts folder, searched before the package's; `tandem prompts new` writes "
+        "here. Unset: ./prompts in the working directory.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -47,6 +47,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="Data set name (ml-100k, ml-1m) or a MovieLens folder.")]
+PromptOption = Annotated[list[str] | None, typer.Option(
+    "--prompt", help="Prompt version of a step: NAME@VERSION, or ROLE=NAME@VERSION (roles abstract, plan, explain); "
+    "repeatable.")]
 
 
 def _workspace(data: str | None) -> Workspace:
@@ -112,12 +115,14 @@ def recommend(
     planner: Annotated[str, typer.Option(help="llm (language-model planner) or rule (rule planner).")] = "llm",
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: the cloud runs in process.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    prompt: PromptOption = None,
 ) -> None:
     """Run one request through the whole graph and show the plan, the route and the ranked list."""
-    from tandem.session import print_result, request_once  # deferred: loads the graph (see module docstring)
+    from agents.prompt_roles import choose_prompts  # deferred: loads the agents (see module docstring)
+    from tandem.session import print_result, request_once
 
     state, catalog = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
-                                  cloud_url=cloud_url or None)  # fmt: skip
+                                  cloud_url=cloud_url or None, prompts=choose_prompts(prompt or []))  # fmt: skip
     print_result(state, catalog, console, as_json=as_json)
 
 
@@ -128,12 +133,15 @@ def chat(
     data: DataOption = "",
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.")] = "",
+    prompt: PromptOption = None,
 ) -> None:
     """Chat for recommendations in the terminal as one user."""
-    from graph.runtime import TandemRuntime  # deferred: loads the graph (see module docstring)
+    from agents.prompt_roles import choose_prompts  # deferred: loads the graph (see module docstring)
+    from graph.runtime import TandemRuntime
     from tandem.chat import ChatSession, run_chat
 
-    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner, cloud_url=cloud_url or None)  # type: ignore[arg-type]
+    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner, cloud_url=cloud_url or None,  # type: ignore[arg-type]
+                                   prompts=choose_prompts(prompt or []))  # fmt: skip
     run_chat(ChatSession.open(runtime, user or None, session or None, console))
 
 

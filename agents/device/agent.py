@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from agents.device.abstract import ABSTRACT_PROMPT, AbstractResult, generate_abstract, history_from_ids
 from agents.device.encoders import EncoderShelf
-from agents.device.explain import Explanation, generate_explanation
+from agents.device.explain import EXPLAIN_PROMPT, Explanation, generate_explanation
 from tools.calibration import ReliabilityPolicy, SemanticCalibrator
 from tools.chord import strategy_average_bits
 from tools.data import Catalog
@@ -90,6 +90,7 @@ class DeviceAgent:
     abstract_model: BaseChatModel | None = None
     explain_model: BaseChatModel | None = None
     abstract_prompt: str = ABSTRACT_PROMPT
+    explain_prompt: str = EXPLAIN_PROMPT
     policy: ReliabilityPolicy = field(default_factory=ReliabilityPolicy)
     calibrator: SemanticCalibrator | None = None
     max_seq_len: int = 200
@@ -246,4 +247,5 @@ class DeviceAgent:
     def explain(self, plan: Plan, ranked: Sequence[int]) -> Explanation:
         """The device SLM explains the final list (a template when its text is unusable)."""
         items = [self.catalog[i] for i in ranked]
-        return generate_explanation(plan, items, self.explain_model, known_tags=self.catalog.tags())
+        return generate_explanation(plan, items, self.explain_model, known_tags=self.catalog.tags(),
+                                    prompt=self.explain_prompt)  # fmt: skip

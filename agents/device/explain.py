@@ -67,7 +67,7 @@ def ungrounded_tags(text: str, plan: Plan, items: Sequence[Item], known_tags: Se
 
 def generate_explanation(
     plan: Plan, items: Sequence[Item], llm: BaseChatModel | None, *, max_tokens: int = 60,
-    known_tags: Sequence[str] = (),
+    known_tags: Sequence[str] = (), prompt: str = EXPLAIN_PROMPT,
 ) -> Explanation:
     """CDA4Rec III-H (Fig. 5): plan + final list with item descriptions -> a short explanation.
 
@@ -77,10 +77,11 @@ def generate_explanation(
     """
     notes: list[str] = []
     if llm is not None:
-        prompt = get_prompt(EXPLAIN_PROMPT).render(plan=plan.to_lines(), items=describe_items(items))
+        template = get_prompt(prompt)
+        text_in = template.render(plan=plan.to_lines(), items=describe_items(items))
         start = time.perf_counter()
         try:
-            answer = llm.invoke([HumanMessage(prompt)], stop=["\n\n", "\nUser Plan:"], max_tokens=max_tokens)
+            answer = llm.invoke([HumanMessage(text_in)], stop=["\n\n", "\nUser Plan:"], max_tokens=max_tokens)
         except LLMError as error:
             notes.append(f"SLM failed after {time.perf_counter() - start:.1f} s: {error}")
         else:
@@ -88,11 +89,11 @@ def generate_explanation(
             sentences = re.split(r"(?<=[.!?])\s+", text)
             text = " ".join(sentences[:3]) if len(sentences) > 1 else text
             invented = ungrounded_tags(text, plan, items, known_tags)
-            if not degenerate(text, 5) and not copied(text, prompt) and not invented:
-                return Explanation(text=text, source="slm", stats=stats_of(answer))
+            if not degenerate(text, 5) and not copied(text, text_in) and not invented:
+                return Explanation(text=text, prompt=template.ref, source="slm", stats=stats_of(answer))
             reason = f"names {', '.join(invented)}, which the list does not have" if invented else (
                 "empty, repetitive or copied")  # fmt: skip
             notes.append(f"SLM explanation unusable ({reason}): template used")
-            return Explanation(text=template_explanation(plan, items), source="template", stats=stats_of(answer),
-                               notes=notes)  # fmt: skip
+            return Explanation(text=template_explanation(plan, items), prompt=template.ref, source="template",
+                               stats=stats_of(answer), notes=notes)  # fmt: skip
     return Explanation(text=template_explanation(plan, items), source="template", notes=notes)

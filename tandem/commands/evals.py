@@ -75,11 +75,14 @@ def rec(
     fewshot: Annotated[bool, typer.Option(help="Also evaluate the held-out few-shot users.")] = True,
     out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = RESULTS_DIR,
     reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
+    prompt: Annotated[list[str] | None, typer.Option(
+        help="Prompt of a step for the language-model sample: NAME@VERSION or ROLE=NAME@VERSION; repeatable.")] = None,
 ) -> None:
     """Accuracy of Tandem vs baselines, ablations, history buckets, few-shot and request rate (full ranking)."""
+    from agents.prompt_roles import choose_prompts
     from evals.rec_report import rich_table, write_report  # deferred: loads the agents (see `tandem.cli`)
     from evals.rec_suite import RecEval, RecEvalConfig
-    from graph.runtime import evaluation_agents
+    from graph.runtime import evaluation_agents, with_prompts
     from tools.workspace import Workspace
 
     chosen = _modes(modes)
@@ -91,6 +94,7 @@ def rec(
     settings = get_settings()
     ws = Workspace(settings, data)
     device, clouds = evaluation_agents(settings, ws)
+    device, clouds = with_prompts(device, clouds, choose_prompts(prompt or []))
     llm_chosen = _modes(llm_modes) or chosen
     if set(llm_chosen) - set(chosen):
         raise TandemError(f"--llm-modes {llm_modes!r} must be among --modes {','.join(chosen)}")
