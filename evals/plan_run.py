@@ -71,7 +71,8 @@ def run_plan_evals(
     suite = build_suite(ws.dataset, ws.splits, size=config.size, seed=config.seed, adversarial=config.adversarial)
     regular = sum(c.target is not None for c in suite)
     console.print(f"suite: {len(suite)} cases ({regular} validation users, {len(suite) - regular} adversarial), "
-                  f"seed {config.seed}; abstracts by {device.abstract_prompt}, frozen", highlight=False)  # fmt: skip
+                  f"seed {config.seed}; abstracts by {device.abstract_prompt}, frozen", highlight=False,
+                  soft_wrap=True)  # fmt: skip
     frozen = freeze_abstracts(device, suite, abstracts_path(out, data, device), console, config.progress)
     clouds_by_ref = {ref: replace(base, plan_prompt=ref) for ref in refs}
     if config.compare:
@@ -79,7 +80,7 @@ def run_plan_evals(
         if get_prompt(a).digest == get_prompt(b).digest:
             console.print(f"[yellow]note:[/] {a} and {b} have the same text (#{get_prompt(a).digest})")
         console.print(f"{a} vs {b}: both planned fresh in this run, same frozen abstracts, alternating order",
-                      highlight=False)  # fmt: skip
+                      highlight=False, soft_wrap=True)  # fmt: skip
         scores_a, scores_b = run_compare(clouds_by_ref[a], clouds_by_ref[b], suite, frozen, config.progress)
         columns = {a: scores_a, b: scores_b}
         path = out / "compare" / f"{data}-{get_prompt(a).key}-vs-{get_prompt(b).key}-{_mode(config)}.jsonl"
@@ -115,7 +116,8 @@ def run_plan_evals(
         deltas = paired_deltas(per_a, per_b, seed=config.seed)
         console.print(delta_table(f"{b} - {a} (paired; * = interval excludes 0)", a, b, deltas))
         changes = changed_plans(columns[a], columns[b])
-        console.print(f"[bold]{len(changes)} of {len(suite)} plans changed[/] from {a} to {b}", highlight=False)
+        console.print(f"[bold]{len(changes)} of {len(suite)} plans changed[/] from {a} to {b}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
         for case_id, what in changes:
             console.print(f"  {case_id}: {what}", highlight=False, soft_wrap=True)
         line = verdict(a, b, deltas)

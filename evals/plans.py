@@ -142,7 +142,7 @@ def freeze_abstracts(
     if console is not None:
         key = get_prompt(device.abstract_prompt).key
         console.print(_rerun_note(path, key, f"abstracts {device.abstract_prompt}", len(suite) - len(todo),
-                                  len(todo)), highlight=False)  # fmt: skip
+                                  len(todo)), highlight=False, soft_wrap=True)  # fmt: skip
     if todo:
         with JsonlAppender(path) as out:
             for case in track(todo, description="abstracts") if progress else todo:
@@ -224,7 +224,8 @@ def run_plan_eval(
     todo = [case for case in suite if case.key not in done]
     if console is not None:
         key = get_prompt(cloud.plan_prompt).key
-        console.print(_rerun_note(path, key, cloud.plan_prompt, len(suite) - len(todo), len(todo)), highlight=False)
+        note = _rerun_note(path, key, cloud.plan_prompt, len(suite) - len(todo), len(todo))
+        console.print(note, highlight=False, soft_wrap=True)
     if todo:
         with JsonlAppender(path) as out:
             for case in track(todo, description=cloud.plan_prompt) if progress else todo:

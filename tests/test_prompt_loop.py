@@ -80,6 +80,11 @@ def agents(settings, built_index):
     return ws, device, {"llm": llm, "rule": replace(llm, planner_model=None)}
 
 
+def _flat(result) -> str:
+    """CLI output with line wrapping undone."""
+    return " ".join(result.output.split())
+
+
 def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -213,17 +218,18 @@ def test_prompt_edit_loop_end_to_end_with_the_embedded_model(user_prompts, ready
     small = ["--size", "1", "--no-adversarial", "--out", str(out)]
     first = runner.invoke(app, ["eval", "plans", "--prompt", "plan_json@2", *small])
     assert first.exit_code == 0, first.output
-    assert "plan_json@2 #" in first.output and "no earlier results for this text" in first.output
+    assert "plan_json@2 #" in _flat(first) and "no earlier results for this text" in _flat(first)
     before = get_prompt("plan_json@2").digest
     _edit(user_prompts / "plan_json@2.txt", "Known tags:", "Use a broad scope for sparse histories.\nKnown tags:")
     after = get_prompt("plan_json@2").digest
     rerun = runner.invoke(app, ["eval", "plans", "--prompt", "plan_json@2", *small])
     assert rerun.exit_code == 0, rerun.output
-    assert f"#{after}: the text changed since the last run (#{before}); earlier results are not reused" in rerun.output
-    assert "abstracts abstract@2" in rerun.output and "already done with this exact text (reused)" in rerun.output
+    assert f"#{after}: the text changed since the last run (#{before}); earlier results are not reused" in _flat(rerun)
+    assert "abstracts abstract@2" in _flat(rerun) and "already done with this exact text (reused)" in _flat(rerun)
     compared = runner.invoke(app, ["eval", "plans", "--compare", "plan_json@1", "plan_json@2", *small])
     assert compared.exit_code == 0, compared.output
-    assert "both planned fresh in this run" in compared.output
-    assert "verdict: " in compared.output and "plans changed from plan_json@1 to plan_json@2" in compared.output
-    assert "downstream accuracy on 1 validation users" in compared.output
+    text = _flat(compared)
+    assert "both planned fresh in this run" in text
+    assert "verdict: " in text and "plans changed from plan_json@1 to plan_json@2" in text
+    assert "downstream accuracy on 1 validation users" in text
     assert len(list((out / "runs").glob("*plan_json-v2-*"))) == 2
