@@ -92,10 +92,15 @@ def new(
     source: Annotated[str, typer.Option("--from", help="The version to copy, NAME@VERSION (or NAME: newest).")],
 ) -> None:
     """Copy a prompt to the next version in your prompts folder, header bumped; opens nothing."""
+    from agents.prompt_roles import roles_of  # deferred: loads the agents, which list/show/diff do without
+
     made = new_version(name, source)
     console = Console()
     for path in made.written:
         console.print(f"created {path}", highlight=False, soft_wrap=True)
     console.print(f"{made.template.ref} #{made.template.digest} is a copy of {made.source.ident}; edit it, then:",
                   highlight=False)  # fmt: skip
-    console.print(f"  tandem eval plans --compare {made.source.ref} {made.template.ref}", highlight=False)
+    if "plan" in roles_of(made.template):
+        console.print(f"  tandem eval plans --compare {made.source.ref} {made.template.ref}", highlight=False)
+    else:
+        console.print(f"  tandem eval plans --prompt {made.template.ref}", highlight=False)
