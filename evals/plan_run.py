@@ -93,6 +93,11 @@ def run_plan_evals(
         path = results_path(out, data, device, clouds_by_ref[ref])
         columns = {ref: run_plan_eval(clouds_by_ref[ref], suite, frozen, path, console, config.progress)}
     console.print(f"case results: {path}", highlight=False, soft_wrap=True)
+    timed_out = sum(s.timed_out for scores in columns.values() for s in scores)
+    if timed_out:
+        console.print(f"[yellow]warning:[/] {timed_out} planning call(s) hit the model's timeout: those cases' "
+                      "validity and tips reflect the machine's load, not the prompt", highlight=False,
+                      soft_wrap=True)  # fmt: skip
     console.print(comparison_table(columns, f"plan eval ({_mode(config)}, {len(suite)} cases)"))
 
     report: dict = {
@@ -102,7 +107,7 @@ def run_plan_evals(
         "abstract_prompt": get_prompt(device.abstract_prompt).ident, "structured": config.structured,
         "models": {"planner": model_label(base.planner_model), "device": model_label(device.abstract_model)},
         "prompts": {ref: get_prompt(ref).ident for ref in refs},
-        "summaries": {ref: summarise(scores) for ref, scores in columns.items()},
+        "summaries": {ref: summarise(scores) for ref, scores in columns.items()}, "timed_out": timed_out,
     }  # fmt: skip
     accuracy = _accuracy(device, clouds["rule"], suite, frozen, columns, console) if config.accuracy else None
     if accuracy is not None:

@@ -58,15 +58,18 @@ class PlanCase(BaseModel):
 def build_suite(
     dataset: Dataset, splits: Splits, size: int = 200, seed: int = 0, adversarial: bool = True
 ) -> list[PlanCase]:
-    """`size` regular cases from validation users (alternating dense and sparse) plus the adversarial cases."""
-    rng = np.random.default_rng(seed)
+    """`size` regular cases from validation users (alternating dense and sparse) plus the adversarial cases.
+
+    A smaller suite is the start of a larger one with the same seed (one seeded order of users; each sparse
+    case's cut seeded by its user), so frozen abstracts carry over when the size changes.
+    """
     valid = [inst for inst in splits.valid if len(inst.history) >= 2]
-    picked = rng.choice(len(valid), size=min(size, len(valid)), replace=False)
+    picked = np.random.default_rng(seed).permutation(len(valid))[: min(size, len(valid))]
     cases = []
     for n, index in enumerate(picked.tolist()):
         inst = valid[index]
         sparse = n % 2 == 1
-        keep = int(rng.integers(2, 8)) if sparse else len(inst.history)
+        keep = int(np.random.default_rng([seed, inst.user]).integers(2, 8)) if sparse else len(inst.history)
         cases.append(PlanCase(
             case_id=f"{'sparse' if sparse else 'dense'}-{dataset.user_names[inst.user]}",
             kind="sparse" if sparse else "dense", clarity=inst.clarity, query=inst.query,

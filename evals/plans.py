@@ -70,6 +70,7 @@ class CaseScore(BaseModel):
     leaks: list[str]
     latency_s: float | None
     tokens: int | None
+    timed_out: bool = Field(False, description="The planning call hit its timeout (a loaded machine, not the prompt).")
     plan: dict[str, Any]
     raw_text: str = ""
     abstract: dict[str, Any]
@@ -172,6 +173,7 @@ def score_plan(cloud: CloudAgent, case: PlanCase, frozen: FrozenAbstract) -> Cas
         repairs=[c for c in final_codes if c not in raw_codes], tips=score_tips(case, frozen.interactions, decisions),
         tips_repaired=score_tips(case, frozen.interactions, plan), leakage_score=frozen.leakage_score,
         leaks=frozen.leaks, latency_s=stats.get("latency_s"), tokens=stats.get("completion_tokens"), plan=plan,
+        timed_out=bool(stats.get("timed_out")) or any(v.code == "LLMTimeoutError" for v in result.violations),
         raw_text=result.raw_text, abstract=frozen.abstract,
     )  # fmt: skip
 
@@ -267,6 +269,7 @@ def summarise(scores: list[CaseScore]) -> dict[str, float]:
     row["plan latency p50 (s)"] = float(np.median(latencies)) if latencies else float("nan")
     tokens = [s.tokens for s in scores if s.tokens is not None]
     row["plan tokens (mean)"] = float(np.mean(tokens)) if tokens else float("nan")
+    row["plan calls timed out"] = float(sum(s.timed_out for s in scores))
     return row
 
 
@@ -282,6 +285,7 @@ def comparison_table(columns: dict[str, list[CaseScore]], title: str = "plan eva
         cells = []
         for summary in summaries.values():
             value = summary.get(metric)
-            cells.append("-" if value is None else f"{value:.0f}" if metric.startswith("violation") else f"{value:.2f}")
+            whole = metric.startswith("violation") or metric.endswith("timed out")
+            cells.append("-" if value is None else f"{value:.0f}" if whole else f"{value:.2f}")
         table.add_row(metric, *cells)
     return table

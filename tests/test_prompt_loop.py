@@ -184,6 +184,8 @@ def test_suite_is_validation_users_plus_thirteen_adversarial(ml100k, ml100k_spli
     assert not any((c.user, c.target) in test and (c.user, c.target) not in valid for c in regular)
     assert len({c.key for c in suite}) == len(suite)
     assert suite == build_suite(ml100k, ml100k_splits, size=200, seed=0)  # seeded
+    smaller = build_suite(ml100k, ml100k_splits, size=30, seed=0, adversarial=False)
+    assert smaller == regular[:30]  # a smaller suite is the start of a larger one: frozen abstracts carry over
 
 
 def test_paired_bootstrap_and_verdict():
