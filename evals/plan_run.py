@@ -67,7 +67,7 @@ def run_plan_evals(
     """Run the plan eval described by `config` and return (and write) its report."""
     data = ws.dataset.name
     base = replace(clouds["llm"], structured_output=config.structured)
-    refs = _plan_refs(config.compare) if config.compare else [get_prompt(base.plan_prompt).ref]
+    refs = plan_refs(config.compare) if config.compare else [get_prompt(base.plan_prompt).ref]
     suite = build_suite(ws.dataset, ws.splits, size=config.size, seed=config.seed, adversarial=config.adversarial)
     regular = sum(c.target is not None for c in suite)
     console.print(f"suite: {len(suite)} cases ({regular} validation users, {len(suite) - regular} adversarial), "
@@ -142,7 +142,8 @@ def _mode(config: PlanEvalConfig) -> str:
     return "structured" if config.structured else "free"
 
 
-def _plan_refs(specs: tuple[str, str]) -> list[str]:
+def plan_refs(specs: tuple[str, str]) -> list[str]:
+    """The two planning prompts of `--compare`, checked (one clear line when either is not a planning prompt)."""
     refs = []
     for spec in specs:
         template = get_prompt(spec)  # unknown -> one clear line

@@ -25,12 +25,14 @@ from agents.cloud.agent import CloudAgent
 from agents.cloud.semantic import TextSpace
 from agents.device.encoders import EncoderShelf
 from agents.llm import CallStats, messages_to_prompt
+from agents.prompt_roles import choose_prompts
 from evals.paired import PairedDelta, paired_bootstrap
 from evals.plan_compare import changed_plans, verdict
 from evals.plan_run import PlanEvalConfig, run_plan_evals
 from evals.plan_suite import build_suite
 from evals.plans import CaseScore, score_tips
-from graph.runtime import build_device
+from graph.runtime import TandemRuntime, build_device
+from ground.errors import TandemError
 from ground.settings import get_settings
 from prompts import get_prompt, new_version
 from tandem.cli import app
@@ -235,3 +237,23 @@ def test_prompt_edit_loop_end_to_end_with_the_embedded_model(user_prompts, ready
     assert "verdict: " in text and "plans changed from plan_json@1 to plan_json@2" in text
     assert "downstream accuracy on 1 validation users" in text
     assert len(list((out / "runs").glob("*plan_json-v2-*"))) == 2
+
+
+def test_recommend_and_chat_runtimes_take_a_prompt_per_role(settings, ready, tmp_path):
+    chosen = choose_prompts(["plan@1", "abstract@1"])
+    runtime = TandemRuntime.create(settings, "ml-100k", planner="rule", prompts=chosen, progress=False,
+                                   store_path=str(tmp_path / "device.sqlite"))  # fmt: skip
+    assert runtime.cloud.plan_prompt == "plan@1" and runtime.device.abstract_prompt == "abstract@1"
+    assert runtime.device.explain_prompt == "explain@1"
+    with pytest.raises(TandemError, match="cloud service plans with its own prompt"):
+        TandemRuntime.create(settings, "ml-100k", planner="rule", prompts=chosen, cloud_url="http://127.0.0.1:9",
+                             progress=False, store_path=str(tmp_path / "device2.sqlite"))  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [["eval", "plans", "--compare", "plan_json@1", "abstract@1"],
+                                  ["eval", "plans", "--compare", "plan_json@1", "plan_json@1"],
+                                  ["eval", "plans", "--prompt", "plan_json@9"],
+                                  ["recommend", "--user", "196", "--prompt", "abstract=explain@1"]])  # fmt: skip
+def test_bad_prompt_options_fail_before_anything_loads(args):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and isinstance(result.exception, TandemError)

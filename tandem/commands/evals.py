@@ -35,13 +35,15 @@ def plans(
     """Validity, decision tips (raw, before repair), downstream accuracy vs the rule planner, latency and tokens
     of one planning prompt, or of two compared with paired intervals and a verdict."""
     from agents.prompt_roles import choose_prompts  # deferred: loads the agents (see `tandem.cli`)
-    from evals.plan_run import PlanEvalConfig, plan_out_dir, run_plan_evals
+    from evals.plan_run import PlanEvalConfig, plan_out_dir, plan_refs, run_plan_evals
     from graph.runtime import evaluation_agents, with_prompts
     from tools.workspace import Workspace
 
     if size < 1:
         raise TandemError(f"--size must be at least 1, got {size}")
     chosen = choose_prompts(prompt or [])  # unknown name or version -> one clear line, before anything loads
+    if compare:
+        plan_refs(compare)
     settings = get_settings()
     ws = Workspace(settings, data)
     device, clouds = with_prompts(*evaluation_agents(settings, ws), chosen)
