@@ -46,13 +46,14 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 def list_prompts() -> None:
     """Every prompt with its versions, digest, source figure, placeholders and folder."""
     registry = load_prompts()
-    table = Table("prompt", "digest", "source", "placeholders", "examples", "folder",
-                  title="prompts (" + ", then ".join(str(f) for f in registry.folders) + ")")  # fmt: skip
+    table = Table(title="prompts (" + ", then ".join(str(f) for f in registry.folders) + ")")
+    for column in ("prompt", "digest", "source", "placeholders", "examples", "folder"):
+        table.add_column(column, no_wrap=column in ("prompt", "digest"))
     for template in registry.all():
         folder = str(template.path.parent) if template.path else ""
         table.add_row(template.ref, template.digest, template.source, ", ".join(sorted(template.placeholders)),
                       template.examples_ref or "", folder)  # fmt: skip
-    Console(width=200).print(table)
+    Console().print(table)
 
 
 @prompts_app.command("show")
