@@ -31,6 +31,7 @@ from agents.cloud.agent import CloudAgent
 from agents.device.abstract import compute_facts, history_from_ids
 from agents.device.agent import RECENT_WINDOW, DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
+from prompts import get_prompt
 from tools.data import EvalInstance
 from tools.protocol import Abstract
 from tools.rule_planner import RULES_VERSION
@@ -118,7 +119,8 @@ def plan_instances(
 ) -> dict[str, PlannedCase]:
     """Plans for `instances` under `setting`, reading the cache and planning (and appending) the rest."""
     split = instances[0].split if instances else "none"
-    path = cache_dir / setting.file_name(data, split, [device.abstract_prompt, cloud.plan_prompt])
+    prompts = [get_prompt(p).key for p in (device.abstract_prompt, cloud.plan_prompt)]  # keyed by digest: an edit
+    path = cache_dir / setting.file_name(data, split, prompts)  # never reuses plans of the old text
     done = {case.key: case for case in read_jsonl(path, PlannedCase)}
     todo = [inst for inst in instances if instance_key(inst) not in done]
     if todo:

@@ -18,6 +18,7 @@ from agents.cloud.agent import CloudAgent
 from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
+from agents.prompt_roles import PromptChoice
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, Transport, cloud_handlers
 from ground.errors import TandemError, UsageError
 from ground.settings import Settings
@@ -59,16 +60,23 @@ class TandemRuntime:
         store_path: str | None = None,
         progress: bool = True,
         cloud_load: float = DEFAULT_CLOUD_LOAD,
+        prompts: PromptChoice | None = None,
     ) -> TandemRuntime:
+        """`prompts`: the prompt version of each step (default: the code's); with `cloud_url` the planning
+        prompt is the cloud service's own, so choosing one here is an error."""
         if planner not in PLANNERS:
             raise UsageError(f"unknown planner {planner!r}; choose llm or rule")
+        prompts = prompts or PromptChoice()
+        if cloud_url and prompts.plan != PromptChoice().plan:
+            raise UsageError("with --cloud-url the cloud service plans with its own prompt; drop the plan --prompt")
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset)
         slm = language_model(settings, "device")
         device = build_device(settings, ws, shelf, DeviceStore(path, timeout=settings.db_timeout), slm,
                               abstracts_by_slm=planner == "llm")  # fmt: skip
-        cloud = None if cloud_url else build_cloud(settings, ws, shelf, planner)
+        device = replace(device, abstract_prompt=prompts.abstract, explain_prompt=prompts.explain)
+        cloud = None if cloud_url else replace(build_cloud(settings, ws, shelf, planner), plan_prompt=prompts.plan)
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))
         notes = []
@@ -161,3 +169,11 @@ def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, d
                           abstracts_by_slm=True)  # fmt: skip
     clouds = {planner: build_cloud(settings, ws, shelf, planner, exact=True) for planner in PLANNERS}  # type: ignore[arg-type]
     return device, clouds
+
+
+def with_prompts(
+    device: DeviceAgent, clouds: dict[str, CloudAgent], prompts: PromptChoice
+) -> tuple[DeviceAgent, dict[str, CloudAgent]]:
+    """The evaluation agents with the prompt version of each step (the rule planner's cloud has no prompt)."""
+    device = replace(device, abstract_prompt=prompts.abstract, explain_prompt=prompts.explain)
+    return device, {name: replace(cloud, plan_prompt=prompts.plan) for name, cloud in clouds.items()}

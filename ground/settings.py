@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     def _url(cls, value: object) -> object:
         """A service address: http(s)://host[:port]."""
         return value if value is None else check_url(str(value), "(unset it for the default)")
+    prompts_dir: Path | None = Field(
+        None, description="Your own prompts folder, searched before the package's; `tandem prompts new` writes "
+        "here. Unset: ./prompts in the working directory.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -180,9 +180,19 @@ class ChatSession:
         if not self.last.get("ranked"):
             self.console.print("nothing to explain yet: ask for recommendations first")
             return
-        with self.console.status("the device model is writing an explanation"):
-            text = self.runtime.device.explain(self.last["plan_result"].plan, self.last["ranked"]).text
-        self.console.print(views.labelled("why these: ", text, "bold"))
+        self.console.print(Text("why these: ", style="bold"), end="")
+        streamed: list[str] = []
+
+        def show(piece: str) -> None:  # the device model's words as they are written
+            streamed.append(piece)
+            self.console.print(views.safe(piece, multiline=False), end="")
+
+        explanation = self.runtime.device.explain(self.last["plan_result"].plan, self.last["ranked"], on_text=show)
+        if explanation.source == "slm":
+            self.console.print()
+        else:  # the model wrote nothing usable (or there is no model): the template stands instead
+            self.console.print(views.safe(" [unusable: replaced]", style="dim") if streamed else "")
+            self.console.print(views.labelled("why these: ", explanation.text, "bold"))
 
     def backend(self, arg: str = "") -> None:
         s = self.runtime.settings

@@ -54,6 +54,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 DataOption = Annotated[str, typer.Option("--data", "-d", help="Data set name (ml-100k, ml-1m) or a MovieLens folder.")]
+PromptOption = Annotated[list[str] | None, typer.Option(
+    "--prompt", help="Prompt version of a step: NAME@VERSION, or ROLE=NAME@VERSION (roles abstract, plan, explain); "
+    "repeatable.")]
 
 
 def _print_version(value: bool) -> None:
@@ -141,6 +144,7 @@ def recommend(
                                            callback=_service_url)] = "",  # fmt: skip
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Bypass the cached semantics.")] = False,
+    prompt: PromptOption = None,
     users: Annotated[Path | None, typer.Option(help='Batch: a JSON-lines file of {"user", "query", "top"}.')] = None,
     out: Annotated[Path | None, typer.Option(help="Batch: write the JSON lines here (default: stdout).")] = None,
 ) -> None:
@@ -151,10 +155,12 @@ def recommend(
         return
     if not user:
         raise typer.BadParameter("give --user (one request) or --users FILE (a batch)", param_hint="--user")
-    from tandem.session import print_result, request_once  # deferred: loads the graph (see module docstring)
+    from agents.prompt_roles import choose_prompts  # deferred: loads the agents (see module docstring)
+    from tandem.session import print_result, request_once
 
     state, catalog = request_once(get_settings(), data, user, query, top=top, explain=explain, planner=planner,
-                                  cloud_url=cloud_url or None, use_cache=not fresh)  # fmt: skip
+                                  cloud_url=cloud_url or None, use_cache=not fresh,
+                                  prompts=choose_prompts(prompt or []))  # fmt: skip
     print_result(state, catalog, console, as_json=as_json)
 
 
@@ -182,12 +188,15 @@ def chat(
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
     cloud_url: Annotated[str, typer.Option(help="Cloud service URL; default: in process.", callback=_service_url)] = "",
     fresh: Annotated[bool, typer.Option("--fresh", help="Bypass the cached semantics.")] = False,
+    prompt: PromptOption = None,
 ) -> None:
     """Chat for recommendations in the terminal as one user."""
-    from graph.runtime import TandemRuntime  # deferred: loads the graph (see module docstring)
+    from agents.prompt_roles import choose_prompts  # deferred: loads the graph (see module docstring)
+    from graph.runtime import TandemRuntime
     from tandem.chat import ChatSession, run_chat
 
-    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner, cloud_url=cloud_url or None)  # type: ignore[arg-type]
+    runtime = TandemRuntime.create(get_settings(), data or None, planner=planner, cloud_url=cloud_url or None,  # type: ignore[arg-type]
+                                   prompts=choose_prompts(prompt or []))  # fmt: skip
     chat_session = ChatSession.open(runtime, user or None, session or None, console)
     chat_session.fresh = fresh
     run_chat(chat_session)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
+from agents.prompt_roles import PromptChoice
 from graph.run import recommend, request_input
 from graph.runtime import TandemRuntime
 from ground.settings import Settings
@@ -29,10 +30,12 @@ def request_once(
     planner: str = "llm",
     cloud_url: str | None = None,
     use_cache: bool = True,
+    prompts: PromptChoice | None = None,
 ) -> tuple[Mapping[str, Any], Catalog]:
     """Build a runtime, check the request and the user, and run one request through the graph."""
     request_input(user, query, top_k=top)  # bad input -> one clear line, before anything loads
-    runtime = TandemRuntime.create(settings, data or None, planner=planner, cloud_url=cloud_url)  # type: ignore[arg-type]
+    runtime = TandemRuntime.create(settings, data or None, planner=planner, cloud_url=cloud_url,  # type: ignore[arg-type]
+                                   prompts=prompts)
     runtime.workspace.dataset.user_index(user)  # unknown user -> one clear line
     state = recommend(runtime, user, query, explain=explain, top_k=top, use_cache=use_cache)
     return state, runtime.device.catalog

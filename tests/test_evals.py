@@ -46,7 +46,7 @@ def scripted(built_index):
 
 
 def sparse_case(ml100k_splits, clarity: str = "vague", query: str = "something to watch") -> PlanCase:
-    inst = ml100k_splits.test[0]
+    inst = ml100k_splits.valid[0]
     return PlanCase(case_id="sparse-x", kind="sparse", clarity=clarity, query=query,
                     history=inst.history[-3:].tolist(), history_ts=inst.history_ts[-3:].tolist())  # fmt: skip
 
@@ -57,6 +57,7 @@ def test_plan_scorer_flags_violations_and_missed_tips(device, scripted, ml100k_s
     assert {"alpha:range", "encoder:unknown", "tags:unknown_tag"} <= set(score.violations)
     assert "Porn" not in score.plan["tags"] and score.plan["alpha"] == 1.0
     assert score.tips["sparse history -> broad scope"] is False  # 500 candidates for 3 interactions
+    assert score.repairs == ["tags:mapped"] and "alpha:range" not in score.repairs  # repair reported apart
     good = score_case(device, scripted(GOOD), sparse_case(ml100k_splits))
     assert good.status == "parsed" and good.violations == []
     assert good.tips["sparse history -> broad scope"] and good.tips["sparse history -> semantic-heavy"]
@@ -65,7 +66,7 @@ def test_plan_scorer_flags_violations_and_missed_tips(device, scripted, ml100k_s
     assert missed.tips["sparse history -> broad scope"] is False
     assert missed.tips["sparse history -> semantic-heavy"] is False
     summary = summarise([good, missed])
-    assert summary["tip: sparse history -> broad scope"] == 0.5 and summary["status: parsed"] == 1.0
+    assert summary["tip: sparse history -> broad scope"] == 0.5 and summary["valid as written (parsed)"] == 1.0
 
 
 def test_plan_scorer_audits_adversarial_abstracts(device, scripted, ml100k, ml100k_splits):

@@ -11,7 +11,18 @@ from typer.testing import CliRunner
 from agents.cloud.planner import LINE_PLAN_PROMPT, PLAN_FIELDS, PLAN_PROMPT, format_examples
 from agents.device.abstract import ABSTRACT_FIELDS, ABSTRACT_PROMPT
 from agents.device.explain import EXPLAIN_FIELDS, EXPLAIN_PROMPT
-from prompts import PROMPTS_DIR, PromptError, UnknownPromptError, get_prompt, load_prompts
+from agents.prompt_roles import PromptChoice, choose_prompts, role_of
+from ground.settings import get_settings
+from prompts import (
+    PROMPTS_DIR,
+    PromptError,
+    PromptTemplate,
+    UnknownPromptError,
+    content_digest,
+    get_prompt,
+    load_prompts,
+    new_version,
+)
 from tandem.commands.prompts import prompts_app
 from tools.data import Dataset
 from tools.plan_parsing import parse_plan
@@ -125,3 +136,84 @@ def test_cli_unknown_prompt_is_one_red_line(args: list[str]) -> None:
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "unknown" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------- the prompt engineer's loop
+
+
+@pytest.fixture
+def user_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's own prompts folder (TANDEM_PROMPTS_DIR), outside the package."""
+    folder = tmp_path / "my-prompts"
+    monkeypatch.setenv("TANDEM_PROMPTS_DIR", str(folder))
+    get_settings.cache_clear()
+    yield folder
+    get_settings.cache_clear()
+
+
+def test_digest_covers_body_and_examples_not_the_header_prose() -> None:
+    plan = get_prompt("plan_json@1")
+    assert plan.digest == content_digest(plan.body, plan.examples) and len(plan.digest) == 12
+    assert plan.ident == f"plan_json@1#{plan.digest}" and plan.key == f"plan_json-v1-{plan.digest}"
+    assert content_digest(plan.body + " ") != plan.digest
+    assert content_digest(plan.body, plan.examples[:-1]) != plan.digest
+    same = PromptTemplate(name="x", version=9, body=plan.body, description="other prose", examples=plan.examples)
+    assert same.digest == plan.digest
+
+
+def test_prompts_new_copies_bumps_and_an_edit_changes_the_digest(user_prompts: Path) -> None:
+    made = new_version("plan_json", "plan_json@1")
+    assert [p.name for p in made.written] == ["plan_json@2.txt", "plan_json_examples@2.json"]
+    assert all(p.parent == user_prompts for p in made.written)  # never inside the package
+    assert not (PROMPTS_DIR / "plan_json@2.txt").exists()
+    copy = get_prompt("plan_json@2")
+    assert copy.examples_ref == "plan_json_examples@2" and copy.digest == get_prompt("plan_json@1").digest
+    assert get_prompt("plan_json").ref == "plan_json@2"  # newest
+    path = user_prompts / "plan_json@2.txt"
+    path.write_text(path.read_text().replace("Known tags:", "Allowed tags:"))
+    edited = get_prompt("plan_json@2")  # re-read after the edit, in the same process
+    assert edited.digest != get_prompt("plan_json@1").digest and "Allowed tags:" in edited.body
+    assert new_version("plan_json", "plan_json@2").template.ref == "plan_json@3"
+    other = new_version("plan_short", "plan_json@1").template
+    assert other.ref == "plan_short@1" and role_of(other) == "plan"
+
+
+def test_a_copied_file_is_a_clear_error_naming_the_fix(user_prompts: Path) -> None:
+    user_prompts.mkdir()
+    (user_prompts / "plan_json@2.txt").write_text((PROMPTS_DIR / "plan_json@1.txt").read_text())
+    with pytest.raises(PromptError, match="header says plan_json@1 .* prompts new plan_json --from plan_json@1"):
+        load_prompts()
+    (user_prompts / "plan_json@2.txt").unlink()
+    (user_prompts / "plan_json@1.txt").write_text((PROMPTS_DIR / "plan_json@1.txt").read_text())
+    assert get_prompt("plan_json@1").digest  # the same text in two folders is fine
+    (user_prompts / "plan_json@1.txt").write_text((PROMPTS_DIR / "plan_json@1.txt").read_text() + "changed\n")
+    with pytest.raises(PromptError, match="differs between"):
+        load_prompts()
+
+
+def test_prompt_choice_per_role(user_prompts: Path) -> None:
+    assert choose_prompts([]) == PromptChoice()
+    chosen = choose_prompts(["plan_json@1", "abstract@1", "explain=explain@1"])
+    assert (chosen.abstract, chosen.plan, chosen.explain) == ("abstract@1", "plan_json@1", "explain@1")
+    assert choose_prompts(["plan"]).plan == "plan@1"
+    with pytest.raises(PromptError, match="cannot be the abstract prompt"):
+        choose_prompts(["abstract=plan_json@1"])
+    with pytest.raises(PromptError, match="two plan prompts"):
+        choose_prompts(["plan@1", "plan_json@1"])
+    with pytest.raises(UnknownPromptError):
+        choose_prompts(["plan_json@7"])
+    new_version("plan_json", "plan_json@1")
+    assert choose_prompts(["plan_json@2"]).plan == "plan_json@2"
+    assert PromptChoice().idents()["plan"] == get_prompt("plan_json@1").ident
+
+
+def test_cli_new_and_list_show_digests(user_prompts: Path) -> None:
+    runner = CliRunner()
+    made = runner.invoke(prompts_app, ["new", "plan_json", "--from", "plan_json@1"])
+    assert made.exit_code == 0, made.output
+    assert "plan_json@2.txt" in made.output and "tandem eval plans --compare plan_json@1 plan_json@2" in made.output
+    listed = runner.invoke(prompts_app, ["list"])
+    assert listed.exit_code == 0 and "plan_json@2" in listed.output
+    assert get_prompt("plan_json@2").digest in listed.output
+    bad = runner.invoke(prompts_app, ["new", "plan_json", "--from", "plan_json@9"])
+    assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1

@@ -589,3 +589,23 @@ def resolve_plan(
         violations += [Violation(field="plan", code="unrepairable", message=e["msg"]) for e in error.errors()]
         return PlanResult(plan=rule_plan(signals, known), status="fallback", violations=violations, **common)
     return PlanResult(plan=plan, status="repaired", violations=violations + added, **common)
+
+
+def raw_decisions(text: str, known_tags: Sequence[str]) -> tuple[dict[str, Any] | None, list[Violation]]:
+    """What the model itself decided, before any repair: ({alpha, tag_count, candidate_size, encoder, beta}
+    with None for a decision it did not make (or made unreadably), and the violations of its raw output).
+
+    (None, [unparseable]) when no plan is in the text. Evals score the prompt on this, not on the repaired plan
+    (which repair may have completed from the rule planner).
+    """
+    try:
+        draft = extract_draft(text)
+    except PlanParseError as error:
+        return None, [Violation(field="output", code="unparseable", message=str(error))]
+    tags = draft.tags or {}
+    decisions = {
+        "alpha": draft.alpha, "beta": draft.beta, "candidate_size": draft.candidate_size,
+        "tag_count": draft.tag_count if draft.tag_count is not None else (len(tags) or None),
+        "encoder": _encoder_alias(draft.encoder) or draft.encoder,
+    }  # fmt: skip
+    return decisions, check_draft(draft, known_tags)

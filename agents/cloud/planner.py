@@ -31,6 +31,12 @@ LINE_PLAN_PROMPT = "plan@1"
 PLAN_FIELDS = {"plan_json": frozenset({"tags", "examples", "abstract"}), "plan": frozenset({"tags", "abstract"})}
 
 
+def output_format(template: PromptTemplate) -> str:
+    """`json-line` (one JSON object, stop at the line end) or `lines` (the Fig. 4 module lines): the header's
+    `output:`, else inferred (a prompt with few-shot examples answers in JSON lines)."""
+    return template.header.get("output") or ("json-line" if "examples" in template.placeholders else "lines")
+
+
 def format_examples(template: PromptTemplate) -> str:
     """The template's few-shot examples as completed "User abstract / Plan" pairs."""
     return "\n\n".join(
@@ -71,7 +77,7 @@ def plan_strategy(
         return PlanResult(plan=rule_plan(signals, known), status="rule")
     template = get_prompt(prompt)
     text = render_plan_prompt(abstract, known, prompt)
-    stop = ["\n"] if template.name == "plan_json" else ["\nUser abstract:", "\n\n\n"]
+    stop = ["\n"] if output_format(template) == "json-line" else ["\nUser abstract:", "\n\n\n"]
     messages = [HumanMessage(text)]
     try:
         if structured:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from agents.device.abstract import ABSTRACT_PROMPT, AbstractResult, generate_abstract, history_from_ids
 from agents.device.encoders import EncoderShelf
-from agents.device.explain import Explanation, generate_explanation
+from agents.device.explain import EXPLAIN_PROMPT, Explanation, generate_explanation
 from agents.device.replies import ReplyChecker, UntrustedReplyError
 from ground.errors import StoreError
 from tools.calibration import ReliabilityPolicy, SemanticCalibrator
@@ -105,6 +105,7 @@ class DeviceAgent:
     abstract_model: BaseChatModel | None = None
     explain_model: BaseChatModel | None = None
     abstract_prompt: str = ABSTRACT_PROMPT
+    explain_prompt: str = EXPLAIN_PROMPT
     policy: ReliabilityPolicy = field(default_factory=ReliabilityPolicy)
     calibrator: SemanticCalibrator | None = None
     max_seq_len: int = 200
@@ -379,7 +380,8 @@ class DeviceAgent:
         return ids, scores
 
     # -- explanation (CDA4Rec III-H) -------------------------------------------------------------------------
-    def explain(self, plan: Plan, ranked: Sequence[int]) -> Explanation:
-        """The device SLM explains the final list (a template when its text is unusable)."""
+    def explain(self, plan: Plan, ranked: Sequence[int], on_text: Callable[[str], None] | None = None) -> Explanation:
+        """The device SLM explains the final list (a template when its text is unusable); `on_text` streams it."""
         items = [self.catalog[i] for i in ranked]
-        return generate_explanation(plan, items, self.explain_model, known_tags=self.catalog.tags())
+        return generate_explanation(plan, items, self.explain_model, known_tags=self.catalog.tags(),
+                                    prompt=self.explain_prompt, on_text=on_text)  # fmt: skip

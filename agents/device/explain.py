@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -68,9 +68,10 @@ def ungrounded_tags(text: str, plan: Plan, items: Sequence[Item], known_tags: Se
 
 def generate_explanation(
     plan: Plan, items: Sequence[Item], llm: BaseChatModel | None, *, max_tokens: int = 60,
-    known_tags: Sequence[str] = (),
+    known_tags: Sequence[str] = (), prompt: str = EXPLAIN_PROMPT, on_text: Callable[[str], None] | None = None,
 ) -> Explanation:
-    """CDA4Rec III-H (Fig. 5): plan + final list with item descriptions -> a short explanation.
+    """CDA4Rec III-H (Fig. 5): plan + final list with item descriptions -> a short explanation (streamed piece by
+    piece to `on_text` when given, e.g. the chat showing it as it is written).
 
     The SLM's text is kept only if it is not degenerate, not copied from the prompt, and names no known
     tag that neither the plan nor the list carries (a 270M base model readily echoes its worked example);
@@ -78,10 +79,12 @@ def generate_explanation(
     """
     notes: list[str] = []
     if llm is not None:
-        prompt = get_prompt(EXPLAIN_PROMPT).render(plan=plan.to_lines(), items=describe_items(items))
+        template = get_prompt(prompt)
+        text_in = template.render(plan=plan.to_lines(), items=describe_items(items))
         start = time.perf_counter()
         try:
-            answer = generate(llm, [HumanMessage(prompt)], max_tokens=max_tokens, stop=["\n\n", "\nUser Plan:"])
+            answer = generate(llm, [HumanMessage(text_in)], max_tokens=max_tokens, stop=["\n\n", "\nUser Plan:"],
+                              on_text=on_text)  # fmt: skip
         except LLMError as error:
             notes.append(f"SLM failed after {time.perf_counter() - start:.1f} s: {error}")
         else:
@@ -89,11 +92,11 @@ def generate_explanation(
             sentences = re.split(r"(?<=[.!?])\s+", text)
             text = " ".join(sentences[:3]) if len(sentences) > 1 else text
             invented = ungrounded_tags(text, plan, items, known_tags)
-            if not degenerate(text, 5) and not copied(text, prompt) and not invented:
-                return Explanation(text=text, source="slm", stats=stats_of(answer))
+            if not degenerate(text, 5) and not copied(text, text_in) and not invented:
+                return Explanation(text=text, prompt=template.ref, source="slm", stats=stats_of(answer))
             reason = f"names {', '.join(invented)}, which the list does not have" if invented else (
                 "empty, repetitive or copied")  # fmt: skip
             notes.append(f"SLM explanation unusable ({reason}): template used")
-            return Explanation(text=template_explanation(plan, items), source="template", stats=stats_of(answer),
-                               notes=notes)  # fmt: skip
+            return Explanation(text=template_explanation(plan, items), prompt=template.ref, source="template",
+                               stats=stats_of(answer), notes=notes)  # fmt: skip
     return Explanation(text=template_explanation(plan, items), source="template", notes=notes)

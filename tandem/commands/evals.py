@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.text import Text
 
 from ground.errors import TandemError
 from ground.settings import get_settings
@@ -23,46 +22,36 @@ REPORTS_DIR = Path("evals/reports")
 @eval_app.command("plans")
 def plans(
     data: Annotated[str, typer.Option("--data", "-d", help="Data set the suite is drawn from.")] = "ml-100k",
-    prompt: Annotated[str, typer.Option(help="Planning prompt NAME@VERSION.")] = "plan_json@1",
-    compare: Annotated[tuple[str, str] | None, typer.Option(help="Two prompts to compare: A B.")] = None,
-    size: Annotated[int, typer.Option(help="Regular cases in the suite (plus 5 adversarial).")] = 24,
+    prompt: Annotated[list[str] | None, typer.Option(
+        help="Prompt of a step: NAME@VERSION or ROLE=NAME@VERSION (abstract, plan, explain); repeatable.")] = None,
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        help="Two planning prompts to compare, A B: both run fresh in this invocation.")] = None,
+    size: Annotated[int, typer.Option(help="Validation users in the suite (plus 13 adversarial cases).")] = 200,
     free: Annotated[bool, typer.Option(help="Do not enforce the JSON schema (raw prompt validity).")] = False,
     seed: Annotated[int, typer.Option(help="Suite seed.")] = 0,
+    accuracy: Annotated[bool, typer.Option(help="Score the plans downstream (HR@10 / NDCG@10).")] = True,
+    adversarial: Annotated[bool, typer.Option(help="Include the 13 adversarial cases.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default <TANDEM_HOME>/evals/plans.")] = None,
 ) -> None:
-    """Score plan validity, decision tips, leakage, latency and tokens for one or two prompt versions."""
-    from evals.jsonl import write_json  # deferred: loads the agents (see `tandem.cli`)
-    from evals.plans import (
-        build_suite,
-        changed_cases,
-        comparison_table,
-        results_path,
-        run_plan_eval,
-        summarise,
-    )
-    from graph.runtime import evaluation_agents
-    from prompts import get_prompt
+    """Validity, decision tips (raw, before repair), downstream accuracy vs the rule planner, latency and tokens
+    of one planning prompt, or of two compared with paired intervals and a verdict."""
+    from agents.prompt_roles import choose_prompts  # deferred: loads the agents (see `tandem.cli`)
+    from evals.plan_run import PlanEvalConfig, plan_out_dir, plan_refs, run_plan_evals
+    from graph.runtime import evaluation_agents, with_prompts
     from tools.workspace import Workspace
 
-    prompts = list(compare) if compare else [prompt]
-    refs = [get_prompt(p).ref for p in prompts]  # unknown name or version -> one clear line
+    if size < 1:
+        raise TandemError(f"--size must be at least 1, got {size}")
+    chosen = choose_prompts(prompt or [])  # unknown name or version -> one clear line, before anything loads
+    if compare:
+        plan_refs(compare)
     settings = get_settings()
     ws = Workspace(settings, data)
-    device, clouds = evaluation_agents(settings, ws)
-    suite = build_suite(ws.dataset, ws.splits, size=size, seed=seed)
-    columns = {}
-    for ref in refs:
-        path = results_path(ws.dataset.name, ref, structured=not free)
-        cloud = replace(clouds["llm"], plan_prompt=ref, structured_output=not free)
-        columns[ref] = run_plan_eval(device, cloud, suite, path)
-        write_json(path.with_suffix(".summary.json"), {"prompt": ref, "structured": not free,
-                                                        "cases": len(columns[ref]), **summarise(columns[ref])})
-        console.print(safe(f"results: {path}"))
-    console.print(comparison_table(columns))
-    if len(refs) == 2:
-        changes = changed_cases(columns[refs[0]], columns[refs[1]])
-        console.print(Text.assemble((f"{len(changes)} case(s) changed", "bold"), safe(f" from {refs[0]} to {refs[1]}")))
-        for case_id, before, after in changes:
-            console.print(safe(f"  {case_id}: {before}  ->  {after}"))
+    device, clouds = with_prompts(*evaluation_agents(settings, ws), chosen)
+    config = PlanEvalConfig(size=size, seed=seed, structured=not free, compare=compare, accuracy=accuracy,
+                            adversarial=adversarial)  # fmt: skip
+    command = "tandem eval plans " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "tandem eval plans"
+    run_plan_evals(ws, device, clouds, config, out or plan_out_dir(settings.home), console, command)
 
 
 @eval_app.command("rec")
@@ -81,12 +70,15 @@ def rec(
     users: Annotated[int, typer.Option(help="Seeded sample of test users for a quick look (0 = all).")] = 0,
     out: Annotated[Path, typer.Option(help="Where the JSON results go.")] = RESULTS_DIR,
     reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
+    prompt: Annotated[list[str] | None, typer.Option(
+        help="Prompt of a step for the language-model sample: NAME@VERSION or ROLE=NAME@VERSION; repeatable.")] = None,
 ) -> None:
     """Accuracy of Tandem vs leak-controlled baselines per query fidelity, ablations, few-shot (full ranking)."""
-    from evals.rec_queries import load_query_file  # deferred: loads the agents (see `tandem.cli`)
+    from agents.prompt_roles import choose_prompts  # deferred: loads the agents (see `tandem.cli`)
+    from evals.rec_queries import load_query_file
     from evals.rec_report import rich_table, write_report
     from evals.rec_suite import RecEval, RecEvalConfig
-    from graph.runtime import evaluation_agents
+    from graph.runtime import evaluation_agents, with_prompts
     from tools.data import FIDELITIES
     from tools.workspace import Workspace
 
@@ -104,6 +96,7 @@ def rec(
     if queries is not None:
         load_query_file(queries, ws.dataset, ws.splits)  # a bad line stops here, before any model loads
     device, clouds = evaluation_agents(settings, ws)
+    device, clouds = with_prompts(device, clouds, choose_prompts(prompt or []))
     config = RecEvalConfig(llm_users=llm_users, fidelities=chosen, llm_fidelities=llm_chosen, queries_file=queries,
                            load=load, seed=settings.seed, fewshot=fewshot, max_users=users or None)  # fmt: skip
     report = RecEval(settings, ws, device, clouds, config, console).run()

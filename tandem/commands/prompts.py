@@ -1,4 +1,7 @@
-"""`tandem prompts list|show|diff`: the prompt files in prompts/, for the people who edit them.
+"""`tandem prompts list|show|diff|new`: the prompt files, for the people who edit them.
+
+`new` copies a version to the next one in the user's prompts folder (TANDEM_PROMPTS_DIR, default ./prompts)
+with its header bumped; every listing shows each version's digest, the hash results are keyed by.
 
 The lead registers it in `tandem/cli.py` with `app.add_typer(prompts_app, name="prompts")`.
 Unknown names or versions print one red line and exit 1.
@@ -18,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ground.errors import TandemError
-from prompts import get_prompt, load_prompts
+from prompts import get_prompt, load_prompts, new_version
 from tandem.views import error_line, labelled, safe
 
 prompts_app = typer.Typer(
@@ -43,11 +46,15 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 @prompts_app.command("list")
 @_one_line_errors
 def list_prompts() -> None:
-    """Every prompt with its versions, source figure and placeholders."""
-    table = Table("prompt", "source", "placeholders", "examples", title="prompts/")
-    for template in load_prompts().all():
-        table.add_row(template.ref, template.source, ", ".join(sorted(template.placeholders)),
-                      template.examples_ref or "")  # fmt: skip
+    """Every prompt with its versions, digest, source figure, placeholders and folder."""
+    registry = load_prompts()
+    table = Table(title="prompts (" + ", then ".join(str(f) for f in registry.folders) + ")")
+    for column in ("prompt", "digest", "source", "placeholders", "examples", "folder"):
+        table.add_column(column, no_wrap=column in ("prompt", "digest"))
+    for template in registry.all():
+        folder = str(template.path.parent) if template.path else ""
+        table.add_row(template.ref, template.digest, template.source, ", ".join(sorted(template.placeholders)),
+                      template.examples_ref or "", folder)  # fmt: skip
     Console().print(table)
 
 
@@ -57,7 +64,8 @@ def show(name: Annotated[str, typer.Argument(help="NAME (newest version) or NAME
     """Print one prompt: its header and body, and its few-shot examples if it has any."""
     template = get_prompt(name)
     console = Console()
-    console.print(Text.assemble(safe(template.ref, "bold"), "  ", safe(template.source)), highlight=False)
+    where = f" #{template.digest}  {template.source}  ({template.path})"
+    console.print(Text.assemble(safe(template.ref, "bold"), safe(where)), highlight=False)
     console.print(safe(template.description), highlight=False)
     console.print(Syntax(template.body, "text", word_wrap=True, background_color="default"))
     for index, example in enumerate(template.examples, start=1):
@@ -79,3 +87,24 @@ def diff(
         console.print(safe(f"{first.ref} and {second.ref} have the same body"), highlight=False)
         return
     console.print(Syntax("\n".join(lines), "diff", word_wrap=True, background_color="default"))
+
+
+@prompts_app.command("new")
+@_one_line_errors
+def new(
+    name: Annotated[str, typer.Argument(help="Name of the new version (usually the source's name).")],
+    source: Annotated[str, typer.Option("--from", help="The version to copy, NAME@VERSION (or NAME: newest).")],
+) -> None:
+    """Copy a prompt to the next version in your prompts folder, header bumped; opens nothing."""
+    from agents.prompt_roles import roles_of  # deferred: loads the agents, which list/show/diff do without
+
+    made = new_version(name, source)
+    console = Console()
+    for path in made.written:
+        console.print(f"created {path}", highlight=False, soft_wrap=True)
+    console.print(f"{made.template.ref} #{made.template.digest} is a copy of {made.source.ident}; edit it, then:",
+                  highlight=False)  # fmt: skip
+    if "plan" in roles_of(made.template):
+        console.print(f"  tandem eval plans --compare {made.source.ref} {made.template.ref}", highlight=False)
+    else:
+        console.print(f"  tandem eval plans --prompt {made.template.ref}", highlight=False)
