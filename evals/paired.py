@@ -1,7 +1,7 @@
-"""Paired bootstrap intervals: is one method better than another on the same cases, or not?
+"""Paired comparisons of two planning prompts, case by case: named metrics, NaN cases dropped, a verdict.
 
-Both methods are scored on the same users (or cases), so the per-case differences are resampled, not the
-two means separately (Efron & Tibshirani's paired bootstrap, percentile interval).
+The interval itself is the one paired bootstrap of the project (`tools.metrics.paired_bootstrap`: per-case
+differences resampled, percentile interval), as in every `eval rec` table.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel
+
+from tools.metrics import paired_bootstrap as bootstrap_difference
 
 RESAMPLES = 2000
 
@@ -47,10 +49,6 @@ def paired_bootstrap(
     n = len(x)
     if n == 0:
         return PairedDelta(metric=metric, a=float("nan"), b=float("nan"), delta=0.0, low=0.0, high=0.0, n=0)
-    diff = y - x
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return PairedDelta(metric=metric, a=float(x.mean()), b=float(y.mean()), delta=float(diff.mean()),
-                       low=float(low), high=float(high), n=n)  # fmt: skip
+    interval = bootstrap_difference(y, x, samples=resamples, seed=seed, level=level)  # mean(b - a)
+    return PairedDelta(metric=metric, a=float(x.mean()), b=float(y.mean()), delta=interval.diff,
+                       low=interval.low, high=interval.high, n=n)  # fmt: skip

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
@@ -24,7 +23,7 @@ from typer.testing import CliRunner
 from agents.cloud.agent import CloudAgent
 from agents.cloud.semantic import TextSpace
 from agents.device.encoders import EncoderShelf
-from agents.llm import CallStats, messages_to_prompt
+from agents.llm import CallStats, GenerationOptions, messages_to_prompt
 from agents.prompt_roles import choose_prompts
 from evals.paired import PairedDelta, paired_bootstrap
 from evals.plan_compare import changed_plans, verdict
@@ -44,7 +43,7 @@ BROAD = '{"a": 0.8, "n": 2000, "t": {"Comedy": 5, "Drama": 3, "Romance": 2}, "e"
 COMPACT = '{"a": 0.8, "n": 500, "t": {"Comedy": 5, "Drama": 3, "Romance": 2}, "e": "SASRec", "b": 0.2, "w": "tight"}'
 
 
-class MarkerChat(BaseChatModel):
+class MarkerChat(GenerationOptions):  # structured output through the `json_schema` keyword, as the embedded model
     """A scripted planner: COMPACT when the prompt carries MARKER, else BROAD; records which it saw."""
 
     seen: list[bool] = Field(default_factory=list)
