@@ -46,7 +46,9 @@ def pinned_runtime(settings, built_index, tmp_path_factory) -> TandemRuntime:
 def test_requests_give_what_they_gave_before(pinned_runtime, case):
     state = recommend(pinned_runtime, case["user"], case["query"], allow_rerequest=False)
     assert state["ranked"] == case["ranked"]
-    assert [round(x, 6) for x in state["ranked_scores"]] == case["scores"]
+    # scores to float32 precision: the text encoder moved from sentence-transformers to tools/minilm.py (same
+    # vectors within 2e-7), so a pinned 6th decimal may flip; the ranked items themselves must not move
+    assert np.allclose(state["ranked_scores"], case["scores"], atol=5e-6, rtol=0)
     assert len(state["candidates"]) == case["candidates"]
     assert state["plan_result"].plan.model_dump() == case["plan"]
     assert round(state["inconsistency"], 6) == case["inconsistency"]
