@@ -38,10 +38,17 @@ def assert_interrupted(done: subprocess.CompletedProcess, took: float) -> None:
     assert took < PROMPT_EXIT
 
 
+def many_requests(tmp_path, count: int = 400) -> list[str]:
+    """`recommend --users FILE` arguments for a batch long enough to be still running at any delay below."""
+    batch = tmp_path / "requests.jsonl"
+    batch.write_text("".join(f'{{"user": "196", "query": "a funny film for tonight {n}"}}\n' for n in range(count)))
+    return ["recommend", "--users", str(batch), "--out", str(tmp_path / "answers.jsonl")]
+
+
 @pytest.mark.parametrize("delay", [0.3, 1.0, 4.0])
 def test_ctrl_c_during_start_up(tmp_path, delay):
-    """Imports, settings, data and index loading: no import traceback, no swallowed signal."""
-    done, took = interrupt_after(["recommend", "--user", "196", "--planner", "rule"], delay, device_home(tmp_path))
+    """Imports, settings, data and index loading (then the first requests): no traceback, no swallowed signal."""
+    done, took = interrupt_after([*many_requests(tmp_path), "--planner", "rule"], delay, device_home(tmp_path))
     assert_interrupted(done, took)
 
 
@@ -49,8 +56,7 @@ def test_ctrl_c_during_start_up(tmp_path, delay):
 @pytest.mark.parametrize("delay", [9.0, 16.0])
 def test_ctrl_c_during_language_model_load_and_planning(tmp_path, delay):
     """The embedded llama.cpp model loading (fd 2 silenced by llama.cpp, log callbacks in C) or planning."""
-    args = ["recommend", "--user", "196", "--query", "a funny film for tonight", "--planner", "llm"]
-    done, took = interrupt_after(args, delay, device_home(tmp_path))
+    done, took = interrupt_after([*many_requests(tmp_path), "--planner", "llm"], delay, device_home(tmp_path))
     assert_interrupted(done, took)
 
 
