@@ -7,10 +7,13 @@ pytest's tmp_path.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
-from ground.settings import Settings
+from ground.settings import Settings, get_settings
 from tandem.setup import setup
 from tools.data import Dataset, Splits, leave_one_out, load
 from tools.embeddings import ItemSemantics, item_semantics
@@ -51,3 +54,13 @@ def ready(built_index: Workspace) -> Workspace:
     re-request threshold), as a user would have it after `make demo`."""
     setup(built_index, Console(stderr=True))
     return built_index
+
+
+@pytest.fixture
+def user_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A user's own prompts folder (TANDEM_PROMPTS_DIR), outside the package; settings re-read around it."""
+    folder = tmp_path / "my-prompts"
+    monkeypatch.setenv("TANDEM_PROMPTS_DIR", str(folder))
+    get_settings.cache_clear()
+    yield folder
+    get_settings.cache_clear()

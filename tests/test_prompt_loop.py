@@ -32,7 +32,6 @@ from evals.plan_suite import build_suite
 from evals.plans import CaseScore, score_tips
 from graph.runtime import TandemRuntime, build_device
 from ground.errors import TandemError
-from ground.settings import get_settings
 from prompts import get_prompt, new_version
 from tandem.cli import app
 from tools.device_store import DeviceStore
@@ -60,15 +59,6 @@ class MarkerChat(GenerationOptions):  # structured output through the `json_sche
         stats = CallStats(backend="fake", model="marker", structured=True, completion_tokens=20, latency_s=0.01)
         message = AIMessage(content=text, response_metadata={"call_stats": stats.model_dump()})
         return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-@pytest.fixture
-def user_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "my-prompts"
-    monkeypatch.setenv("TANDEM_PROMPTS_DIR", str(folder))
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
 
 
 @pytest.fixture

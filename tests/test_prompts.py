@@ -12,7 +12,6 @@ from agents.cloud.planner import LINE_PLAN_PROMPT, PLAN_FIELDS, PLAN_PROMPT, for
 from agents.device.abstract import ABSTRACT_FIELDS, ABSTRACT_PROMPT
 from agents.device.explain import EXPLAIN_FIELDS, EXPLAIN_PROMPT
 from agents.prompt_roles import PromptChoice, choose_prompts, role_of
-from ground.settings import get_settings
 from prompts import (
     PROMPTS_DIR,
     PromptError,
@@ -139,16 +138,6 @@ def test_cli_unknown_prompt_is_one_red_line(args: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------- the prompt engineer's loop
-
-
-@pytest.fixture
-def user_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user's own prompts folder (TANDEM_PROMPTS_DIR), outside the package."""
-    folder = tmp_path / "my-prompts"
-    monkeypatch.setenv("TANDEM_PROMPTS_DIR", str(folder))
-    get_settings.cache_clear()
-    yield folder
-    get_settings.cache_clear()
 
 
 def test_digest_covers_body_and_examples_not_the_header_prose() -> None:
