@@ -161,9 +161,10 @@ def test_bad_settings_are_one_line_naming_the_variable(env, named):
     [("item_dim = [\n", "is not valid TOML"), ("itemdim = 3\n", "unknown setting 'itemdim'"),
      ("item_dim = 3\n", "item_dim"), ('home = ""\n', "home")],
 )  # fmt: skip
-def test_bad_settings_file_is_one_line_naming_the_file(tmp_path, toml, named):
+def test_bad_settings_file_is_one_line_naming_the_file(tmp_path, toml, named, monkeypatch):
     config = tmp_path / "tandem.toml"
     config.write_text(toml)
+    monkeypatch.delenv("TANDEM_HOME", raising=False)  # the environment outranks the file (CI sets TANDEM_HOME)
     done = run_cli("data", "info", TANDEM_CONFIG=str(config))
     assert done.returncode == 2
     line = one_error_line(done)
