@@ -54,13 +54,15 @@ def plan_latency(llm: BaseChatModel, method: StructuredMethod, abstracts: list, 
 
 
 def batch_throughput(settings: Settings, users: list[str], planner: str) -> dict[str, Any]:
-    """`run_batch` over `users` (no query) with `planner`; users per second, start-up excluded by a warm-up."""
+    """`run_batch` over `users` with `planner`; users per second, start-up excluded by a warm-up. Each run has a
+    new device store, so no request is answered from a semantic cache an earlier run left."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "users.jsonl"
         path.write_text(json.dumps({"user": users[0]}) + "\n")
-        run_batch(settings, "ml-100k", path, io.StringIO(), planner=planner)  # warm: models, index, encoders
+        store = str(Path(folder) / "device.sqlite")
+        run_batch(settings, "ml-100k", path, io.StringIO(), planner=planner, store_path=store)  # warm the models
         path.write_text("".join(json.dumps({"user": u, "query": "something to watch tonight"}) + "\n" for u in users))
-        summary = run_batch(settings, "ml-100k", path, io.StringIO(), planner=planner)
+        summary = run_batch(settings, "ml-100k", path, io.StringIO(), planner=planner, store_path=store)
     return {"planner": planner, **summary.model_dump()}
 
 

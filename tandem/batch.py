@@ -64,13 +64,14 @@ def read_requests(path: Path) -> Iterator[tuple[int, BatchRequest | str]]:
 
 def run_batch(
     settings: Settings, data: str | None, path: Path, out: IO[str], *, planner: str = "llm",
-    cloud_url: str | None = None, explain: bool = False, console: Console | None = None,
+    cloud_url: str | None = None, explain: bool = False, console: Console | None = None, store_path: str | None = None,
 ) -> BatchSummary:
     """Answer every request of `path` with one runtime, writing one JSON line per request to `out`."""
     requests = list(read_requests(path))
     if not requests:
         raise TandemError(f"the batch file {path} holds no requests")
-    runtime = TandemRuntime.create(settings, data, planner=planner, cloud_url=cloud_url)  # type: ignore[arg-type]
+    runtime = TandemRuntime.create(settings, data, planner=planner, cloud_url=cloud_url,  # type: ignore[arg-type]
+                                   store_path=store_path)  # fmt: skip
     catalog = runtime.device.catalog
     answered = failed = 0
     start = time.perf_counter()
