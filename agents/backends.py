@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +127,25 @@ def as_llm_error(error: Exception, llm: BaseChatModel) -> LLMError | None:
     return None
 
 
+@contextmanager
+def model_errors(llm: BaseChatModel) -> Iterator[None]:
+    """Raise a backend failure inside the block as the `LLMError` it stands for; anything else propagates."""
+    try:
+        yield
+    except Exception as error:  # mapped below; anything that is not a model failure is re-raised
+        mapped = as_llm_error(error, llm)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
 def generate(llm: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int, stop: list[str] | None = None,
              on_text: Callable[[str], None] | None = None, **kwargs: Any) -> AIMessage:  # fmt: skip
     """One free-text call: at most `max_tokens` tokens, cut at `stop`; failures raise `LLMError`. With `on_text`,
     the answer is streamed and each piece handed to `on_text` as it arrives (the chat shows it live)."""
     start = time.perf_counter()
     model = limited(llm, max_tokens)
-    try:
+    with model_errors(llm):
         if on_text is None:
             answer = model.invoke(messages, stop=stop, **kwargs)
         else:
@@ -144,11 +157,6 @@ def generate(llm: BaseChatModel, messages: list[BaseMessage], *, max_tokens: int
             answer = AIMessage(content=str(answer.content) if answer else "",
                                response_metadata=answer.response_metadata if answer else {},
                                usage_metadata=answer.usage_metadata if answer else None)  # fmt: skip
-    except Exception as error:  # mapped below; anything that is not a model failure is re-raised
-        mapped = as_llm_error(error, llm)
-        if mapped is None:
-            raise
-        raise mapped from None
     return with_stats(answer, llm, time.perf_counter() - start, structured=False)
 
 
@@ -163,13 +171,8 @@ def generate_structured(
         return generate(llm, messages, max_tokens=max_tokens, stop=stop)
     start = time.perf_counter()
     runnable = limited(llm, max_tokens).with_structured_output(schema, method=method, include_raw=True)
-    try:
+    with model_errors(llm):
         result = runnable.invoke(messages, stop=stop)
-    except Exception as error:  # mapped below; anything that is not a model failure is re-raised
-        mapped = as_llm_error(error, llm)
-        if mapped is None:
-            raise
-        raise mapped from None
     raw = result["raw"] if isinstance(result, dict) else result
     return with_stats(raw, llm, time.perf_counter() - start, structured=True)
 
@@ -179,7 +182,7 @@ def with_stats(answer: BaseMessage, llm: BaseChatModel, latency_s: float, *, str
     built from LangChain's usage metadata and the measured latency. Tool-call answers become their JSON text."""
     message = answer if isinstance(answer, AIMessage) else AIMessage(content=str(answer.content))
     if not message.content and message.tool_calls:
-        message = message.model_copy(update={"content": _json(message.tool_calls[0]["args"])})
+        message = message.model_copy(update={"content": json.dumps(message.tool_calls[0]["args"], ensure_ascii=False)})
     metadata = dict(message.response_metadata or {})
     if "call_stats" not in metadata:
         usage = message.usage_metadata or {}
@@ -198,10 +201,6 @@ def with_stats(answer: BaseMessage, llm: BaseChatModel, latency_s: float, *, str
     log.debug("%s %s: %d prompt + %d completion tokens in %.2f s (%s)", stats["backend"], stats["model"],
               stats["prompt_tokens"], stats["completion_tokens"], stats["latency_s"], stats.get("finish_reason"))
     return message
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _short(text: str, limit: int = 200) -> str:
