@@ -147,7 +147,8 @@ def build_cloud(
 ) -> CloudAgent:
     """The cloud agent over this workspace's catalogue side only (tags, text space, index), never its users.
 
-    `exact=True` retrieves by exact search in memory instead of Chroma (evaluations over thousands of users).
+    Retrieval uses the backend of the `index_backend` setting; `exact=True` forces exact search in memory
+    (evaluations over thousands of users).
     """
     files = {file: name for name, file in ENCODER_FILES.items()}
 
@@ -155,7 +156,7 @@ def build_cloud(
         name = files.get(encoder)
         return shelf.chord(name) if name and shelf.available(name) else None
 
-    index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.index
+    index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.retriever
     model = language_model(settings, "cloud") if planner == "llm" else None
     return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord,
                       structured_method=settings.model_spec("cloud").structured)  # fmt: skip

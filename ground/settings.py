@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         None, description="Chroma server URL (e.g. http://127.0.0.1:8000); unset = embedded PersistentClient."
     )
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default <home>/chroma.")
+    index_backend: Literal["auto", "exact", "chroma"] = Field(
+        "auto", description="Tag retrieval (Eq. 3): exact (numpy in memory), chroma (embedded, or the server at "
+        "chroma_url), or auto: chroma with a server set, else exact below the measured crossover "
+        "(tools.tag_index.EXACT_BELOW_ITEMS), chroma from it on.",
+    )  # fmt: skip
     llm_backend: Backend = Field("llamacpp", description="Language-model backend of both roles unless set per role.")
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the `ollama` backend.")
     ollama_cloud_model: str = Field("llama3.1:8b", min_length=1, description="Cloud LLM when the backend is Ollama.")

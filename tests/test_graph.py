@@ -23,7 +23,7 @@ from ground.errors import TandemError
 from tools.chord import ChordConfig, train_chord
 from tools.protocol import Plan, PlanResult
 from tools.quant import DeviceResources
-from tools.tag_index import ChromaUnavailableError
+from tools.tag_index import ChromaUnavailableError, ExactTagIndex, TagIndex
 
 USER = "196"
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,20 @@ class GarbageTransport:
 
 @pytest.fixture
 def runtime(settings, ready, tmp_path) -> TandemRuntime:
-    return TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "device.sqlite"))
+    """The rule-planner runtime on Chroma (the default backend on ML-100K is exact search: see the test below)."""
+    chroma = settings.model_copy(update={"index_backend": "chroma"})
+    return TandemRuntime.create(chroma, "ml-100k", planner="rule", store_path=str(tmp_path / "device.sqlite"))
+
+
+def test_default_backend_below_the_crossover_is_exact_search_with_chromas_candidates(settings, ready, tmp_path):
+    exact = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "exact.sqlite"))
+    chroma = TandemRuntime.create(settings.model_copy(update={"index_backend": "chroma"}), "ml-100k",
+                                  planner="rule", store_path=str(tmp_path / "chroma.sqlite"))  # fmt: skip
+    assert isinstance(exact.cloud.index, ExactTagIndex) and isinstance(chroma.cloud.index, TagIndex)
+    one = recommend(exact, USER, "space adventure", allow_rerequest=False)
+    two = recommend(chroma, USER, "space adventure", allow_rerequest=False)
+    assert one["source"] == two["source"] == "cloud"
+    assert one["ranked"] == two["ranked"] and len(one["ranked"]) == 10
 
 
 def force_plan(rt: TandemRuntime, **changes) -> None:

@@ -11,6 +11,12 @@ again with the same data and embeddings is a no-op unless forced.
 The same code runs against an embedded PersistentClient and a Chroma server (`chroma run`, HttpClient).
 Chroma's default embedding function would download a model, so every collection is created with
 `embedding_function=None` and always receives Tandem's own vectors.
+
+Three backends answer the same `TagRetriever` contract, chosen by the `index_backend` setting
+(`choose_backend`): exact search in memory (`ExactTagIndex`), Chroma embedded and Chroma server (`TagIndex`
+over a PersistentClient or an HttpClient). `retrieve_many` answers many requests in as few calls as the
+backend allows: exact search scores every request against every item in one matrix product; Chroma queries
+each tag collection once with the embeddings of every request that asked for that tag.
 """
 
 from __future__ import annotations
@@ -19,21 +25,56 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
 
 from ground.errors import DependencyUnavailableError, IndexMissingError, TandemError, UnknownTagError
-from tools.data.catalog import Catalog
 from tools.embeddings import ItemSemantics
 
 HNSW_CONFIG = {"hnsw": {"space": "ip", "ef_construction": 200, "ef_search": 200, "max_neighbors": 32}}
-ADD_BATCH = 1000
+ADD_BATCH = 5000  # items per Chroma `add` (capped by the client's own maximum batch size)
+
+# Below this many items `index_backend = "auto"` retrieves by exact search in memory, from it on by Chroma.
+# Measured by `python -m evals.bench_scale` (evals/results/scale.json, "crossover"): see EXACT_BELOW_ITEMS_NOTE.
+EXACT_BELOW_ITEMS = 500_000
+EXACT_BELOW_ITEMS_NOTE = "evals/results/scale.json"
+
+Backend = Literal["exact", "chroma"]
+Plans = Sequence[Mapping[str, int]]
+Ranked = tuple[np.ndarray, np.ndarray]  # candidate ids [C] and their scores e_sem . e_i [C], best first
+
+
+def choose_backend(setting: str, num_items: int, chroma_url: str | None) -> Backend:
+    """The retrieval backend for `setting` (auto, exact or chroma) and a catalogue of `num_items` items.
+
+    `auto`: Chroma when a Chroma server is configured (`chroma_url`: an operator's explicit choice of a shared
+    index), else exact search below the measured crossover `EXACT_BELOW_ITEMS` and embedded Chroma from it on.
+    """
+    if setting in ("exact", "chroma"):
+        return setting  # type: ignore[return-value]
+    if setting != "auto":
+        raise TandemError(f"unknown index backend {setting!r}; choose auto, exact or chroma")
+    if chroma_url:
+        return "chroma"
+    return "exact" if num_items < EXACT_BELOW_ITEMS else "chroma"
+
+
+class TagGroups(Protocol):
+    """What an index is built from: the tag list and each tag's member item ids (a `Catalog`, or a synthetic
+    catalogue of the scale benchmark)."""
+
+    @property
+    def num_items(self) -> int: ...
+
+    def tags(self) -> list[str]: ...
+
+    def tag_members(self, tag: str) -> np.ndarray: ...
 
 
 class ChromaUnavailableError(DependencyUnavailableError):
@@ -112,10 +153,12 @@ class TagRetriever(Protocol):
 
     def tags(self) -> list[str]: ...
 
-    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]: ...
+    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> Ranked: ...
+
+    def retrieve_many(self, queries: np.ndarray, plans: Plans) -> list[Ranked]: ...
 
 
-def _as_arrays(found: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+def _as_arrays(found: list[Candidate]) -> Ranked:
     ids = np.fromiter((c.item_id for c in found), dtype=np.int64, count=len(found))
     scores = np.fromiter((c.score for c in found), dtype=np.float64, count=len(found))
     return ids, scores
@@ -141,7 +184,7 @@ class TagIndex:
 
     def build(
         self,
-        catalog: Catalog,
+        catalog: TagGroups,
         semantics: ItemSemantics,
         force: bool = False,
         on_progress: Callable[[str, int, int], None] | None = None,
@@ -156,16 +199,17 @@ class TagIndex:
         tags = catalog.tags()
         collections: dict[str, str] = {}
         memberships = 0
+        size = min(ADD_BATCH, getattr(self.client, "get_max_batch_size", lambda: ADD_BATCH)())
         for done, tag in enumerate(tags):
-            items = catalog.items_with_tag(tag)
+            items = catalog.tag_members(tag)
             name = prefix + slug(tag)
             collection = self.client.create_collection(name, configuration=HNSW_CONFIG, embedding_function=None)
-            for at in range(0, len(items), ADD_BATCH):
-                batch = items[at : at + ADD_BATCH]
+            for at in range(0, len(items), size):
+                batch = items[at : at + size].tolist()
                 collection.add(
-                    ids=[str(item.item_id) for item in batch],
-                    embeddings=semantics.table[[item.item_id for item in batch]].tolist(),
-                    metadatas=[{"item_id": item.item_id, "title": item.title} for item in batch],
+                    ids=[str(item_id) for item_id in batch],
+                    embeddings=semantics.table[batch],
+                    metadatas=[{"item_id": item_id} for item_id in batch],
                 )
             collections[tag] = name
             memberships += len(items)
@@ -269,34 +313,52 @@ class TagIndex:
         An item found in several groups keeps its (identical) score and lists every group that returned it.
         Results are sorted by score, best first. N_i larger than a group returns the whole group.
         """
+        return self.retrieve_candidates(np.asarray(query, dtype=np.float32).reshape(1, -1), [tag_counts])[0]
+
+    def retrieve_candidates(self, queries: np.ndarray, plans: Plans) -> list[list[Candidate]]:
+        """`retrieve` for B requests (queries [B, d]): one Chroma call per distinct tag, carrying the query
+        embeddings of every request that asked for that tag (Chroma queries one collection per call)."""
         manifest = self.manifest()
-        unknown = [tag for tag in tag_counts if tag not in manifest["tags"]]
+        unknown = sorted({tag for plan in plans for tag in plan if tag not in manifest["tags"]})
         if unknown:
             known = ", ".join(manifest["tags"])
             raise UnknownTagError(f"unknown tag(s) {', '.join(map(repr, unknown))}; known: {known}")
-        vector = np.asarray(query, dtype=np.float32).reshape(-1).tolist()
-        found: dict[int, tuple[float, list[str]]] = {}
-        for tag, count in tag_counts.items():
-            n = min(int(count), manifest["counts"][tag])
-            if n <= 0:
-                continue
+        vectors = np.asarray(queries, dtype=np.float32).reshape(len(plans), -1)
+        asks: dict[str, list[tuple[int, int]]] = {}
+        for row, plan in enumerate(plans):
+            for tag, count in plan.items():
+                n = min(int(count), manifest["counts"][tag])
+                if n > 0:
+                    asks.setdefault(tag, []).append((row, n))
+        found: list[dict[int, tuple[float, list[str]]]] = [{} for _ in plans]
+        for tag, wanted in asks.items():
             with chroma_call(f"retrieval from the {tag} collection"):
                 result = self._collection(manifest["tags"][tag]).query(
-                    query_embeddings=[vector], n_results=n, include=["distances"]
+                    query_embeddings=vectors[[row for row, _ in wanted]],
+                    n_results=max(n for _, n in wanted),
+                    include=["distances"],
                 )
-            for raw_id, distance in zip(result["ids"][0], result["distances"][0], strict=True):
-                item_id = int(raw_id)
-                score = 1.0 - float(distance)
-                if item_id in found:
-                    found[item_id][1].append(tag)
-                else:
-                    found[item_id] = (score, [tag])
-        ranked = sorted(found.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        return [Candidate(item_id, score, tuple(tags)) for item_id, (score, tags) in ranked]
+            for (row, n), ids, distances in zip(wanted, result["ids"], result["distances"], strict=True):
+                merged = found[row]
+                for raw_id, distance in zip(ids[:n], distances[:n], strict=True):
+                    item_id = int(raw_id)
+                    if item_id in merged:
+                        merged[item_id][1].append(tag)
+                    else:
+                        merged[item_id] = (1.0 - float(distance), [tag])
+        return [
+            [Candidate(item_id, score, tuple(tags)) for item_id, (score, tags) in
+             sorted(merged.items(), key=lambda kv: (-kv[1][0], kv[0]))]
+            for merged in found
+        ]  # fmt: skip
 
-    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> Ranked:
         """CDA4Rec Eq. 3 as arrays: candidate ids [C] and their scores e_sem . e_i [C], best first."""
         return _as_arrays(self.retrieve(query, tag_counts))
+
+    def retrieve_many(self, queries: np.ndarray, plans: Plans) -> list[Ranked]:
+        """`retrieve_ids` for B requests (queries [B, d]), batched per tag collection."""
+        return [_as_arrays(found) for found in self.retrieve_candidates(queries, plans)]
 
     def nearest_tags(self, query: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """The k tags whose descriptions are closest to `query` (inner product), best first."""
@@ -315,35 +377,61 @@ class TagIndex:
 class ExactTagIndex:
     """Eq. 3 by exact inner product over the catalog's tag groups in memory (no Chroma).
 
-    The reference `TagIndex` is measured against (recall@N, speed), and what the evaluations retrieve from when
-    thousands of users are scored at once; Chroma's HNSW matches it at recall@N 0.99995 on ML-1M
-    (evals/results/index_ml-1m.json).
+    The reference `TagIndex` is measured against (recall@N, speed), what the evaluations retrieve from when
+    thousands of users are scored at once, and the default backend below the measured crossover
+    (`EXACT_BELOW_ITEMS`); Chroma's HNSW matches it at recall@N 0.99995 on ML-1M (evals/results/index_ml-1m.json).
     """
 
-    catalog: Catalog
+    catalog: TagGroups
     table: np.ndarray  # [V + 1, d], the item semantic table of Eq. 1
 
     def tags(self) -> list[str]:
         return self.catalog.tags()
 
-    def _tops(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Scores e_sem . e_i of every item [V + 1] and each tag group's top-N_i ids, best first (Eq. 3)."""
-        unknown = [tag for tag in tag_counts if not len(self.catalog.tag_members(tag))]
+    def _check(self, plans: Plans) -> None:
+        unknown = sorted({tag for plan in plans for tag in plan if not len(self.catalog.tag_members(tag))})
         if unknown:
             raise UnknownTagError(f"unknown tag(s) {', '.join(map(repr, unknown))}; known: {', '.join(self.tags())}")
-        scores = self.table @ np.asarray(query, dtype=np.float32).reshape(-1)
-        tops = {}
-        for tag, count in tag_counts.items():
-            members = self.catalog.tag_members(tag)
-            if count > 0:
-                tops[tag] = members[np.argsort(-scores[members], kind="stable")[: int(count)]]
-        return scores, tops
 
-    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-        scores, tops = self._tops(query, tag_counts)
+    def _group_top(self, scores: np.ndarray, tag: str, count: int) -> np.ndarray:
+        """The top-N_i ids of one tag group by `scores` [V + 1], best first (ties: lower id first)."""
+        members = self.catalog.tag_members(tag)
+        group = scores[members]
+        if count < len(members):  # a partial sort: O(|group|) instead of O(|group| log |group|)
+            keep = np.argpartition(-group, count - 1)[:count]
+            members, group = members[keep], group[keep]
+        return members[np.lexsort((members, -group))]
+
+    def _tops(self, scores: np.ndarray, tag_counts: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Each tag group's top-N_i ids, best first (Eq. 3), given every item's score e_sem . e_i [V + 1]."""
+        return {tag: self._group_top(scores, tag, int(n)) for tag, n in tag_counts.items() if n > 0}
+
+    def _rescore(self, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """e_sem . e_i of the chosen items in float64: the same numbers however many requests were scored
+        together (a float32 matrix product rounds differently from a matrix-vector one, which can swap near-ties)."""
+        return self.table[ids].astype(np.float64) @ np.asarray(query, dtype=np.float64).reshape(-1)
+
+    def _merge(self, query: np.ndarray, tops: dict[str, np.ndarray]) -> Ranked:
         ids = np.unique(np.concatenate(list(tops.values()))) if tops else np.zeros(0, dtype=np.int64)
-        order = np.lexsort((ids, -scores[ids]))
-        return ids[order], scores[ids][order].astype(np.float64)
+        exact = self._rescore(ids, query)
+        order = np.lexsort((ids, -exact))
+        return ids[order], exact[order]
+
+    def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> Ranked:
+        return self.retrieve_many(np.asarray(query).reshape(1, -1), [tag_counts])[0]
+
+    def retrieve_many(self, queries: np.ndarray, plans: Plans, chunk: int = 64) -> list[Ranked]:
+        """Eq. 3 for B requests: the scores of every item for `chunk` requests at a time in one matrix product
+        E_I Q^T [V + 1, chunk], then each request's tag groups cut from its column."""
+        self._check(plans)
+        vectors = np.asarray(queries, dtype=np.float32).reshape(len(plans), -1)
+        answers: list[Ranked] = []
+        for start in range(0, len(plans), chunk):
+            block = self.table @ vectors[start : start + chunk].T  # [V + 1, chunk]
+            for row, (column, plan) in enumerate(zip(block.T, plans[start : start + chunk], strict=True)):
+                scores = np.ascontiguousarray(column)
+                answers.append(self._merge(vectors[start + row], self._tops(scores, plan)))
+        return answers
 
     def health(self) -> dict[str, dict[str, object]]:
         """Exact search uses no Chroma; the index is the catalogue's tag groups in memory."""
@@ -351,15 +439,18 @@ class ExactTagIndex:
 
     def retrieve(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> list[Candidate]:
         """The same candidates as `retrieve_ids`, each with the tag groups that returned it (like `TagIndex`)."""
-        scores, tops = self._tops(query, tag_counts)
+        self._check([tag_counts])
+        scores = self.table @ np.asarray(query, dtype=np.float32).reshape(-1)
         groups: dict[int, list[str]] = {}
+        tops = self._tops(scores, tag_counts)
         for tag, top in tops.items():
             for item_id in top.tolist():
                 groups.setdefault(item_id, []).append(tag)
-        ranked = sorted(groups, key=lambda item: (-scores[item], item))
-        return [Candidate(item, float(scores[item]), tuple(groups[item])) for item in ranked]
+        ids, exact = self._merge(query, tops)
+        pairs = zip(ids.tolist(), exact.tolist(), strict=True)
+        return [Candidate(item, score, tuple(groups[item])) for item, score in pairs]
 
-    def top(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, query: np.ndarray, n: int) -> Ranked:
         """The n best items of the whole catalog, ignoring tags (LSC4Rec's tag-free cloud retrieval)."""
         scores = self.table[1:] @ np.asarray(query, dtype=np.float32).reshape(-1)
         ids = np.argsort(-scores, kind="stable")[:n] + 1

@@ -8,7 +8,7 @@ from functools import cached_property
 from ground.settings import Settings
 from tools.data import Dataset, Splits, leave_one_out, load
 from tools.embeddings import ItemSemantics, item_semantics
-from tools.tag_index import TagIndex, chroma_client
+from tools.tag_index import ExactTagIndex, TagIndex, TagRetriever, choose_backend, chroma_client
 
 
 @dataclass
@@ -43,6 +43,13 @@ class Workspace:
         index = TagIndex(chroma_client(self.settings.chroma_url, self.settings.chroma_dir), self.dataset.name)
         index.manifest(expected_key=self.semantics.key)
         return index
+
+    @cached_property
+    def retriever(self) -> TagRetriever:
+        """What the cloud retrieves from (Eq. 3): the backend the `index_backend` setting chooses for this catalogue
+        (exact search in memory needs no build; Chroma must have been built)."""
+        backend = choose_backend(self.settings.index_backend, self.dataset.catalog.num_items, self.settings.chroma_url)
+        return ExactTagIndex(self.dataset.catalog, self.semantics.table) if backend == "exact" else self.index
 
     def index_for_build(self) -> TagIndex:
         return TagIndex(chroma_client(self.settings.chroma_url, self.settings.chroma_dir), self.dataset.name)

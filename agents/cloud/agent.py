@@ -84,13 +84,13 @@ class CloudAgent:
         return self.semantic_batch([abstract], [plan])[0]
 
     def semantic_batch(self, abstracts: Sequence[Abstract], plans: Sequence[Plan]) -> list[SemanticAnswer]:
-        """`semantic` for many (abstract, plan) pairs, embedding each distinct text once."""
+        """`semantic` for many (abstract, plan) pairs, embedding each distinct text once and retrieving for all
+        of them in as few index calls as the backend allows (`TagRetriever.retrieve_many`)."""
         e_sem = self.semantic_embeddings(abstracts, [p.alpha for p in plans])
-        answers = []
-        for vector, plan in zip(e_sem, plans, strict=True):
-            ids, scores = self.retrieve(vector, plan)
-            answers.append(SemanticAnswer(vector, ids, scores))
-        return answers
+        if len(plans) == 1:
+            return [SemanticAnswer(e_sem[0], *self.retrieve(e_sem[0], plans[0]))]
+        ranked = self.index.retrieve_many(e_sem, [plan.tags for plan in plans])
+        return [SemanticAnswer(vector, ids, scores) for vector, (ids, scores) in zip(e_sem, ranked, strict=True)]
 
     def strategy(self, request: StrategyRequest) -> ChordStrategy:
         """CHORD Eq. 7-13 in the cloud: the profile z -> the 2-bit-per-channel precision strategy."""
