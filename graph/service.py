@@ -236,39 +236,47 @@ def _route_endpoint(answer: Callable[[str, Request], Awaitable[Response]], route
     return endpoint
 
 
-def slow_client_protocol(head_timeout: float) -> type[H11Protocol]:
+class SlowClientH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head has not fully arrived `head_timeout` s
-    after the connection opened or the previous response ended (uvicorn itself waits forever for it)."""
+    after the connection opened or the previous response ended (uvicorn itself waits forever for it).
 
-    class SlowClientH11Protocol(H11Protocol):
-        _head_timer: Any = None
+    Module-level so uvicorn's worker processes can import it by name (`graph.service:SlowClientH11Protocol`);
+    each process sets `head_timeout` from its settings before it serves (`slow_client_protocol`, `app_factory`).
+    """
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm_head_timer()
+    head_timeout: float = 10.0
+    _head_timer: Any = None
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm_head_timer()
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            super().connection_lost(exc)
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
 
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._head_timer = self.loop.call_later(head_timeout, self._head_expired)
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
 
-        def _head_expired(self) -> None:
-            waiting_for_head = self.conn.their_state in (h11.IDLE, h11.DONE) and (
-                self.cycle is None or self.cycle.response_complete
-            )
-            if waiting_for_head and not self.transport.is_closing():
-                error_log.info("closed a connection whose request head took over %g s", head_timeout)
-                self.transport.close()
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
 
+    def _head_expired(self) -> None:
+        waiting_for_head = self.conn.their_state in (h11.IDLE, h11.DONE) and (
+            self.cycle is None or self.cycle.response_complete
+        )
+        if waiting_for_head and not self.transport.is_closing():
+            error_log.info("closed a connection whose request head took over %g s", self.head_timeout)
+            self.transport.close()
+
+
+def slow_client_protocol(head_timeout: float) -> type[H11Protocol]:
+    """`SlowClientH11Protocol` with its head timeout set to `head_timeout` seconds (this process)."""
+    SlowClientH11Protocol.head_timeout = head_timeout
     return SlowClientH11Protocol
 
 
@@ -279,11 +287,7 @@ def check_binding(host: str, token: str | None) -> None:
                           "or bind to 127.0.0.1")  # fmt: skip
 
 
-def serve(cloud: CloudAgent, dataset: str, settings: Settings, host: str, port: int) -> None:
-    """Run the hardened service until SIGTERM / Ctrl-C (graceful, bounded by `cloud_shutdown_timeout`)."""
-    token = settings.cloud_token.get_secret_value() if settings.cloud_token else None
-    check_binding(host, token)
-    limits = ServiceLimits.from_settings(settings)
+def _log_to_stderr() -> None:
     for logger in (access_log, error_log):
         if not logger.handlers:
             handler = logging.StreamHandler(sys.stderr)
@@ -291,10 +295,61 @@ def serve(cloud: CloudAgent, dataset: str, settings: Settings, host: str, port: 
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False
+
+
+def _uvicorn_options(limits: ServiceLimits) -> dict[str, Any]:
+    return dict(log_level="warning", access_log=False, timeout_keep_alive=5, limit_concurrency=limits.max_connections,
+                timeout_graceful_shutdown=math.ceil(limits.shutdown_timeout), server_header=False)  # fmt: skip
+
+
+def serve(cloud: CloudAgent, dataset: str, settings: Settings, host: str, port: int) -> None:
+    """Run the hardened service until SIGTERM / Ctrl-C (graceful, bounded by `cloud_shutdown_timeout`)."""
+    token = settings.cloud_token.get_secret_value() if settings.cloud_token else None
+    check_binding(host, token)
+    limits = ServiceLimits.from_settings(settings)
+    _log_to_stderr()
     app = create_app(cloud, dataset, token=token, limits=limits, docs=settings.cloud_docs)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=5,
-        http=slow_client_protocol(limits.client_timeout), limit_concurrency=limits.max_connections,
-        timeout_graceful_shutdown=math.ceil(limits.shutdown_timeout), server_header=False,
-    )  # fmt: skip
+    config = uvicorn.Config(app, host=host, port=port, http=slow_client_protocol(limits.client_timeout),
+                            **_uvicorn_options(limits))  # fmt: skip
     uvicorn.Server(config).run()
+
+
+# -- replicas: N worker processes on one socket ---------------------------------------------------------------
+
+REPLICA_ENV = "TANDEM_CLOUD_REPLICA"  # what each worker process builds: {"data": ..., "planner": ...} as JSON
+
+
+def app_factory() -> FastAPI:
+    """The app of one worker process of `serve_workers`: its own runtime (data, index, planner) from the settings
+    (the environment and tandem.toml, as the parent read them) and the spec the parent left in `REPLICA_ENV`.
+    A worker holds no state another needs: the service is stateless, so replicas need no coordination."""
+    import json
+    import os
+
+    from graph.runtime import TandemRuntime  # deferred: the parent imports this module without building
+    from ground.settings import get_settings
+
+    spec = json.loads(os.environ[REPLICA_ENV])
+    settings = get_settings()
+    limits = ServiceLimits.from_settings(settings)
+    slow_client_protocol(limits.client_timeout)
+    _log_to_stderr()
+    runtime = TandemRuntime.create(settings, spec["data"], planner=spec["planner"], progress=False)
+    token = settings.cloud_token.get_secret_value() if settings.cloud_token else None
+    error_log.info("worker %d serves %s (%s planner)", os.getpid(), runtime.workspace.dataset.name, spec["planner"])
+    return create_app(runtime.cloud, runtime.workspace.dataset.name, token=token, limits=limits,
+                      docs=settings.cloud_docs)  # type: ignore[arg-type]  # fmt: skip
+
+
+def serve_workers(data: str, planner: str, settings: Settings, host: str, port: int, workers: int) -> None:
+    """`workers` uvicorn worker processes sharing one listening socket, each running `app_factory` (the
+    kernel spreads connections over them); the parent supervises and stops them on SIGTERM / Ctrl-C."""
+    import json
+    import os
+
+    token = settings.cloud_token.get_secret_value() if settings.cloud_token else None
+    check_binding(host, token)
+    limits = ServiceLimits.from_settings(settings)
+    os.environ[REPLICA_ENV] = json.dumps({"data": data, "planner": planner})
+    uvicorn.run("graph.service:app_factory", factory=True, host=host, port=port, workers=workers,
+                http="graph.service:SlowClientH11Protocol", **_uvicorn_options(limits))  # fmt: skip

@@ -208,16 +208,23 @@ def cloud_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     planner: Annotated[str, typer.Option(help="llm or rule.")] = "llm",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (replicas) on the one port.")] = 1,
 ) -> None:
     """Serve the cloud agent (planning, semantic modelling, retrieval) over HTTP (token, limits: see README)."""
     from graph.runtime import TandemRuntime  # deferred: only the serving process needs the web stack
-    from graph.service import check_binding, serve
+    from graph.service import check_binding, serve, serve_workers
 
     settings = get_settings()
     check_binding(host, settings.cloud_token.get_secret_value() if settings.cloud_token else None)
     runtime = TandemRuntime.create(settings, data or None, planner=planner)  # type: ignore[arg-type]
-    console.print(views.safe(f"Tandem cloud for {runtime.workspace.dataset.name} on http://{host}:{port}"))
-    serve(runtime.cloud, runtime.workspace.dataset.name, settings, host, port)
+    name = runtime.workspace.dataset.name
+    replicas = f" ({workers} worker processes)" if workers > 1 else ""
+    console.print(views.safe(f"Tandem cloud for {name} on http://{host}:{port}{replicas}"))
+    if workers == 1:
+        serve(runtime.cloud, name, settings, host, port)
+        return
+    del runtime  # built once to fail early with a clear error; each worker builds its own
+    serve_workers(data or settings.dataset, planner, settings, host, port, workers)
 
 
 @graph_app.command("show")

@@ -18,10 +18,11 @@ CLI = [sys.executable, "-c", "from tandem.cli import main; main()"]
 
 @contextmanager
 def cloud_process(log_path: Path, *, planner: str = "rule", env: dict[str, str] | None = None,
-                  timeout: float = 180.0) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
-    """`tandem cloud serve` on 127.0.0.1 with `env` added; yields (url, process) once /health answers."""
+                  timeout: float = 180.0, args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+    """`tandem cloud serve` on 127.0.0.1 with `env` added (and extra CLI `args`); yields (url, process) once
+    /health answers."""
     port = free_port()
-    command = [*CLI, "cloud", "serve", "--data", "ml-100k", "--port", str(port), "--planner", planner]
+    command = [*CLI, "cloud", "serve", "--data", "ml-100k", "--port", str(port), "--planner", planner, *args]
     url = f"http://127.0.0.1:{port}"
     with serving(command, f"{url}/health", log_path, name="cloud serve", timeout=timeout, stop_timeout=30,
                  cwd=ROOT, env={**os.environ, **(env or {})}) as proc:  # fmt: skip
