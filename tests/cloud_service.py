@@ -17,8 +17,10 @@ CLI = [sys.executable, "-c", "from tandem.cli import main; main()"]
 
 
 @contextmanager
-def cloud_process(log_path: Path, *, planner: str = "rule", env: dict[str, str] | None = None,
-                  timeout: float = 180.0, args: tuple[str, ...] = ()) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+def cloud_process(
+    log_path: Path, *, planner: str = "rule", env: dict[str, str] | None = None, timeout: float = 180.0,
+    args: tuple[str, ...] = (),
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """`tandem cloud serve` on 127.0.0.1 with `env` added (and extra CLI `args`); yields (url, process) once
     /health answers."""
     port = free_port()
