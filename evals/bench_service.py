@@ -48,9 +48,9 @@ CLIENT_TIMEOUT = 180.0  # seconds a benchmark client waits for one answer
 START_TIMEOUT = 300.0  # seconds the service may take to load
 
 
-def abstracts(settings: Settings, n: int) -> list[dict[str, Any]]:
-    """n scrubbed, rule-written abstracts of seeded users (JSON-ready)."""
-    dataset = Workspace(settings, "ml-100k", progress=False).dataset
+def abstracts(settings: Settings, n: int, data: str = "ml-100k") -> list[dict[str, Any]]:
+    """n scrubbed, rule-written abstracts of seeded users of `data` (JSON-ready)."""
+    dataset = Workspace(settings, data, progress=False).dataset
     rng = np.random.default_rng(settings.seed)
     users = rng.choice(dataset.num_users, size=min(n, dataset.num_users), replace=False)
     out = []
@@ -66,12 +66,14 @@ def abstracts(settings: Settings, n: int) -> list[dict[str, Any]]:
 class Service:
     """`tandem cloud serve` from this checkout, as a subprocess on a free loopback port."""
 
-    def __init__(self, planner: str, token: str, port: int, log: Path) -> None:
+    def __init__(self, planner: str, token: str, port: int, log: Path, data: str = "ml-100k",
+                 workers: int = 1) -> None:  # fmt: skip
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log, "wb")
         cli = [sys.executable, "-c", "from tandem.cli import main; main()"]
-        self.proc = subprocess.Popen([*cli, "cloud", "serve", "--data", "ml-100k", "--port", str(port),
-                                      "--planner", planner], cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+        command = [*cli, "cloud", "serve", "--data", data, "--port", str(port), "--planner", planner,
+                   "--workers", str(workers)]  # fmt: skip
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "TANDEM_CLOUD_TOKEN": token})  # fmt: skip
 
     def wait(self) -> None:

@@ -17,7 +17,7 @@ same synthetic data, never against a held-out item. Seeded: the same arguments g
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,20 +62,21 @@ class SyntheticWorld:
         return np.stack([table[h[-newest:]].mean(axis=0) for h in self.histories]).astype(np.float32)
 
     def plan(self, user: int, tag_count: int, candidate_size: int) -> dict[str, int]:
-        """A plan's tag dictionary for `user` (as the rule planner builds one): the tags of the user's history
-        by frequency, then the catalogue's most popular ones, with `candidate_size` split evenly over them."""
-        counts: Counter[str] = Counter()
-        for tag in self.favourite_tags[user]:
-            counts[tag] += 1
-        chosen = [tag for tag, _ in counts.most_common()]
-        for tag in self.catalog.tag_names:  # tags are stored most popular first
-            if len(chosen) >= tag_count:
-                break
-            if tag not in chosen:
-                chosen.append(tag)
-        chosen = chosen[:tag_count]
-        share, extra = divmod(candidate_size, len(chosen))
-        return {tag: share + (1 if i < extra else 0) for i, tag in enumerate(chosen)}
+        """A plan's tag dictionary for `user` (see `plan_for`); the catalogue's tags are stored most popular first."""
+        return plan_for(self.favourite_tags[user], self.catalog.tag_names, tag_count, candidate_size)
+
+
+def plan_for(preferred: Sequence[str], popular: Sequence[str], tag_count: int, candidate_size: int) -> dict[str, int]:
+    """A plan's tag dictionary as the rule planner builds one: the user's preferred tags (most frequent first),
+    then the catalogue's most popular ones, with `candidate_size` split evenly over the `tag_count` tags."""
+    chosen = list(dict.fromkeys(preferred))[:tag_count]
+    for tag in popular:
+        if len(chosen) >= tag_count:
+            break
+        if tag not in chosen:
+            chosen.append(tag)
+    share, extra = divmod(candidate_size, len(chosen))
+    return {tag: share + (1 if i < extra else 0) for i, tag in enumerate(chosen)}
 
 
 def zipf_weights(n: int, exponent: float) -> np.ndarray:
