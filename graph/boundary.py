@@ -30,6 +30,7 @@ from agents.cloud.agent import CloudAgent
 from agents.device.replies import UntrustedReplyError
 from ground.errors import DependencyUnavailableError, TandemError
 from tools.protocol import (
+    CompactSemanticResponse,
     Crossing,
     PlanRequest,
     Route,
@@ -65,7 +66,8 @@ def cloud_handlers(cloud: CloudAgent) -> dict[str, Handler]:
     """Route name -> bytes handler over the cloud agent, shared by the in-process and HTTP transports.
 
     Each request body is validated into its protocol model (unknown fields are refused) before the agent
-    sees it; each reply is the protocol model's JSON.
+    sees it; each reply is the protocol model's JSON (the semantic answer in the wire version the request asks
+    for: none or 1 = `SemanticResponse`, 2 = `CompactSemanticResponse`).
     """
 
     def plan(payload: bytes) -> bytes:
@@ -75,6 +77,8 @@ def cloud_handlers(cloud: CloudAgent) -> dict[str, Handler]:
     def semantic(payload: bytes) -> bytes:
         request = SemanticRequest.model_validate_json(payload)
         answer = cloud.semantic(request.abstract, request.plan)
+        if request.answer_wire == 2:
+            return CompactSemanticResponse.encode(answer.e_sem, answer.candidates).model_dump_json().encode()
         reply = SemanticResponse(e_sem=answer.e_sem.tolist(), candidates=answer.candidates.tolist(),
                                  scores=answer.scores.tolist())  # fmt: skip
         return reply.model_dump_json().encode()

@@ -28,13 +28,21 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
+from agents.device.replies import expand_compact
 from graph.boundary import CloudUnavailableError
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
 from graph.state import CloudInput, DeviceState, RequestInput, RequestOutput, checked_request
 from tools.constraints import unsupported_note
 from tools.fusion import should_request
-from tools.protocol import ChordStrategy, PlanRequest, PlanResult, SemanticRequest, SemanticResponse
+from tools.protocol import (
+    ChordStrategy,
+    CompactSemanticResponse,
+    PlanRequest,
+    PlanResult,
+    SemanticRequest,
+    SemanticResponse,
+)
 
 NodeFn = Callable[[Any, TandemRuntime], dict[str, Any]]
 PER_TURN = ("route", "warnings", "crossings", "timings")
@@ -256,10 +264,18 @@ def cloud_plan(state: CloudInput, rt: TandemRuntime) -> dict:
 @node("cloud_semantic")
 def cloud_semantic(state: CloudInput, rt: TandemRuntime) -> dict:
     """CDA4Rec Eq. 2-3, across the boundary: (Abstract, Plan) -> e_sem and tag-group candidates."""
-    request = SemanticRequest(abstract=state["abstract"], plan=state["plan_result"].plan)
+    wire = rt.settings.cloud_wire  # the answer format asked for; 1 is sent as no field at all (an old device)
+    request = SemanticRequest(abstract=state["abstract"], plan=state["plan_result"].plan,
+                              wire=wire if wire > 1 else None)  # fmt: skip
+
+    def check(answer: SemanticResponse | CompactSemanticResponse) -> SemanticResponse:
+        if isinstance(answer, CompactSemanticResponse):  # wire 2: scores recomputed from the device's item table
+            answer = expand_compact(answer, rt.device.item_table)
+        return rt.device.check_semantic(request, answer)
+
     try:
-        reply, crossing = rt.boundary.call("semantic", request, SemanticResponse,
-                                           check=lambda answer: rt.device.check_semantic(request, answer))  # fmt: skip
+        answer_type = CompactSemanticResponse if wire == 2 else SemanticResponse
+        reply, crossing = rt.boundary.call("semantic", request, answer_type, check=check)  # type: ignore[arg-type]
     except CloudUnavailableError as exc:
         return {"cloud_failed": True, "warnings": [f"cloud retrieval failed: {exc}"]}
     if not reply.candidates:

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     cloud_max_reply_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest cloud answer the device reads, in bytes."
     )
+    cloud_wire: Literal[1, 2] = Field(
+        2, description="Format of the cloud's semantic answer the device asks for: 2 = compact (float32 e_sem, the "
+        "candidate ids as gap varints or a bitmap, scores recomputed on the device); 1 = JSON lists (for a cloud "
+        "older than wire 2).",
+    )  # fmt: skip
     cloud_max_body_bytes: int = Field(
         64 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body the cloud service accepts (413)."
     )

@@ -3,8 +3,8 @@
 What crosses, and nothing else (CDA4Rec Fig. 2, CHORD Fig. 2):
 - up:   `PlanRequest` (the scrubbed `Abstract`), `SemanticRequest` (abstract + the plan the cloud chose),
         `StrategyRequest` (CHORD's user profile z, never the history);
-- down: `PlanResult` (the `Plan` and how it was obtained), `SemanticResponse` (e_sem and the candidates),
-        `ChordStrategy` (2 bits per output channel).
+- down: `PlanResult` (the `Plan` and how it was obtained), `SemanticResponse` (e_sem and the candidates; or,
+        when the device asks for wire 2, the `CompactSemanticResponse`), `ChordStrategy` (2 bits per channel).
 Every model forbids unknown fields, so a message smuggling anything else (a history, titles) is refused
 where it crosses. Allowed values are declared once, as `Literal`s, and the sets the code checks against are
 derived from them. A plan is validated once, when it is built or when it crosses; after that it travels as
@@ -14,9 +14,11 @@ a typed, frozen `Plan`.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 from typing import Any, Literal, get_args
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from ground.errors import TandemError
@@ -239,11 +241,28 @@ class PlanRequest(WireModel):
     abstract: Abstract
 
 
+WireVersion = Literal[1, 2]
+WIRE_VERSIONS: tuple[int, ...] = get_args(WireVersion)
+"""Formats of the semantic answer: 1 = `SemanticResponse` (JSON lists; what every device before wire 2 reads),
+2 = `CompactSemanticResponse`."""
+
+
 class SemanticRequest(WireModel):
-    """CDA4Rec III-D/E: Eq. 2 for this abstract with the plan's alpha, then Eq. 3 over the plan's tags."""
+    """CDA4Rec III-D/E: Eq. 2 for this abstract with the plan's alpha, then Eq. 3 over the plan's tags.
+
+    `wire` names the answer format the device reads. A device older than wire 2 never sends it and gets the
+    JSON lists it always got; the field is left out of the message when unset, so a request without it is
+    byte for byte what an old device sends (and what an old cloud accepts)."""
 
     abstract: Abstract
     plan: Plan
+    wire: WireVersion | None = Field(None, exclude_if=lambda value: value is None,
+                                     description="Answer format: 2 = CompactSemanticResponse; unset or 1 = "
+                                     "SemanticResponse.")  # fmt: skip
+
+    @property
+    def answer_wire(self) -> int:
+        return self.wire or 1
 
 
 class SemanticResponse(WireModel):
@@ -252,6 +271,102 @@ class SemanticResponse(WireModel):
     e_sem: list[float] = Field(max_length=MAX_EMBEDDING_DIM, description="Semantic user embedding (Eq. 2).")
     candidates: list[int] = Field(max_length=MAX_CANDIDATES, description="Merged top-N_i of each tag (Eq. 3).")
     scores: list[float] = Field(max_length=MAX_CANDIDATES, description="e_sem . e_i of each candidate.")
+
+
+IDS_VARINT, IDS_BITMAP = 0, 1  # first byte of `CompactSemanticResponse.candidates`
+
+
+class WireFormatError(ValueError):
+    """A compact field that does not decode (bad base64, a truncated varint, a count that does not match)."""
+
+
+def encode_ids(ids: np.ndarray) -> bytes:
+    """A set of item ids (>= 1) in the fewer bytes of two codes, the first byte naming it: 0 = the ascending ids
+    as LEB128 varints of their gaps (the first gap from 0), 1 = a bitmap over ids 0..max (LSB first)."""
+    ordered = np.unique(np.asarray(ids, dtype=np.int64))
+    varint = bytearray([IDS_VARINT])
+    previous = 0
+    for value in ordered.tolist():
+        gap, previous = value - previous, value
+        while gap >= 0x80:
+            varint.append((gap & 0x7F) | 0x80)
+            gap >>= 7
+        varint.append(gap)
+    if not len(ordered):
+        return bytes(varint)
+    mask = np.zeros(int(ordered[-1]) + 1, dtype=bool)
+    mask[ordered] = True
+    bitmap = bytes([IDS_BITMAP]) + np.packbits(mask, bitorder="little").tobytes()
+    return bytes(varint) if len(varint) <= len(bitmap) else bitmap
+
+
+def decode_ids(data: bytes) -> np.ndarray:
+    """`encode_ids` backwards: the ids, ascending [C]."""
+    if not data:
+        raise WireFormatError("empty id code")
+    kind, body = data[0], data[1:]
+    if kind == IDS_BITMAP:
+        return np.flatnonzero(np.unpackbits(np.frombuffer(body, dtype=np.uint8), bitorder="little")).astype(np.int64)
+    if kind != IDS_VARINT:
+        raise WireFormatError(f"unknown id code {kind}")
+    out, value, shift, current = [], 0, 0, 0
+    for byte in body:
+        value |= (byte & 0x7F) << shift
+        if byte & 0x80:
+            shift += 7
+            if shift > 35:
+                raise WireFormatError("a varint longer than 5 bytes")
+            continue
+        current += value
+        out.append(current)
+        value, shift = 0, 0
+    if shift:
+        raise WireFormatError("the id code ends inside a varint")
+    return np.asarray(out, dtype=np.int64)
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise WireFormatError(f"{what} is not base64") from None
+
+
+class CompactSemanticResponse(WireModel):
+    """Wire 2 of the semantic answer: e_sem and the candidate SET, without the scores.
+
+    e_sem crosses as its float32 bytes (exactly the values the cloud computed); the candidates as a set of ids
+    (`encode_ids`: gap varints or a bitmap, whichever is smaller); the scores e_sem . e_i (Eq. 3) are left off
+    because the device holds the same item table and recomputes them, and with them the cloud's best-first
+    order (score, then smaller id). Ranks are the same as from `SemanticResponse` whenever the cloud's scores
+    are exact (the exact backend; Chroma's HNSW returns float32 inner products, equal to about 1e-6).
+    """
+
+    wire: Literal[2] = 2
+    e_sem: str = Field(max_length=4 * MAX_EMBEDDING_DIM * 2, description="base64 of e_sem as float32, little-endian.")
+    candidates: str = Field(max_length=8 * MAX_CANDIDATES, description="base64 of the candidate id set (encode_ids).")
+    count: int = Field(ge=0, le=MAX_CANDIDATES, description="Number of candidates (checked against the decoded set).")
+
+    @classmethod
+    def encode(cls, e_sem: np.ndarray, candidates: np.ndarray) -> CompactSemanticResponse:
+        vector = np.asarray(e_sem, dtype="<f4").reshape(-1)
+        return cls(e_sem=base64.b64encode(vector.tobytes()).decode(), count=len(candidates),
+                   candidates=base64.b64encode(encode_ids(candidates)).decode())  # fmt: skip
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray]:
+        """e_sem [d] (float32) and the candidate ids, ascending [C]."""
+        raw = _b64(self.e_sem, "e_sem")
+        if len(raw) % 4:
+            raise WireFormatError("e_sem is not a whole number of float32 values")
+        ids = decode_ids(_b64(self.candidates, "candidates"))
+        if len(ids) != self.count:
+            raise WireFormatError(f"{len(ids)} candidates decoded, {self.count} announced")
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32), ids
+
+    @model_validator(mode="after")
+    def _decodes(self) -> CompactSemanticResponse:
+        self.decode()
+        return self
 
 
 class UserProfile(WireModel):

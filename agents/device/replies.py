@@ -16,8 +16,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ground.errors import TandemError
-from tools.protocol import ChordStrategy, PlanResult, SemanticRequest, SemanticResponse, StrategyRequest
+from tools.protocol import (
+    ChordStrategy,
+    CompactSemanticResponse,
+    PlanResult,
+    SemanticRequest,
+    SemanticResponse,
+    StrategyRequest,
+)
 
 CLOUD_STATUSES = frozenset({"parsed", "repaired", "fallback", "rule"})
 """How a plan may have been obtained *by the cloud* ("cached" and "device" are the device's own)."""
@@ -98,3 +107,17 @@ class ReplyChecker:
         if not math.isfinite(reply.beta):
             raise UntrustedReplyError("strategy beta is not a finite number")
         return reply
+
+
+def expand_compact(reply: CompactSemanticResponse, item_table: np.ndarray) -> SemanticResponse:
+    """A wire-2 semantic answer read on the device: e_sem and the candidate set as sent, each candidate's score
+    e_sem . e_i (CDA4Rec Eq. 3) recomputed from the device's own item table [V + 1, d], and the cloud's order
+    restored (best first, ties by smaller id). The result then passes the same checks as a wire-1 answer."""
+    e_sem, ids = reply.decode()
+    if len(e_sem) != item_table.shape[1]:
+        raise UntrustedReplyError(f"e_sem has {len(e_sem)} dimensions; the item space has {item_table.shape[1]}")
+    if len(ids) and (ids[0] < 1 or ids[-1] >= len(item_table)):
+        raise UntrustedReplyError(f"a candidate id is outside the catalogue (1..{len(item_table) - 1})")
+    scores = item_table[ids].astype(np.float64) @ e_sem.astype(np.float64)  # [C]
+    order = np.lexsort((ids, -scores))
+    return SemanticResponse(e_sem=e_sem.tolist(), candidates=ids[order].tolist(), scores=scores[order].tolist())
