@@ -14,6 +14,9 @@ Sections (each merges its key into evals/results/scale.json, so one can be rerun
 - `service`: `tandem cloud serve --data ml-1m --planner rule --workers N` for N in `--workers` on loopback,
   under a bounded closed-loop load (`--concurrency` clients, `--service-requests` plan + semantic exchanges in
   all): throughput, p50/p95 latency of an exchange, errors. The load generator shares the machine's cores.
+- `request`: the rule-planner request on ML-1M in process, minus the device encoder, per backend and wire
+  (before: Chroma + wire 1; after: exact + wire 2), split into abstract, /plan, /semantic and the device's read
+  + rank step.
 - `wire`: bytes down per /semantic answer for seeded ML-100K and ML-1M test users under the rule planner, in
   the JSON wire of protocol version 1 and the compact wire of version 2, and whether the device's ranking is
   identical (the same top-10 from both).
@@ -21,7 +24,7 @@ Sections (each merges its key into evals/results/scale.json, so one can be rerun
 Wall-clock figures depend on machine load (other jobs share the 2 cores): the load average before and after
 each section is recorded; ratios (exact vs Chroma, workers vs one) and counts (bytes, recall) are load-robust.
 
-Usage: python -m evals.bench_scale [--sections retrieval,service,wire] [--sizes 3706,100000,1000000]
+Usage: python -m evals.bench_scale [--sections retrieval,service,wire,request] [--sizes 3706,100000,1000000]
        [--requests 20] [--chroma-max-items 100000] [--server-max-items 100000] [--workers 1,2,4]
 """
 
@@ -443,7 +446,7 @@ def _print_retrieval(result: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", default="retrieval,service,wire")
+    parser.add_argument("--sections", default="retrieval,service,wire,request")
     parser.add_argument("--sizes", default="3706,100000,1000000", help="3706 = real ML-1M; others synthetic.")
     parser.add_argument("--requests", type=int, default=20, help="Seeded users (requests) per cell.")
     parser.add_argument("--chroma-max-items", type=int, default=100_000)
@@ -452,6 +455,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--service-requests", type=int, default=300)
     parser.add_argument("--wire-users", type=int, default=100)
+    parser.add_argument("--request-users", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -461,8 +465,8 @@ def main() -> None:
         parser.error("--concurrency must be 1..256 and --service-requests 1..5000 (a bounded loopback load)")
     settings = get_settings()
     steps: dict[str, Callable[[argparse.Namespace, Settings], dict[str, Any]]] = {
-        "retrieval": run_retrieval, "service": run_service, "wire": run_wire}  # fmt: skip
-    for name in ("retrieval", "service", "wire"):
+        "retrieval": run_retrieval, "service": run_service, "wire": run_wire, "request": run_request}  # fmt: skip
+    for name in ("retrieval", "service", "wire", "request"):
         if name in sections:
             result = steps[name](args, settings)
             _merge(name, result)
@@ -472,6 +476,64 @@ def main() -> None:
             else:
                 console.print_json(json.dumps({k: v for k, v in result.items() if k != "machine"}))
     console.print(f"written to {OUT}")
+
+
+def run_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The rule-planner request on ML-1M without the device's structured encoder: device abstract (rules), the
+    cloud's /plan and /semantic handlers (Eq. 2 + Eq. 3 + serialisation), the device reading the answer and its
+    rank step; per backend (Chroma embedded as before, exact as the default now) and wire (1 before, 2 now)."""
+    from agents.cloud.agent import CloudAgent
+    from agents.cloud.semantic import TextSpace
+    from agents.device.abstract import generate_abstract, history_from_ids
+    from agents.device.replies import expand_compact
+    from graph.boundary import cloud_handlers
+    from tools.fusion import rank_step
+    from tools.protocol import CompactSemanticResponse, PlanRequest, SemanticRequest, SemanticResponse
+
+    ws = Workspace(settings, "ml-1m", progress=True)
+    ws.index_for_build().build(ws.dataset.catalog, ws.semantics)
+    catalog, table = ws.dataset.catalog, ws.semantics.table
+    rng = np.random.default_rng(args.seed)
+    test = ws.splits.test
+    picked = [test[i] for i in rng.choice(len(test), size=min(args.request_users, len(test)), replace=False)]
+    runs: dict[str, Any] = {}
+    setups = (("before: chroma embedded, wire 1", ws.index, 1), ("after: exact, wire 2", ws.retriever, 2),
+              ("chroma embedded, wire 2", ws.index, 2), ("exact, wire 1", ws.retriever, 1))  # fmt: skip
+    load_before = os.getloadavg()
+    for label, index, wire in setups:
+        handlers = cloud_handlers(CloudAgent(space=TextSpace(ws.semantics), index=index))  # fresh text memo
+        parts: dict[str, list[float]] = {"abstract": [], "plan": [], "semantic": [], "device_read_rank": [],
+                                         "total": []}  # fmt: skip
+        for inst in track_users(picked, label):
+            t0 = time.perf_counter()
+            entries, unknown = history_from_ids(inst.history[-50:], inst.history_ts[-50:], catalog)
+            abstract = generate_abstract(inst.query, entries, None, known_tags=catalog.tags(),
+                                         unknown_ids=unknown).abstract  # fmt: skip
+            t1 = time.perf_counter()
+            plan = json.loads(handlers["plan"](PlanRequest(abstract=abstract).model_dump_json().encode()))["plan"]
+            t2 = time.perf_counter()
+            request = SemanticRequest.model_validate({"abstract": abstract.model_dump(), "plan": plan,
+                                                      **({"wire": 2} if wire == 2 else {})})  # fmt: skip
+            raw = handlers["semantic"](request.model_dump_json().encode())
+            t3 = time.perf_counter()
+            if wire == 2:
+                answer = expand_compact(CompactSemanticResponse.model_validate_json(raw), table)
+            else:
+                answer = SemanticResponse.model_validate_json(raw)
+            rank_step(np.array(answer.candidates), np.array(answer.scores), plan["beta"], inst.history)
+            t4 = time.perf_counter()
+            for key, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0), strict=True):
+                parts[key].append(value)
+        runs[label] = {key: _ms(values) for key, values in parts.items()}
+    return {"protocol": f"{len(picked)} seeded ML-1M test users, rule planner, in process through the service's "
+            "byte handlers; excludes the device's structured encoder (no ML-1M device checkpoints here) and the "
+            "graph's own overhead", "machine": {**machine(), "load_avg_before": load_before}, "runs": runs}  # fmt: skip
+
+
+def track_users(users: list[Any], label: str) -> Any:
+    from rich.progress import track
+
+    return track(users, description=label, console=console)
 
 
 def run_wire(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
