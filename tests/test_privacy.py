@@ -48,7 +48,8 @@ def test_no_raw_history_or_pii_crosses_the_boundary(spied):
     assert state["crossings"] and spy.sent
 
     for route, message in spy.sent:
-        assert set(message) <= {"abstract", "plan"}, f"/{route} sent {set(message)}"
+        assert set(message) <= {"abstract", "plan", "wire"}, f"/{route} sent {set(message)}"
+        assert message.get("wire", 2) in (1, 2), "the wire field names an answer format, nothing else"
         text = json.dumps(message)
         for secret in ("jane.doe@example.com", "415 555 0134", "jane.example.org", "Jane Doe"):
             assert secret not in text, f"{secret!r} crossed to the cloud on /{route}"
