@@ -421,8 +421,7 @@ def run_service(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 def _merge(section: str, value: dict[str, Any]) -> None:
     current = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    current[section] = value
-    current["command"] = "python -m evals.bench_scale " + " ".join(sys.argv[1:])
+    current[section] = {**value, "command": "python -m evals.bench_scale " + " ".join(sys.argv[1:])}
     write_json(OUT, current)
 
 
