@@ -455,6 +455,8 @@ def main() -> None:
     parser.add_argument("--service-requests", type=int, default=300)
     parser.add_argument("--wire-users", type=int, default=100)
     parser.add_argument("--request-users", type=int, default=60)
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch threads of this process (0: torch's "
+                        "default); a request section run records it")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -463,12 +465,17 @@ def main() -> None:
     if not 1 <= args.concurrency <= 256 or not 1 <= args.service_requests <= 5000:
         parser.error("--concurrency must be 1..256 and --service-requests 1..5000 (a bounded loopback load)")
     settings = get_settings()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     steps: dict[str, Callable[[argparse.Namespace, Settings], dict[str, Any]]] = {
         "retrieval": run_retrieval, "service": run_service, "wire": run_wire, "request": run_request}  # fmt: skip
     for name in ("retrieval", "service", "wire", "request"):
         if name in sections:
             result = steps[name](args, settings)
-            _merge(name, result)
+            threads = f"_torch_threads_{args.torch_threads}" if name == "request" and args.torch_threads else ""
+            _merge(name + threads, result)
             if name == "retrieval":
                 _print_retrieval(result)
                 console.print(f"plot: {plot_retrieval(result)}")
@@ -529,7 +536,10 @@ def run_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             for key, value in zip(parts, spans, strict=True):
                 parts[key].append(value)
         runs[label] = {key: _ms(values) for key, values in parts.items()}
-    return {"protocol": f"{len(picked)} seeded ML-1M test users, rule planner, in process through the service's "
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(),
+            "protocol": f"{len(picked)} seeded ML-1M test users, rule planner, in process through the service's "
             "byte handlers; excludes the device's structured encoder (no ML-1M device checkpoints here) and the "
             "graph's own overhead", "machine": {**machine(), "load_avg_before": load_before}, "runs": runs}  # fmt: skip
 
