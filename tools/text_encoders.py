@@ -133,3 +133,14 @@ def text_encoder_for(spec: EmbeddingSpec, timeout_s: float = 60.0) -> TextEncode
         )  # fmt: skip
         return EndpointEncoder(spec, client)
     return LocalMiniLM()
+
+
+def probe_encoder(encoder: TextEncoder, spec: EmbeddingSpec) -> dict[str, object]:
+    """A readiness check for `tandem models --probe`: the packaged files are there (local), or the endpoint
+    embeds one short text (ollama, openai). {"ok": bool, "backend", "model", "url", and "dim" or "error"}."""
+    where: dict[str, object] = {"backend": spec.backend, "model": spec.model, "url": spec.url or ""}
+    try:
+        dim = int(encoder.encode(["readiness probe"]).shape[1])
+    except (DependencyUnavailableError, OSError, ImportError) as exc:
+        return {"ok": False, **where, "error": one_line(str(exc), limit=200) or type(exc).__name__}
+    return {"ok": True, **where, "dim": dim}
