@@ -26,7 +26,7 @@ from tools.text_encoders import EmbeddingUnavailableError, EndpointEncoder, Loca
 from tools.workspace import Workspace
 
 
-def test_the_default_is_the_packaged_minilm_and_keeps_its_cache_key(settings):
+def test_the_default_is_the_packaged_minilm():
     spec = Settings().embedding_spec()
     assert (spec.backend, spec.model, spec.url) == ("local", LOCAL_TEXT_MODEL, None)
     encoder = text_encoder_for(spec)
