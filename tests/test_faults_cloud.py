@@ -55,10 +55,12 @@ def fake(cloud_side):
 
 
 def device_for(cloud_side: TandemRuntime, url: str, store_path, deadline: float = DEADLINE) -> TandemRuntime:
-    """A device (fresh store) talking to `url` over HTTP under `deadline`."""
+    """A device (fresh store) talking to `url` over HTTP under `deadline`, on the JSON wire (1): the fake cloud
+    corrupts its lists (the compact wire's refusals are tested in tests/test_wire.py)."""
     device = replace(cloud_side.device, store=DeviceStore(store_path))
     boundary = Boundary(HttpTransport(url, deadline=deadline))
-    return replace(cloud_side, device=device, boundary=boundary, cloud=None, cloud_url=url)
+    settings = cloud_side.settings.model_copy(update={"cloud_wire": 1})
+    return replace(cloud_side, settings=settings, device=device, boundary=boundary, cloud=None, cloud_url=url)
 
 
 def cached_e_sem(rt: TandemRuntime) -> list[float] | None:
