@@ -19,7 +19,7 @@ from tools.curves import plot_training_curves
 from tools.encoders import build_encoder
 from tools.encoders.base import history_mask
 from tools.recipes import RECIPES, recipe_config
-from tools.training import SoftmaxCE, TrainConfig, learning_rate, make_objective, train_encoder
+from tools.training import SoftmaxCE, TrainConfig, _budget_clock, learning_rate, make_objective, train_encoder
 
 
 def test_history_mask_marks_what_each_position_has_read_but_never_its_target() -> None:
@@ -118,6 +118,16 @@ def test_device_and_threads_come_from_the_machine(monkeypatch: pytest.MonkeyPatc
         resolve_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_budget_clocks() -> None:
+    wall = _budget_clock("wall", 2)
+    cpu = _budget_clock("cpu", 2)
+    start_wall, start_cpu = wall(), cpu()
+    sum(i * i for i in range(300_000))  # some CPU work in this thread
+    assert wall() > start_wall and cpu() > start_cpu
+    with pytest.raises(TandemError, match="budget clock"):
+        _budget_clock("sundial", 2)  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

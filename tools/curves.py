@@ -7,11 +7,12 @@ from pathlib import Path
 
 
 def plot_training_curves(
-    runs: dict[str, Sequence[dict[str, float]]], path: Path, title: str, targets: dict[str, float] | None = None
+    runs: dict[str, Sequence[dict[str, float]]], path: Path, title: str, targets: dict[str, float] | None = None,
+    xlabel: str = "minutes of the time budget",
 ) -> Path:
     """One panel per metric (HR@10, NDCG@10, loss), one line per run; `targets` draws horizontal goal lines.
 
-    Each run is its `history` (rows with "elapsed" seconds, "HR@10", "NDCG@10", "loss").
+    Each run is its `history` (rows with "elapsed" seconds on the run's budget clock, "HR@10", "NDCG@10", "loss").
     """
     from matplotlib.figure import Figure  # deferred: matplotlib is only needed when a plot is written
 
@@ -23,7 +24,7 @@ def plot_training_curves(
             panel.plot(minutes, [row[metric] for row in history], marker=".", label=label)
         if targets and metric in targets:
             panel.axhline(targets[metric], color="grey", linestyle="--", linewidth=1)
-        panel.set_xlabel("wall-clock minutes")
+        panel.set_xlabel(xlabel)
         panel.set_title(metric if metric == "loss" else f"validation {metric}")
         panel.grid(alpha=0.3)
     panels[0].legend(fontsize=7)
