@@ -152,3 +152,21 @@ def test_recipe_training_records_curve_snapshots_and_recipe(ml100k, ml100k_split
     assert np.isfinite([row["loss"] for row in payload["history"]]).all()
     png = plot_training_curves({"run": result.history}, tmp_path / "curve.png", "test", {"HR@10": 0.1})
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--recipe", "sasrec-fast"), "unknown recipe 'sasrec-fast'"),
+        (("--device", "tpu"), "unknown --device 'tpu'"),
+    ],
+)
+def test_train_command_rejects_bad_recipe_and_device_in_one_line(args, message) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "tandem", "train", "--data", "ml-100k", *args], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode in (1, 2), done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr + done.stdout
