@@ -79,6 +79,8 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
     if scratch:
         path = settings.home / "scratch" / f"{label}.pt"
     resumed = {"from": str(path), "digest": file_digest(path)} if resume and path.is_file() else None
+    prior = torch.load(path, map_location="cpu", weights_only=True).get("history", []) if resumed else []
+    offset = prior[-1]["elapsed"] if prior else 0.0  # a resumed run's curve continues the earlier one
     load_start = os.getloadavg()
     print(f"== {label}: recipe {recipe} {overrides or ''} -> {path}", flush=True)
 
@@ -126,6 +128,7 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "checkpoint": str(path),
         "checkpoint_digest": file_digest(path),
+        "curve_offset_s": round(offset, 1),
         "curve": [{k: round(v, 4) for k, v in row.items()} for row in result.history],
     }
     print(json.dumps({k: v for k, v in entry.items() if k != "curve"}, indent=1), flush=True)
@@ -144,11 +147,17 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1) + "\n")
     tmp.replace(out)
-    plot_training_curves({name: run["curve"] for name, run in results["runs"].items()}, out.with_suffix(".png"),
-                         f"SASRec on {data}: validation (history masked, full ranking) vs minutes of the budget clock "
-                         "(wall, or CPU time / threads)",
-                         targets=TARGETS)  # fmt: skip
+    plot(results, out.with_suffix(".png"))
     return entry
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Every run's validation curve; a resumed run starts where the run it continues ended."""
+    curves = {name: [{**row, "elapsed": row["elapsed"] + entry.get("curve_offset_s", 0.0)} for row in entry["curve"]]
+              for name, entry in results["runs"].items()}  # fmt: skip
+    return plot_training_curves(curves, path, f"SASRec on {results['data']}: validation (history masked, full "
+                                "ranking) vs minutes of the budget clock (wall, or CPU time / threads)",
+                                targets=TARGETS)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,7 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at the output path "
                         "(a fresh optimiser and schedule; the checkpoint is the epoch to beat)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the results file and stop")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        out = args.out or RESULTS_DIR / f"sasrec_{args.data}.json"
+        print(plot(json.loads(out.read_text()), out.with_suffix(".png")))
+        return
     overrides: dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
