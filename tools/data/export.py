@@ -86,7 +86,7 @@ def export_recbole(
 ) -> RecBoleExport:
     """Write `<out>/<name>/` (atomic files + config) for `splits`; `name` defaults to "tandem-<data>"."""
     name = name or f"tandem-{dataset.name}"
-    folder = Path(out) / name
+    folder = Path(out).resolve() / name
     folder.mkdir(parents=True, exist_ok=True)
     tested = {inst.user for inst in splits.test}
     lines, interactions = ["user_id:token\titem_id:token\ttimestamp:float"], 0
