@@ -71,7 +71,7 @@ class TandemRuntime:
             raise UsageError("with --cloud-url the cloud service plans with its own prompt; drop the plan --prompt")
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
-        shelf = EncoderShelf(settings.models_dir, ws.dataset)
+        shelf = EncoderShelf(settings.models_dir, ws.dataset, device=settings.torch_device)
         slm = language_model(settings, "device")
         device = build_device(settings, ws, shelf, DeviceStore(path, timeout=settings.db_timeout), slm,
                               abstracts_by_slm=planner == "llm")  # fmt: skip
@@ -165,7 +165,7 @@ def build_cloud(
 def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, dict[str, CloudAgent]]:
     """Both agents for evaluations and training: an in-memory device store, exact retrieval, and one cloud agent
     per planner (the rules, and the configured language model)."""
-    shelf = EncoderShelf(settings.models_dir, ws.dataset)
+    shelf = EncoderShelf(settings.models_dir, ws.dataset, device=settings.torch_device)
     device = build_device(settings, ws, shelf, DeviceStore(":memory:"), language_model(settings, "device"),
                           abstracts_by_slm=True)  # fmt: skip
     clouds = {planner: build_cloud(settings, ws, shelf, planner, exact=True) for planner in PLANNERS}  # type: ignore[arg-type]

@@ -179,6 +179,13 @@ class Settings(BaseSettings):
     )
     cloud_docs: bool = Field(False, description="Serve /docs and /openapi.json from the cloud service.")
 
+    torch_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where PyTorch trains and runs the encoders: auto (a CUDA GPU when present), cpu, cuda."
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, le=1024, description="PyTorch CPU threads; unset = every core this process may use."
+    )
+
     db_timeout: float = Field(
         2.0, gt=0, le=600, description="Seconds a local SQLite write waits for another process's lock (then retries)."
     )

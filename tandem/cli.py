@@ -108,6 +108,26 @@ def data_info(data: DataOption = "", as_json: views.JsonOption = False) -> None:
     console.print(views.sample_queries(ws.dataset, ws.splits))
 
 
+@data_app.command("export")
+def data_export(
+    data: DataOption = "",
+    fmt: Annotated[str, typer.Option("--format", help="Export format: recbole (atomic files + config).")] = (
+        "recbole"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder to write <out>/tandem-<data>/ into.")] = Path("export"),
+) -> None:
+    """Write the data set and Tandem's exact leave-one-out split for another toolkit (RecBole 1.2)."""
+    from tools.data.export import export_recbole
+
+    if fmt != "recbole":
+        raise typer.BadParameter(f"unknown format {fmt!r}; the one format is recbole", param_hint="--format")
+    ws = _workspace(data)
+    report = export_recbole(ws.dataset, ws.splits, out, seed=ws.settings.seed)
+    console.print(views.labelled("exported", f" {report.users} users, {report.interactions} interactions, "
+                                 f"{report.items} items to {report.folder} ({report.skipped_heldout} held-out "
+                                 f"users left out); RecBole config: {report.config}", "green"))  # fmt: skip
+
+
 @index_app.command("build")
 def index_build(
     data: DataOption = "",

@@ -1,7 +1,8 @@
 """Encoder checkpoints: save, load (refusing another data set's), where they live, and their digests.
 
-A checkpoint holds the weights, the model config, the training config, the validation metrics and the data
-fingerprint. Every results file records the digest (`file_digest`) of each checkpoint behind its numbers.
+A checkpoint holds the weights, the model config, the training config (with its recipe name), the validation
+metrics and curve, and the data fingerprint. Every results file records the digest (`file_digest`) of each
+checkpoint behind its numbers.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def save_checkpoint(
         "fingerprint": dataset.fingerprint(),
         "best_valid": dict(result.best_valid) if result else {},
         "best_epoch": result.best_epoch if result else 0,
-        "state_dict": model.state_dict(),
+        "history": list(getattr(result, "history", None) or []),  # the validation curve, one row per epoch
+        "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -64,8 +66,8 @@ def save_checkpoint(
     return path
 
 
-def load_encoder(path: Path, dataset: Dataset) -> SequentialEncoder:
-    """Rebuild a trained encoder from `path`, refusing one trained on data other than `dataset`."""
+def load_encoder(path: Path, dataset: Dataset, device: str | torch.device = "cpu") -> SequentialEncoder:
+    """Rebuild a trained encoder from `path` on `device`, refusing one trained on data other than `dataset`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no encoder checkpoint at {path}; train one with `tandem train`")
@@ -82,9 +84,10 @@ def load_encoder(path: Path, dataset: Dataset) -> SequentialEncoder:
         )
     model = build_encoder(payload["encoder"], **payload["model_config"])
     model.load_state_dict(payload["state_dict"])
-    model.eval()
+    model.to(device).eval()
     model.checkpoint_info = {"path": str(path), "best_valid": payload.get("best_valid", {}),
-                             "best_epoch": payload.get("best_epoch", 0)}  # fmt: skip
+                             "best_epoch": payload.get("best_epoch", 0),
+                             "recipe": payload.get("train_config", {}).get("recipe")}  # fmt: skip
     return model
 
 

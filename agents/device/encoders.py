@@ -7,6 +7,7 @@ beside the encoder's, and the per-user quantized copies (CHORD Eq. 2-4) are kept
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from tools.checkpoints import CheckpointError, default_checkpoint, load_encoder
 from tools.chord import Chord, StrategyError, apply_strategy, default_chord_checkpoint, load_chord, strategy_bits
+from tools.compute import resolve_device
 from tools.data import Dataset
 from tools.encoders import SequentialEncoder
 from tools.protocol import ChordStrategy
@@ -34,6 +36,7 @@ class EncoderShelf:
     models_dir: Path
     dataset: Dataset
     loss: str = "ce"
+    device: str = "cpu"  # where full-precision encoders run: auto | cpu | cuda (settings.torch_device)
     _loaded: dict[str, SequentialEncoder] = field(default_factory=dict, repr=False)
     _chords: dict[str, Chord | None] = field(default_factory=dict, repr=False)
     _quantized: OrderedDict[str, tuple[SequentialEncoder, float]] = field(default_factory=OrderedDict, repr=False)
@@ -61,7 +64,7 @@ class EncoderShelf:
                         f"{self.dataset.name}` (or `tandem train --encoder {ENCODER_FILES[name]} --data "
                         f"{self.dataset.name}`)"
                     )
-                self._loaded[name] = load_encoder(path, self.dataset)
+                self._loaded[name] = load_encoder(path, self.dataset, resolve_device(self.device))
             return self._loaded[name]
 
     # -- CHORD --------------------------------------------------------------------------------------------
@@ -94,7 +97,10 @@ class EncoderShelf:
                     raise StrategyError(f"no CHORD trained for {name}: the device cannot apply a strategy")
                 fan_in = [spec.fan_in for spec in chord.specs]
                 bits = average_bits(resource_transform(strategy_bits(strategy), resources, fan_in), fan_in)
-                self._quantized[key] = (apply_strategy(self.get(name), strategy, resources), bits)
+                source = self.get(name)
+                if source.item_emb.weight.device.type != "cpu":  # CHORD models a phone: quantize a CPU copy
+                    source = copy.deepcopy(source).cpu()
+                self._quantized[key] = (apply_strategy(source, strategy, resources), bits)
                 while len(self._quantized) > QUANTIZED_KEPT:
                     self._quantized.popitem(last=False)
             self._quantized.move_to_end(key)

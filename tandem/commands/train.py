@@ -47,7 +47,11 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch.")] = 128,
     negatives: Annotated[int, typer.Option(min=1, help="Sampled negatives per positive (bpr only).")] = 1,
     minutes: Annotated[float | None, typer.Option(help="Stop after this much training time.")] = None,
-    threads: Annotated[int, typer.Option(min=1, max=2, help="Torch CPU threads.")] = 2,
+    recipe: Annotated[str | None, typer.Option(help="A named recipe (e.g. sasrec-full-ce) setting every option "
+                                               "above; --minutes, --threads and --device still apply.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (default: every available core; "
+                                                "setting torch_threads).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (default: setting torch_device).")] = None,
     out: Annotated[Path | None, typer.Option(help="Checkpoint path; default <home>/models/<data>-<fp>/...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint at the output path.")] = False,
     chord: Annotated[bool, typer.Option(help="Train CHORD's profiler + hypernetworks for the trained encoder.")] = (
@@ -56,14 +60,23 @@ def train(
     cooperative: Annotated[bool, typer.Option(
         help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists.")] = False,
 ) -> None:
-    """Train SASRec, SURGE or Caser on the leave-one-out training split and save the best checkpoint."""
+    """Train SASRec, SURGE or Caser on the leave-one-out training split, save the best checkpoint and plot its
+    validation curve (a PNG beside the checkpoint)."""
     from tools.checkpoints import default_checkpoint  # deferred: loads PyTorch (see `tandem.cli`)
+    from tools.compute import DEVICE_CHOICES, resolve_device
+    from tools.curves import plot_training_curves
     from tools.metrics import evaluate
+    from tools.recipes import recipe_config
     from tools.training import TrainConfig, train_encoder
     from tools.workspace import Workspace
 
     console = Console()
     settings = get_settings()
+    device = device or settings.torch_device
+    if device not in DEVICE_CHOICES:
+        raise TandemError(f"unknown --device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    resolve_device(device)  # a missing GPU is an error before the data loads
+    threads = threads or settings.torch_threads
     ws = Workspace(settings, data)
     if chord:
         _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
@@ -71,21 +84,33 @@ def train(
     if cooperative:
         _train_cooperative(ws, encoder.value, epochs, patience, minutes, console)
         return
-    config = TrainConfig(
-        encoder=encoder.value, loss=loss.value, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
-        negatives=negatives, seed=settings.seed, threads=threads, time_budget_s=minutes * 60 if minutes else None,
-        model={"max_len": settings.max_seq_len} if encoder is not EncoderChoice.surge else {},
-    )  # fmt: skip
-    path = out or default_checkpoint(settings.models_dir, encoder.value, ws.dataset, loss.value)
-    result = train_encoder(ws.dataset, ws.splits, config, item_table=ws.semantics.table, checkpoint=path,
+    if recipe:
+        config = recipe_config(recipe, seed=settings.seed, threads=threads, device=device,
+                               time_budget_s=minutes * 60 if minutes else None)  # fmt: skip
+    else:
+        config = TrainConfig(
+            encoder=encoder.value, loss=loss.value, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+            negatives=negatives, seed=settings.seed, threads=threads, device=device,
+            time_budget_s=minutes * 60 if minutes else None,
+            model={"max_len": settings.max_seq_len} if encoder is not EncoderChoice.surge else {},
+        )  # fmt: skip
+    path = out or default_checkpoint(settings.models_dir, config.encoder, ws.dataset, config.loss)
+    table = ws.semantics.table if config.semantic_init else None
+    result = train_encoder(ws.dataset, ws.splits, config, item_table=table, checkpoint=path,
                            init_from=path if resume else None)  # fmt: skip
-    test = evaluate(result.model, ws.splits.test)
+    masked = evaluate(result.model, ws.splits.test, mask_seen=True, seen=ws.splits.train)
     console.print(
-        f"[green]{encoder.value}[/] ({loss.value}) best epoch {result.best_epoch}/{result.epochs_run} "
-        f"({result.stopped_by}), {result.seconds_per_epoch:.1f} s/epoch"
+        f"[green]{config.encoder}[/] ({config.loss}{', recipe ' + recipe if recipe else ''}) best epoch "
+        f"{result.best_epoch}/{result.epochs_run} ({result.stopped_by}), {result.seconds_per_epoch:.1f} s/epoch, "
+        f"{result.threads} threads on {result.device}"
     )
-    console.print(f"test: {test.line()}", highlight=False)
+    console.print(f"test: {masked.line()}", highlight=False)
+    shown = "history masked" if config.valid_mask_seen else "seen items kept"
+    curve = plot_training_curves({recipe or f"{config.encoder}-{config.loss}": result.history},
+                                 path.with_suffix(".curve.png"), f"{config.encoder} on {ws.dataset.name}: validation "
+                                 f"({shown}, full ranking)")  # fmt: skip
     console.print(safe(f"checkpoint: {path}"))
+    console.print(safe(f"validation curve: {curve}"))
 
 
 def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Console) -> None:
