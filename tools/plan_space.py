@@ -92,9 +92,13 @@ class PlanSpace:
 
     def describe(self) -> str:
         betas = ", ".join(f"{e} {b:g}" for e, b in self.encoder_betas)
-        return (f"alpha {{{', '.join(f'{a:g}' for a in self.alphas)}}} x tag count {set(self.tag_counts)} x "
-                f"candidate size {set(self.sizes)} x encoder/beta {{{betas}}}: {len(self)} points; tags and weights "
-                "as the rule planner prefers them for the abstract")  # fmt: skip
+        return (f"alpha {{{', '.join(f'{a:g}' for a in self.alphas)}}} x tag count {{{_join(self.tag_counts)}}} x "
+                f"candidate size {{{_join(self.sizes)}}} x encoder/beta {{{betas}}}: {len(self)} points; tags and "
+                "weights as the rule planner prefers them for the abstract")  # fmt: skip
+
+
+def _join(values: tuple[int, ...]) -> str:
+    return ", ".join(str(v) for v in values)
 
 
 DEFAULT_SPACE = PlanSpace()

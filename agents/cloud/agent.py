@@ -18,6 +18,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from agents.backends import probe_model
+from agents.cloud.neighbours import NeighbourPlanner
 from agents.cloud.planner import PLAN_PROMPT, plan_strategy
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
@@ -52,6 +53,7 @@ class CloudAgent:
     structured_output: bool = True
     structured_method: StructuredMethod = "json_schema"
     chord: ChordLoader = field(default=_no_chord)
+    learned: NeighbourPlanner | None = None  # plans from hindsight labels instead of a language model or the rules
 
     def known_tags(self) -> list[str]:
         return self.index.tags()
@@ -68,6 +70,8 @@ class CloudAgent:
 
     def plan(self, abstract: Abstract) -> PlanResult:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
+        if self.learned is not None:
+            return self.learned.plan(abstract, self.known_tags(), self.space)
         return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt,
                              structured=self.structured_output, method=self.structured_method)  # fmt: skip
 

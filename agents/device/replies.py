@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ground.errors import TandemError
 from tools.protocol import ChordStrategy, PlanResult, SemanticRequest, SemanticResponse, StrategyRequest
 
-CLOUD_STATUSES = frozenset({"parsed", "repaired", "fallback", "rule"})
+CLOUD_STATUSES = frozenset({"parsed", "repaired", "fallback", "rule", "learned"})
 """How a plan may have been obtained *by the cloud* ("cached" and "device" are the device's own)."""
 
 

@@ -1,0 +1,83 @@
+"""The headroom rows of `tandem eval rec`: how much better any plan could be, and how much a learned planner takes.
+
+Per query fidelity level, on the same test users as the rule-planner rows:
+- "oracle plan (upper bound, not a claim)": for each user, the point of the discretised plan space
+  (`tools.plan_space`) that ranks the user's TEST item best, found by the plan executor
+  (`tools.plan_executor`) and then run through the pipeline like every other row. It reads the test item, so
+  it is a ceiling that shows every planner's headroom, never a result;
+- "Tandem" with the learned planner (`knn`): the nearest labelled validation abstracts' hindsight-best
+  point (`agents.cloud.neighbours`), with LSC4Rec's re-request at the same load as the rule planner's row;
+- "best fixed plan (validation)": the one point with the best mean hindsight reward over all labelled
+  validation instances (every fidelity level pooled), the same for every user.
+The learned and fixed rows need `tandem plans label` for the data set; without it only the oracle is shown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.cloud.neighbours import NeighbourPlanner
+from evals.plan_pieces import executor_for, instance_pieces
+from evals.rec import EvalSet, RowResult, run_pipeline
+from evals.rec_plans import PlanSetting
+from tools.plan_space import DEFAULT_SPACE, PlanSpace
+from tools.protocol import Abstract
+from tools.rule_planner import rule_tags, signals_from_abstract
+
+ORACLE = "oracle plan (upper bound, not a claim)"
+FIXED = "best fixed plan (validation)"
+LEARNED_PLANNER = "knn"
+
+
+def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], cloud, item_table: np.ndarray,
+                 catalog, space: PlanSpace = DEFAULT_SPACE) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each user's best point (by the rank of its own target) and the rank table [N, P] it was chosen from."""
+    executor = executor_for(evalset, catalog)
+    known = catalog.tags()
+    points = space.points()
+    table = np.empty((len(rows), len(points)), dtype=np.int32)
+    for begin in range(0, len(rows), 128):  # pieces a batch at a time: memory stays flat on ML-1M
+        part = rows[begin : begin + 128]
+        chunk = abstracts[begin : begin + 128]
+        pieces = instance_pieces(evalset, part, chunk, cloud, item_table, space.alphas)
+        for n, (p, abstract) in enumerate(zip(pieces, chunk, strict=True)):
+            signals = signals_from_abstract(abstract, known)
+            table[begin + n] = executor.rank_points(p, points, lambda k, s, g=signals: rule_tags(g, known, k, s))
+    return table.argmin(axis=1), table
+
+
+def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abstract], tandem_rule: RowResult,
+             base: list[RowResult]) -> tuple[dict, list[RowResult]]:  # fmt: skip
+    """The headroom table of one fidelity level (see the module docstring) and its rows (for the sample table)."""
+    catalog = ev.ws.dataset.catalog
+    points = DEFAULT_SPACE.points()
+    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, ev.ws.semantics.table, catalog)
+    plans = [points[b].plan_for(a, ev.known, "oracle: best point for the test item") for b, a in
+             zip(best.tolist(), abstracts, strict=True)]  # fmt: skip
+    run = run_pipeline(test, rows, abstracts, plans, ev.cloud, ev.device)
+    if not np.array_equal(run.ranks, table[np.arange(len(rows)), best]):
+        raise RuntimeError("the plan executor and the pipeline disagree on the oracle plans' ranks")
+    oracle = RowResult(ORACLE, "oracle", run.ranks, float(run.ms.mean()), 1.0,
+                       f"best of {len(points)} plan-space points per user, chosen WITH the test item")  # fmt: skip
+    sasrec = next(r for r in base if r.name == "SASRec alone")
+    out_rows = [oracle]
+    notes = {"space": DEFAULT_SPACE.describe()}
+    learned = ev.clouds.get(LEARNED_PLANNER)
+    if learned is not None and learned.learned is not None:
+        planner: NeighbourPlanner = learned.learned
+        knn, _, cases = ev.tandem(test, rows, PlanSetting(LEARNED_PLANNER, mode), "Tandem")
+        knn.notes = f"{knn.notes}; {planner.k} nearest labelled validation abstracts ({planner.source})"
+        fixed_point = planner.points[int(np.argmax(planner.scores.mean(axis=0)))]
+        fixed = [fixed_point.plan_for(a, ev.known, "best fixed point on validation") for a in abstracts]
+        fixed_run = run_pipeline(test, rows, abstracts, fixed, ev.cloud, ev.device)
+        fixed_row = RowResult(FIXED, "fixed", fixed_run.ranks, float(fixed_run.ms.mean()), 1.0, fixed_point.label)
+        out_rows += [knn, fixed_row]
+        chosen = [c.plan for c in cases.values()]
+        notes["learned_distinct_plans"] = len({str(sorted((k, v) for k, v in p.items() if k != "explanations"))
+                                               for p in chosen})  # fmt: skip
+        notes["fixed_point"] = fixed_point.label
+    rows_out = [*out_rows, tandem_rule, sasrec]
+    differences = ev.differences(oracle, [tandem_rule, sasrec])
+    if len(out_rows) > 1:
+        differences += ev.differences(out_rows[1], [tandem_rule, sasrec, out_rows[2]])
+    return {"rows": [r.as_row() for r in rows_out], "differences": differences, **notes}, out_rows
