@@ -46,7 +46,7 @@ def test_executor_rank_equals_eval_rec_rank_for_the_same_plan_and_user(ready, ag
                       for p, a in zip(pieces, abstracts, strict=True)])  # fmt: skip
     assert table.shape == (len(rows), len(points))
     picked = np.random.default_rng(0).choice(len(points), size=8, replace=False).tolist()
-    picked += [points.index(PlanPoint(0.5, 20, 5000, "SASRec", 0.0)), points.index(PlanPoint(1.0, 3, 500, "none", 1.0))]
+    picked += [points.index(PlanPoint(0.6, 20, 5000, "SASRec", 0.0)), points.index(PlanPoint(1.0, 3, 500, "none", 1.0))]
     for index in picked:
         plans = [points[index].plan_for(a, known) for a in abstracts]
         expected = run_pipeline(evalset, rows, abstracts, plans, clouds["rule"], device).ranks

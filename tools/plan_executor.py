@@ -7,7 +7,10 @@ What a plan changes in a request is cheap once the expensive parts are cached pe
 A plan then costs a union of prefixes and one call of the rank step (`tools.fusion.rank_step`, Eq. 5-7), the
 same function the graph and `tandem eval rec` rank with; only Eq. 11 (the re-request score, which no rank
 depends on) is skipped. A plan whose candidates miss the target is a miss without ranking, and a candidate
-list met before (many plans retrieve the same items) is ranked once per encoder and beta.
+list met before (many plans retrieve the same items) is ranked once per encoder and beta. The history is
+removed from a candidate list once, when it is retrieved, rather than by each of the rank step's calls on it
+(the rank step's own mask would remove nothing more; the 1,500 or so calls per user made that mask a third of
+the cost).
 `tests/test_plan_executor.py` checks the ranks against `evals.rec.run_pipeline` (the cloud's
 `semantic_batch` and the device's `DeviceAgent.rank`) for the same plans and users.
 """
@@ -75,20 +78,26 @@ class PlanExecutor:
         ids = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         return ids, pieces.scores(alpha)[ids].astype(np.float64)
 
+    def _unseen(self, pieces: InstancePieces, ids: np.ndarray, semantic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates without the history (step 1 of the rank step, done once per candidate list)."""
+        keep = ~np.isin(ids, pieces.seen)
+        return ids[keep], semantic[keep]
+
     def _rank_candidates(self, pieces: InstancePieces, ids: np.ndarray, semantic: np.ndarray, encoder: str,
                          beta: float) -> int:  # fmt: skip
+        """`ids` (sorted, the history already removed) ranked by the one rank step; the target's position."""
         at = np.searchsorted(ids, pieces.target)
-        if at >= len(ids) or ids[at] != pieces.target or pieces.target in pieces.seen:
+        if at >= len(ids) or ids[at] != pieces.target:
             return self.miss
         use_encoder = encoder != "none" and len(pieces.seen) > 0
         structured = partial(_row_scores, pieces.structured[encoder]) if use_encoder else None
-        ranking = rank_step(ids, semantic, effective_beta(encoder, beta), pieces.seen, structured, disagreement=False)
+        ranking = rank_step(ids, semantic, effective_beta(encoder, beta), (), structured, disagreement=False)
         position = ranking.position(pieces.target)
         return self.miss if position is None else position
 
     def rank(self, pieces: InstancePieces, plan: Plan) -> int:
         """The target's 0-based position in the list the device would show for `plan` (miss = num_items + 1)."""
-        ids, semantic = self.candidates(pieces, plan.alpha, plan.tags)
+        ids, semantic = self._unseen(pieces, *self.candidates(pieces, plan.alpha, plan.tags))
         return self._rank_candidates(pieces, ids, semantic, plan.encoder, plan.beta)
 
     def rank_points(self, pieces: InstancePieces, points: Sequence[PlanPoint],
@@ -105,7 +114,7 @@ class PlanExecutor:
                 tag_cache[shape] = tags_for(*shape)
             where = (id(pieces.scores(point.alpha)), *shape)
             if where not in retrieved:
-                ids, semantic = self.candidates(pieces, point.alpha, tag_cache[shape])
+                ids, semantic = self._unseen(pieces, *self.candidates(pieces, point.alpha, tag_cache[shape]))
                 retrieved[where] = (ids.tobytes(), ids, semantic)
             digest, ids, semantic = retrieved[where]
             beta = effective_beta(point.encoder, point.beta)
