@@ -48,6 +48,7 @@ def plans(
     settings = get_settings()
     ws = Workspace(settings, data)
     device, clouds = with_prompts(*evaluation_agents(settings, ws), chosen)
+    clouds = _with_learned(clouds, settings.home, ws.dataset.name)  # the hindsight targets regret is measured on
     config = PlanEvalConfig(size=size, seed=seed, structured=not free, compare=compare, accuracy=accuracy,
                             adversarial=adversarial)  # fmt: skip
     command = "tandem eval plans " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "tandem eval plans"
