@@ -122,3 +122,39 @@ def test_the_learned_planner_plans_from_the_labels(ready, agents, labelled):
     result = planner.plan(abstract, ready.dataset.catalog.tags(), clouds["rule"].space)
     assert result.status == "learned" and PlanPoint.of_plan(result.plan) in planner.points
     assert "nearest labelled abstracts" in result.plan.explanations.semantic
+
+
+def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, labelled, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from agents.cloud.planner import render_plan_prompt
+    from ground.settings import get_settings
+    from tandem.cli import app
+    from tools.exemplar_index import ExemplarIndex
+    from tools.tag_index import chroma_client
+
+    device, clouds = agents
+    home, summary, _ = labelled
+    monkeypatch.setenv("TANDEM_HOME", str(home))
+    get_settings.cache_clear()
+    try:
+        built = CliRunner().invoke(app, ["prompts", "exemplars", "build", "--data", "ml-100k"])
+        assert built.exit_code == 0, built.output
+        assert f"{12 * len(FIDELITIES)} plan exemplars" in built.output
+        listed = CliRunner().invoke(app, ["prompts", "exemplars", "list", "--data", "ml-100k"])
+        assert "plan_exemplars@1" in listed.output and summary["key"] in listed.output
+        index = ExemplarIndex(chroma_client(None, get_settings().chroma_dir), "ml-100k")
+    finally:
+        get_settings.cache_clear()
+    cloud = replace(clouds["llm"], exemplars=index.nearest)
+    inst = ready.splits.valid[3]
+    abstract = device.abstract("", inst.history, inst.history_ts, use_model=False).abstract
+    examples = cloud.nearest_exemplars(abstract, 3)
+    assert len(examples) == 3 and examples[0]["abstract"] == abstract.as_text()  # the same labelled abstract
+    assert set(examples[0]["plan"]) == {"a", "n", "t", "e", "b", "w"}
+    text = render_plan_prompt(abstract, ready.dataset.catalog.tags(), "plan_exemplars@1", cloud.nearest_exemplars)
+    assert text.count("User abstract:") == 4 and examples[1]["abstract"] in text
+    with pytest.raises(Exception, match="exemplars build"):
+        render_plan_prompt(abstract, ready.dataset.catalog.tags(), "plan_exemplars@1", None)

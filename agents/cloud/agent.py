@@ -65,7 +65,9 @@ class CloudAgent:
         """Each dependency the cloud answers with (chroma, index, planner), {"ok": bool, ...} each."""
         check = getattr(self.index, "health", None)
         report: dict[str, dict[str, Any]] = dict(check()) if check else {"index": {"ok": True}}
-        if self.planner_model is None:
+        if self.learned is not None:
+            report["planner"] = {"ok": True, "kind": "learned", "labels": self.learned.source}
+        elif self.planner_model is None:
             report["planner"] = {"ok": True, "kind": "rule"}
         else:
             report["planner"] = {"kind": "llm", **probe_model(self.planner_model)}
