@@ -14,9 +14,14 @@ The learned and fixed rows need `tandem plans label` for the data set; without i
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+from rich.progress import track
 
 from agents.cloud.neighbours import NeighbourPlanner
+from evals.hindsight import label_key
 from evals.plan_pieces import executor_for, instance_pieces
 from evals.rec import EvalSet, RowResult, run_pipeline
 from evals.rec_plans import PlanSetting
@@ -30,20 +35,43 @@ LEARNED_PLANNER = "knn"
 
 
 def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], cloud, item_table: np.ndarray,
-                 catalog, space: PlanSpace = DEFAULT_SPACE) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Each user's best point (by the rank of its own target) and the rank table [N, P] it was chosen from."""
+                 catalog, space: PlanSpace = DEFAULT_SPACE, cache: Path | None = None,
+                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each user's best point (by the rank of its own target) and the rank table [N, P] it was chosen from.
+
+    With `cache` (a file named by data, split, query mode, plan space and model digests) the table is read
+    back when it holds exactly these instances and targets, and written after it is computed."""
+    keys = np.array([f"{evalset.instances[r].split}:{evalset.instances[r].user}:{evalset.instances[r].target}"
+                     for r in rows.tolist()])  # fmt: skip
+    if cache is not None and cache.is_file():
+        with np.load(cache) as saved:
+            if np.array_equal(saved["keys"], keys):
+                table = saved["ranks"]
+                return table.argmin(axis=1), table
     executor = executor_for(evalset, catalog)
     known = catalog.tags()
     points = space.points()
     table = np.empty((len(rows), len(points)), dtype=np.int32)
-    for begin in range(0, len(rows), 128):  # pieces a batch at a time: memory stays flat on ML-1M
+    steps = range(0, len(rows), 128)
+    for begin in track(steps, description="oracle plans (plan space per user)") if progress else steps:
         part = rows[begin : begin + 128]
         chunk = abstracts[begin : begin + 128]
         pieces = instance_pieces(evalset, part, chunk, cloud, item_table, space.alphas)
         for n, (p, abstract) in enumerate(zip(pieces, chunk, strict=True)):
             signals = signals_from_abstract(abstract, known)
             table[begin + n] = executor.rank_points(p, points, lambda k, s, g=signals: rule_tags(g, known, k, s))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez_compressed(tmp, keys=keys, ranks=table)
+        os.replace(tmp, cache)
     return table.argmin(axis=1), table
+
+
+def oracle_cache(ev, mode: str, split: str, space: PlanSpace = DEFAULT_SPACE) -> Path:
+    """Where the oracle's rank table of one query mode is kept (keyed like the hindsight labels)."""
+    name = f"{ev.ws.dataset.name}-{split}-{mode}-{label_key(ev.ws, ev.device, space)}.npz"
+    return ev.settings.home / "evals" / "oracle" / name
 
 
 def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abstract], tandem_rule: RowResult,
@@ -51,7 +79,9 @@ def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abs
     """The headroom table of one fidelity level (see the module docstring) and its rows (for the sample table)."""
     catalog = ev.ws.dataset.catalog
     points = DEFAULT_SPACE.points()
-    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, ev.ws.semantics.table, catalog)
+    split = test.instances[int(rows[0])].split if len(rows) else "none"
+    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, ev.ws.semantics.table, catalog,
+                               cache=oracle_cache(ev, mode, split), progress=ev.progress)  # fmt: skip
     plans = [points[b].plan_for(a, ev.known, "oracle: best point for the test item") for b, a in
              zip(best.tolist(), abstracts, strict=True)]  # fmt: skip
     run = run_pipeline(test, rows, abstracts, plans, ev.cloud, ev.device)
