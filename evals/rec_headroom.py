@@ -6,7 +6,8 @@ Per query fidelity level, on the same test users as the rule-planner rows:
   (`tools.plan_executor`) and then run through the pipeline like every other row. It reads the test item, so
   it is a ceiling that shows every planner's headroom, never a result;
 - "Tandem" with the learned planner (`knn`): the nearest labelled validation abstracts' hindsight-best
-  point (`agents.cloud.neighbours`), with LSC4Rec's re-request at the same load as the rule planner's row;
+  point (`agents.cloud.neighbours`), planned from the same rule-built abstracts as the rule planner's row, with
+  LSC4Rec's re-request at the same load;
 - "best fixed plan (validation)": the one point with the best mean hindsight reward over all labelled
   validation instances (every fidelity level pooled), the same for every user.
 The learned and fixed rows need `tandem plans label` for the data set; without it only the oracle is shown.
@@ -15,6 +16,7 @@ The learned and fixed rows need `tandem plans label` for the data set; without i
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +25,9 @@ from rich.progress import track
 from agents.cloud.neighbours import NeighbourPlanner
 from evals.hindsight import label_key
 from evals.plan_pieces import executor_for, instance_pieces
-from evals.rec import EvalSet, RowResult, run_pipeline
+from evals.rec import EvalSet, RowResult, fire_at_load, planned, run_pipeline
 from evals.rec_plans import PlanSetting
-from tools.plan_space import DEFAULT_SPACE, PlanSpace
+from tools.plan_space import DEFAULT_SPACE, PlanPoint, PlanSpace
 from tools.protocol import Abstract
 from tools.rule_planner import rule_tags, signals_from_abstract
 
@@ -45,8 +47,9 @@ def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], 
                      for r in rows.tolist()])  # fmt: skip
     if cache is not None and cache.is_file():
         with np.load(cache) as saved:
-            if np.array_equal(saved["keys"], keys):
-                table = saved["ranks"]
+            where = {key: n for n, key in enumerate(saved["keys"].tolist())}
+            if all(key in where for key in keys.tolist()):  # these instances (or a sample of them) were scored
+                table = saved["ranks"][[where[key] for key in keys.tolist()]]
                 return table.argmin(axis=1), table
     executor = executor_for(evalset, catalog)
     known = catalog.tags()
@@ -95,19 +98,38 @@ def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abs
     learned = ev.clouds.get(LEARNED_PLANNER)
     if learned is not None and learned.learned is not None:
         planner: NeighbourPlanner = learned.learned
-        knn, _, cases = ev.tandem(test, rows, PlanSetting(LEARNED_PLANNER, mode), "Tandem")
-        knn.notes = f"{knn.notes}; {planner.k} nearest labelled validation abstracts ({planner.source})"
+        knn, plans = learned_row(ev, test, rows, mode, abstracts, learned)
         fixed_point = planner.points[int(np.argmax(planner.scores.mean(axis=0)))]
         fixed = [fixed_point.plan_for(a, ev.known, "best fixed point on validation") for a in abstracts]
         fixed_run = run_pipeline(test, rows, abstracts, fixed, ev.cloud, ev.device)
         fixed_row = RowResult(FIXED, "fixed", fixed_run.ranks, float(fixed_run.ms.mean()), 1.0, fixed_point.label)
         out_rows += [knn, fixed_row]
-        chosen = [c.plan for c in cases.values()]
-        notes["learned_distinct_plans"] = len({str(sorted((k, v) for k, v in p.items() if k != "explanations"))
-                                               for p in chosen})  # fmt: skip
+        notes["learned_distinct_plans"] = len({PlanPoint.of_plan(p) for p in plans})
         notes["fixed_point"] = fixed_point.label
     rows_out = [*out_rows, tandem_rule, sasrec]
     differences = ev.differences(oracle, [tandem_rule, sasrec])
     if len(out_rows) > 1:
         differences += ev.differences(out_rows[1], [tandem_rule, sasrec, out_rows[2]])
     return {"rows": [r.as_row() for r in rows_out], "differences": differences, **notes}, out_rows
+
+
+def learned_row(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abstract],
+                cloud) -> tuple[RowResult, list]:  # fmt: skip
+    """Tandem with the learned planner, planned from the same rule-built abstracts as the rule planner's row, with
+    LSC4Rec's re-request at the same load (the fired users planned again from the abstract of their newest
+    interactions, as `RecEval.tandem` does; the abstracts come from the rule planner's plan cache)."""
+    start = time.perf_counter()
+    plans = [cloud.plan(a).plan for a in abstracts]
+    plan_ms = (time.perf_counter() - start) * 1000.0 / max(1, len(abstracts))
+    first = run_pipeline(test, rows, abstracts, plans, ev.cloud, ev.device)
+    fired = fire_at_load(first.inconsistency, ev.config.load)
+    ranks, ms = first.ranks.copy(), first.ms + plan_ms
+    if fired.any():
+        recent = ev.plans(test, rows[fired], PlanSetting("rule", mode, recent_only=True))
+        recent_abstracts, _ = planned(recent, test, rows[fired])
+        again = run_pipeline(test, rows[fired], recent_abstracts, [cloud.plan(a).plan for a in recent_abstracts],
+                             ev.cloud, ev.device)  # fmt: skip
+        ranks[fired], ms[fired] = again.ranks, ms[fired] + again.ms + plan_ms
+    note = (f"re-request at load {ev.config.load:g}; {cloud.learned.k} nearest labelled validation abstracts "
+            f"({cloud.learned.source})")  # fmt: skip
+    return RowResult("Tandem", LEARNED_PLANNER, ranks, float(ms.mean()), 1.0 + float(fired.mean()), note), plans

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from ground.errors import TandemError
 from ground.settings import get_settings
@@ -34,10 +35,14 @@ def label(
     device, clouds = evaluation_agents(settings, ws)
     err = Console(stderr=True)
     summary, folder = run_labels(ws, device, clouds["rule"], settings.home, err, max_users=users or None)
-    selection = summary["selection"]
-    for name, entry in selection.items():
+    table = Table(title=f"target derivations on {summary['labelled']['instances']} validation instances "
+                        "(leave-one-out: an instance's own item never chooses its plan)")  # fmt: skip
+    for column in ("derivation", "NDCG@10", "HR@10", "NDCG@10 - rule [95% CI]", ""):
+        table.add_column(column, justify="left" if column in ("derivation", "") else "right")
+    for name, entry in summary["selection"].items():
         versus = entry.get("NDCG@10 - rule")
-        gap = f"  vs rule {versus['diff']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}]" if versus else ""
-        mark = "  <- target" if name == summary["chosen"] else ""
-        console.print(safe(f"{name:58s} NDCG@10 {entry['NDCG@10']:.4f}  HR@10 {entry['HR@10']:.4f}{gap}{mark}"))
+        gap = f"{versus['diff']:+.4f} [{versus['low']:+.4f}, {versus['high']:+.4f}]" if versus else ""
+        table.add_row(safe(name), f"{entry['NDCG@10']:.4f}", f"{entry['HR@10']:.4f}", gap,
+                      "target" if name == summary["chosen"] else "")  # fmt: skip
+    console.print(table)
     console.print(safe(f"labels: {folder / 'labels.jsonl'}\nselection: {folder / 'selection.json'}"))
