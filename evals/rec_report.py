@@ -105,7 +105,9 @@ def learned_verdict(difference: dict) -> str:
         entry = difference[metric]
         word = "below" if entry["high"] < 0 else "above" if entry["low"] > 0 else "level with"
         parts.append(f"{metric} {word} ({_ci(entry)})")
-    return f"learned vs {difference['versus']}: " + ", ".join(parts)
+    versus = difference["versus"] + (f" ({difference['versus_planner']})" if difference["versus_planner"] not in
+                                     ("-", "") else "")  # fmt: skip
+    return f"learned vs {versus}: " + ", ".join(parts)
 
 
 COMPARED_METRICS = ("HR@10", "NDCG@10")

@@ -48,7 +48,7 @@ def plans(
     settings = get_settings()
     ws = Workspace(settings, data)
     device, clouds = with_prompts(*evaluation_agents(settings, ws), chosen)
-    clouds = _with_learned(clouds, settings.home, ws.dataset.name)  # the hindsight targets regret is measured on
+    clouds = _with_learned(clouds, settings.home, ws.dataset.name, warn=False)  # regret's hindsight targets
     config = PlanEvalConfig(size=size, seed=seed, structured=not free, compare=compare, accuracy=accuracy,
                             adversarial=adversarial)  # fmt: skip
     command = "tandem eval plans " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "tandem eval plans"
@@ -116,7 +116,7 @@ def rec(
     console.print(safe(f"results: {json_path}\nreport: {md_path}"))
 
 
-def _with_learned(clouds: dict, home: Path, data: str) -> dict:
+def _with_learned(clouds: dict, home: Path, data: str, warn: bool = True) -> dict:
     """The clouds plus the learned planner without a language model (`knn`) when hindsight labels exist."""
     from dataclasses import replace  # deferred with the agents (see `tandem.cli`)
 
@@ -125,6 +125,8 @@ def _with_learned(clouds: dict, home: Path, data: str) -> dict:
 
     path = exemplars_path(home, data)
     if not path.is_file():
+        if not warn:
+            return clouds
         console.print(f"[yellow]warning:[/] no hindsight labels for {data} ({path}): the learned-planner rows are "
                       f"skipped; `tandem plans label --data {data}` makes them", highlight=False)  # fmt: skip
         return clouds
