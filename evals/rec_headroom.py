@@ -15,6 +15,7 @@ The learned and fixed rows need `tandem plans label` for the data set; without i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -42,9 +43,9 @@ def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], 
     """Each user's best point (by the rank of its own target) and the rank table [N, P] it was chosen from.
 
     With `cache` (a file named by data, split, query mode, plan space and model digests) the table is read
-    back when it holds exactly these instances and targets, and written after it is computed."""
-    keys = np.array([f"{evalset.instances[r].split}:{evalset.instances[r].user}:{evalset.instances[r].target}"
-                     for r in rows.tolist()])  # fmt: skip
+    back when it holds every one of these instances (user, target and abstract, so another query never reuses
+    it), and written after it is computed."""
+    keys = np.array([_instance_key(evalset.instances[r], a) for r, a in zip(rows.tolist(), abstracts, strict=True)])
     if cache is not None and cache.is_file():
         with np.load(cache) as saved:
             where = {key: n for n, key in enumerate(saved["keys"].tolist())}
@@ -71,10 +72,15 @@ def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], 
     return table.argmin(axis=1), table
 
 
+def _instance_key(inst, abstract: Abstract) -> str:
+    text = hashlib.sha256(abstract.as_text().encode()).hexdigest()[:16]
+    return f"{inst.split}:{inst.user}:{inst.target}:{text}"
+
+
 def oracle_cache(ev, mode: str, split: str, space: PlanSpace = DEFAULT_SPACE) -> Path:
     """Where the oracle's rank table of one query mode is kept (keyed like the hindsight labels)."""
     name = f"{ev.ws.dataset.name}-{split}-{mode}-{label_key(ev.ws, ev.device, space)}.npz"
-    return ev.settings.home / "evals" / "oracle" / name
+    return ev.cache_dir.parent / "oracle" / name  # beside the plan cache ($TANDEM_HOME/evals/oracle)
 
 
 def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abstract], tandem_rule: RowResult,
