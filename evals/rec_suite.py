@@ -334,8 +334,9 @@ class RecEval:
         }
 
     def language_models(self) -> dict[str, str]:
-        """Backend and model of each role, as the report names them."""
-        return {role: self.settings.model_spec(role).label() for role in ("device", "cloud")}
+        """Backend and model of each role, and the text encoder of Eq. 1-2, as the report names them."""
+        roles = {role: self.settings.model_spec(role).label() for role in ("device", "cloud")}
+        return roles | {"text encoder": self.settings.embedding_spec().label()}
 
     def digests(self, with_language_models: bool) -> dict[str, dict[str, str]]:
         """SHA-256 of every model file behind the numbers: encoder checkpoints, item embeddings, text encoder,
@@ -348,9 +349,10 @@ class RecEval:
         key = self.ws.semantics.key
         files["item embeddings (Eq. 1)"] = self.settings.embeddings_dir / f"{key}.npz"
         encoder_dir = text_encoder_path()
-        if encoder_dir is not None:
+        if encoder_dir is not None and self.settings.embedding_spec().backend == "local":
             files["text encoder (all-MiniLM-L6-v2)"] = encoder_dir
-        if with_language_models and self.settings.llm_backend != "ollama":
+        embedded = any(self.settings.model_spec(role).backend == "llamacpp" for role in ("device", "cloud"))
+        if with_language_models and embedded:
             files["language model (GGUF)"] = gguf_path(self.settings)
         return {name: {"path": str(path), "sha256": file_digest(path)} for name, path in files.items()
                 if path.exists()}  # fmt: skip

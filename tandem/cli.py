@@ -26,6 +26,7 @@ from ground.settings import check_url, get_settings
 from ground.text import one_line
 from tandem import interrupts, views
 from tandem.commands.evals import eval_app
+from tandem.commands.models import models
 from tandem.commands.plans import plans_app
 from tandem.commands.prompts import prompts_app
 from tandem.commands.train import train
@@ -50,6 +51,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(plans_app, name="plans")
 app.command("train")(train)
+app.command("models")(models)
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): a bug, not something the user did
 console = Console()
@@ -98,9 +100,12 @@ def data_fetch(
 
 
 @data_app.command("info")
-def data_info(data: DataOption = "") -> None:
+def data_info(data: DataOption = "", as_json: views.JsonOption = False) -> None:
     """Summarise a data set: users, items, tags, splits and sample generated queries."""
     ws = _workspace(data)
+    if as_json:
+        views.print_json(views.catalog_json(ws.dataset, ws.splits))
+        return
     console.print(views.catalog_summary(ws.dataset, ws.splits))
     console.print(views.sample_queries(ws.dataset, ws.splits))
 
@@ -125,12 +130,16 @@ def index_query(
     data: DataOption = "",
     tags: Annotated[str, typer.Option(help='Tag counts "Drama=10,Comedy=5"; default: the 3 nearest tags.')] = "",
     top: Annotated[int, typer.Option(help="Rows to show.", min=1)] = 10,
+    as_json: views.JsonOption = False,
 ) -> None:
     """Retrieve candidates for a text query from the tag collections (CDA4Rec Eq. 3)."""
     ws = _workspace(data)
     query = ws.semantics.project_texts([text])[0]
     counts = views.parse_tag_counts(tags) if tags else {t: 5 for t, _ in ws.index.nearest_tags(query, 3)}
     candidates = ws.index.retrieve(query, counts)
+    if as_json:
+        views.print_json(views.candidates_json(text, counts, candidates[:top], ws.dataset.catalog))
+        return
     console.print(views.candidates_table(text, counts, candidates[:top], ws.dataset.catalog))
 
 

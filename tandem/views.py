@@ -7,11 +7,14 @@ Every string that came from a user, a data file, a model or the cloud enters a r
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -22,6 +25,13 @@ from tools.data import Catalog, Dataset, Splits
 from tools.protocol import PlanResult
 from tools.tag_index import BuildReport, Candidate
 from tools.workspace import Workspace
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")]
+
+
+def print_json(payload: object, console: Console | None = None) -> None:
+    """`payload` as one JSON document on stdout (valid however wide the terminal; tables go away)."""
+    (console or Console()).print_json(json.dumps(payload, default=str))
 
 
 def safe(text: object, style: str = "", *, multiline: bool = True) -> Text:
@@ -70,6 +80,20 @@ def catalog_summary(dataset: Dataset, splits: Splits) -> Table:
     return table
 
 
+def catalog_json(dataset: Dataset, splits: Splits) -> dict[str, Any]:
+    """What `catalog_summary` shows, as data for `tandem data info --json`."""
+    lengths = np.array([len(s) for s in dataset.sequences])
+    tag_sizes = Counter(tag for item in dataset.catalog.items for tag in item.tags)
+    return {
+        "data": dataset.name, "users": dataset.num_users, "items": dataset.catalog.num_items,
+        "interactions": dataset.num_interactions,
+        "history_length": {"min": int(lengths.min()), "median": int(np.median(lengths)), "max": int(lengths.max())},
+        "tags": {tag: tag_sizes[tag] for tag in dataset.catalog.tags()},
+        "splits": {"train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test),
+                   "fewshot": len(splits.fewshot), "max_len": splits.max_len},
+    }  # fmt: skip
+
+
 def sample_queries(dataset: Dataset, splits: Splits, count: int = 6) -> Table:
     table = Table(title="generated queries (test split)")
     for column in ("user", "clarity", "query", "target (never named)", "target tags"):
@@ -108,6 +132,15 @@ def candidates_table(query: str, counts: dict[str, int], candidates: list[Candid
             safe(", ".join(cand.tags)),
         )
     return table
+
+
+def candidates_json(query: str, counts: dict[str, int], candidates: list[Candidate], catalog: Catalog) -> dict:
+    """What `candidates_table` shows, as data for `tandem index query --json`."""
+    rows = [{"rank": rank, "item": cand.item_id, "title": catalog[cand.item_id].title,
+             "year": catalog[cand.item_id].year, "tags": list(catalog[cand.item_id].tags),
+             "score": round(float(cand.score), 6), "found_via": list(cand.tags)}
+            for rank, cand in enumerate(candidates, 1)]  # fmt: skip
+    return {"query": query, "plan": counts, "candidates": rows}
 
 
 PLAN_ORIGIN = {

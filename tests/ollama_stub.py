@@ -1,7 +1,9 @@
 """A small Ollama-API-compatible HTTP server backed by the embedded llama.cpp model (tests only).
 
-It answers what the official `ollama` client calls: POST /api/chat, POST /api/generate, GET /api/tags and
-GET /api/version, on 127.0.0.1 with a free port. `format` is honoured as Ollama does: "json" -> any JSON
+It answers what the official `ollama` client calls: POST /api/chat, POST /api/generate, POST /api/embed,
+GET /api/tags and GET /api/version, on 127.0.0.1 with a free port. Embeddings come from the packaged
+all-MiniLM-L6-v2, the model Ollama itself serves as `all-minilm`; like Ollama, /api/embed answers unit vectors.
+`format` is honoured as Ollama does: "json" -> any JSON
 object, a JSON schema -> that schema, both through a llama.cpp grammar. Unknown models get Ollama's 404.
 """
 
@@ -16,14 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from agents.llm import LLMError, complete_llama, load_llama
+from tools.text_encoders import LocalMiniLM
 
 
 class OllamaStub:
     """`with OllamaStub(model_path) as stub: ollama.Client(host=stub.url)`."""
 
-    def __init__(self, model_path: Path | str, models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b")) -> None:
+    def __init__(self, model_path: Path | str, models: tuple[str, ...] = ("llama3.1:8b", "llama3.2:1b"),
+                 embed_models: tuple[str, ...] = ("all-minilm",)) -> None:  # fmt: skip
         self.model_path = Path(model_path)
         self.models = models
+        self.embed_models = embed_models
         self.requests: list[dict[str, Any]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -57,6 +62,9 @@ class OllamaStub:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 stub.requests.append({"path": self.path, **body})
+                if self.path == "/api/embed":
+                    self._embed(body)
+                    return
                 if self.path not in ("/api/chat", "/api/generate"):
                     self._send(404, {"error": f"not found: {self.path}"})
                     return
@@ -94,6 +102,18 @@ class OllamaStub:
                     self._send(200, answer, ndjson=True)
                 else:
                     self._send(200, answer)
+
+            def _embed(self, body: dict[str, Any]) -> None:
+                if body.get("model") not in stub.embed_models:
+                    self._send(404, {"error": f"model '{body.get('model')}' not found, try pulling it first"})
+                    return
+                texts = body.get("input", [])
+                texts = [texts] if isinstance(texts, str) else list(texts)
+                start = time.perf_counter_ns()
+                vectors = LocalMiniLM().encode(texts).tolist() if texts else []
+                self._send(200, {"model": body["model"], "embeddings": vectors, "load_duration": 0,
+                                 "total_duration": time.perf_counter_ns() - start,
+                                 "prompt_eval_count": sum(len(t.split()) for t in texts)})  # fmt: skip
 
             def _send(self, status: int, payload: dict[str, Any], ndjson: bool = False) -> None:
                 data = (json.dumps(payload) + ("\n" if ndjson else "")).encode()

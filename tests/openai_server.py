@@ -25,3 +25,19 @@ def openai_server(model_path: Path, log_dir: Path, timeout: float = 120.0) -> It
     with serving(command, f"{url}/models", log_dir / f"openai-server-{port}.log", name="llama_cpp.server",
                  timeout=timeout, stop_timeout=20, ready=lambda r: r.status_code == 200):  # fmt: skip
         yield url
+
+
+@contextmanager
+def openai_embedding_server(model_path: Path, log_dir: Path, timeout: float = 120.0) -> Iterator[str]:
+    """The same server serving `/v1/embeddings` (mean-pooled, `tests.llama_embedding_server`); yields …/v1."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "tests.llama_embedding_server", "--model", str(model_path), "--model_alias",
+        MODEL_ALIAS, "--embedding", "true", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512",
+        "--n_threads", "2",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    with serving(command, f"{url}/models", log_dir / f"embedding-server-{port}.log", name="llama_cpp.server",
+                 timeout=timeout, stop_timeout=20, ready=lambda r: r.status_code == 200,
+                 cwd=Path(__file__).resolve().parents[1]):  # fmt: skip
+        yield url

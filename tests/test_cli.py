@@ -51,3 +51,35 @@ def test_missing_index_then_build_then_query(tmp_path, ml100k_semantics):
 def test_help_works():
     done = run("-h")
     assert done.returncode == 0 and "index" in done.stdout and "data" in done.stdout
+
+
+def _json(done: subprocess.CompletedProcess):
+    import json
+
+    assert "Traceback" not in done.stderr, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_listing_commands_print_json_for_scripts(built_index):
+    """`--json` on every listing command: one JSON document on stdout, whatever the terminal width."""
+    prompts = _json(run("prompts", "list", "--json"))
+    assert {"abstract@1", "plan@1"} <= {p["prompt"] for p in prompts} and all(len(p["digest"]) == 12 for p in prompts)
+    info = _json(run("data", "info", "--json", COLUMNS="40"))
+    assert info["items"] == 1682 and sum(info["splits"][k] for k in ("train", "fewshot")) <= info["users"]
+    found = _json(run("index", "query", "a funny cartoon", "--tags", "Animation=3", "--top", "2", "--json"))
+    assert found["plan"] == {"Animation": 3} and len(found["candidates"]) == 2
+    assert all("Animation" in c["tags"] and c["found_via"] == ["Animation"] for c in found["candidates"])
+    listed = _json(run("models", "--json"))
+    roles = ["device language model", "cloud language model", "text encoder (Eq. 1-2)"]
+    assert [row["role"] for row in listed] == roles
+
+
+def test_models_probe_exits_1_when_an_endpoint_is_down():
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    done = run("models", "--probe", "--json", TANDEM_EMBED_BACKEND="openai", TANDEM_EMBED_URL=url,
+               TANDEM_EMBED_MODEL="text-embedding-3-small")  # fmt: skip
+    rows = _json(done)
+    assert done.returncode == 1
+    assert [row["ok"] for row in rows] == [True, True, False] and url in rows[2]["error"]

@@ -42,18 +42,44 @@ def pinned_runtime(settings, built_index, tmp_path_factory) -> TandemRuntime:
     return rt
 
 
+def same_up_to_ties(got: list[int], got_scores: list[float], want: list[int], want_scores: list[float],
+                    tol: float = 5e-6) -> bool:
+    """`got` is the pinned ranking, except that items whose scores tie within `tol` (float32 noise of the text
+    encoder and of BLAS, about 1e-7 per vector) may swap: an item may stand where the pinned one stood only with
+    the same score, and, if it was pinned elsewhere, its pinned score ties too (a newcomer ties at a cut-off)."""
+    if len(got) != len(want):
+        return False
+    pinned = dict(zip(want, want_scores, strict=True))
+    for i, item in enumerate(got):
+        if item == want[i]:
+            continue
+        if abs(got_scores[i] - want_scores[i]) > tol or abs(pinned.get(item, want_scores[i]) - want_scores[i]) > tol:
+            return False
+    return len(set(got)) == len(got)
+
+
+def test_tie_tolerance_still_catches_a_moved_item():
+    want, scores = [1, 2, 3, 4, 5], [0.9, 0.8, 0.7000001, 0.7, 0.5]
+    assert same_up_to_ties([1, 2, 4, 3, 5], [0.9, 0.8, 0.7, 0.7000001, 0.5], want, scores)  # 3 and 4 tie
+    assert not same_up_to_ties([2, 1, 3, 4, 5], [0.8, 0.9, 0.7000001, 0.7, 0.5], want, scores)  # 1 and 2 do not
+    assert same_up_to_ties([1, 2, 3, 4, 9], [0.9, 0.8, 0.7000001, 0.7, 0.5000001], want, scores)  # 9 ties 5
+    assert not same_up_to_ties([1, 2, 3, 4, 9], [0.9, 0.8, 0.7000001, 0.7, 0.45], want, scores)
+
+
 @pytest.mark.parametrize("case", PINNED["requests"], ids=[r["user"] for r in PINNED["requests"]])
 def test_requests_give_what_they_gave_before(pinned_runtime, case):
     state = recommend(pinned_runtime, case["user"], case["query"], allow_rerequest=False)
-    assert state["ranked"] == case["ranked"]
+    got = (state["ranked"], state["ranked_scores"])
+    assert same_up_to_ties(*got, case["ranked"], case["scores"]), (state["ranked"], case["ranked"])
     # scores to float32 precision: the text encoder moved from sentence-transformers to tools/minilm.py (same
-    # vectors within 2e-7), so a pinned 6th decimal may flip; the ranked items themselves must not move
+    # vectors within 2e-7), so a pinned 6th decimal may flip; items move only among float ties (above)
     assert np.allclose(state["ranked_scores"], case["scores"], atol=5e-6, rtol=0)
     assert len(state["candidates"]) == case["candidates"]
     assert state["plan_result"].plan.model_dump() == case["plan"]
-    assert round(state["inconsistency"], 6) == case["inconsistency"]
+    assert abs(state["inconsistency"] - case["inconsistency"]) <= 1e-5
     again = recommend(pinned_runtime, case["user"], case["query"], allow_rerequest=False)
-    assert again["source"] == case["cached_source"] and again["ranked"] == case["cached_ranked"]
+    assert again["source"] == case["cached_source"]
+    assert again["ranked"] == case["cached_ranked"] or again["ranked"] == state["ranked"]
 
 
 @pytest.mark.parametrize("mode", ["query", "none"])
@@ -73,7 +99,7 @@ def test_the_evaluation_ranks_through_the_served_rank_step(pinned_runtime, mode)
         incons.append(round(ranking.inconsistency, 6))
     assert [int(i.user) for i in instances] == expected["users"]
     assert ranks == expected["ranks"]
-    assert np.allclose(incons, expected["inconsistency"], atol=1e-6)
+    assert np.allclose(incons, expected["inconsistency"], atol=1e-5)  # float32 noise of the text encoder, as above
 
 
 def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtime, monkeypatch):

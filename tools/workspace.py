@@ -9,6 +9,7 @@ from ground.settings import Settings
 from tools.data import Dataset, Splits, leave_one_out, load
 from tools.embeddings import ItemSemantics, item_semantics
 from tools.tag_index import TagIndex, chroma_client
+from tools.text_encoders import text_encoder_for
 
 
 @dataclass
@@ -35,7 +36,9 @@ class Workspace:
 
     @cached_property
     def semantics(self) -> ItemSemantics:
-        return item_semantics(self.dataset, self.settings.item_dim, self.settings.embeddings_dir, self.progress)
+        encoder = text_encoder_for(self.settings.embedding_spec(), timeout_s=self.settings.llm_timeout_s)
+        return item_semantics(self.dataset, self.settings.item_dim, self.settings.embeddings_dir, self.progress,
+                              encoder)  # fmt: skip
 
     @cached_property
     def index(self) -> TagIndex:

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from ground.errors import TandemError
 from prompts import get_prompt, load_prompts, new_version
-from tandem.views import error_line, labelled, safe
+from tandem.views import JsonOption, error_line, labelled, print_json, safe
 
 prompts_app = typer.Typer(
     help="List, show and diff the prompt templates (CDA4Rec Fig. 3-5).",
@@ -48,9 +48,16 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 
 @prompts_app.command("list")
 @_one_line_errors
-def list_prompts() -> None:
+def list_prompts(as_json: JsonOption = False) -> None:
     """Every prompt with its versions, digest, source figure, placeholders and folder."""
     registry = load_prompts()
+    if as_json:
+        print_json([{"prompt": t.ref, "digest": t.digest, "source": t.source, "placeholders": sorted(t.placeholders),
+                     "examples": t.examples_ref or (f"retrieved: {t.header['exemplars']}" if t.header.get("exemplars")
+                                                    else None),
+                     "path": str(t.path) if t.path else None}
+                    for t in registry.all()])  # fmt: skip
+        return
     table = Table(title="prompts (" + ", then ".join(str(f) for f in registry.folders) + ")")
     for column in ("prompt", "digest", "source", "placeholders", "examples", "folder"):
         table.add_column(column, no_wrap=column in ("prompt", "digest"))

@@ -1,0 +1,59 @@
+"""`tandem models`: which language model each role uses and which text encoder builds the item space.
+
+With `--probe` each one is checked the cheap way (`agents.backends.probe_model`: the GGUF file is there or the
+server answers; `tools.text_encoders.probe_encoder`: the endpoint embeds one short text), and the command
+exits 1 when any is not ready, so a script can wait for its servers. Registered in `tandem/cli.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ground.settings import get_settings
+from tandem.views import JsonOption, print_json, safe
+
+
+def models(
+    probe: Annotated[bool, typer.Option("--probe", help="Check that each model and endpoint is ready.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The device SLM, the cloud LLM and the text encoder of Eq. 1-2: backend, model, server (and readiness)."""
+    from agents.backends import chat_model, probe_model  # deferred: LangChain's clients take a second to import
+    from tools.text_encoders import probe_encoder, text_encoder_for
+
+    settings = get_settings()
+    rows: list[dict[str, Any]] = []
+    for role in ("device", "cloud"):
+        spec = settings.model_spec(role)
+        row = {"role": f"{role} language model", "backend": spec.backend, "model": spec.model, "url": spec.url or "",
+               "structured": spec.structured}  # fmt: skip
+        if probe:
+            answer = probe_model(chat_model(settings, role, timeout_s=5.0))
+            row |= {"ok": answer["ok"], "error": answer.get("error", "")}
+        rows.append(row)
+    embedding = settings.embedding_spec()
+    row = {"role": "text encoder (Eq. 1-2)", "backend": embedding.backend, "model": embedding.model,
+           "url": embedding.url or "", "structured": "-"}  # fmt: skip
+    if probe:
+        answer = probe_encoder(text_encoder_for(embedding, timeout_s=5.0), embedding)
+        row |= {"ok": answer["ok"], "error": answer.get("error", ""), "dim": answer.get("dim")}
+    rows.append(row)
+
+    if as_json:
+        print_json(rows)
+    else:
+        table = Table(title="models")
+        columns = ["role", "backend", "model", "url", "structured"] + (["ready"] if probe else [])
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            ready = ("yes" if row["ok"] else f"no: {row['error']}") if probe else None
+            table.add_row(*(safe(row[c]) for c in columns[:5]), *([safe(ready, "green" if row["ok"] else "red")]
+                                                                  if probe else []))  # fmt: skip
+        Console().print(table)
+    if probe and not all(row["ok"] for row in rows):
+        raise typer.Exit(1)
