@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ground.settings import Settings
-from tools.checkpoints import default_checkpoint, load_encoder
+from tools.checkpoints import default_checkpoint, file_digest, load_encoder
 from tools.chord import (
     Chord,
     ChordConfig,
@@ -78,13 +78,15 @@ def pretrained_encoder(
         budget = payload["train_config"].get("time_budget_s")
         if budget is None or budget >= min_pretrain_s:
             log(f"{name}: pretrained checkpoint {path} (valid {payload['best_valid']})")
-            return load_encoder(path, dataset), {"checkpoint": str(path), "valid": payload["best_valid"]}
+            return load_encoder(path, dataset), {"checkpoint": str(path), "sha256": file_digest(path),
+                                                 "valid": payload["best_valid"], "shared_with_eval_rec": True}
         log(f"{name}: {path} was trained for only {budget:.0f} s (a smoke checkpoint): training one for CHORD")
     own = path.with_name(f"{name}-ce-chord.pt")
     if own.is_file():
         payload = torch.load(own, map_location="cpu", weights_only=True)
         log(f"{name}: CHORD's own pretrained checkpoint {own} (valid {payload['best_valid']})")
-        return load_encoder(own, dataset), {"checkpoint": str(own), "valid": payload["best_valid"]}
+        return load_encoder(own, dataset), {"checkpoint": str(own), "sha256": file_digest(own),
+                                            "valid": payload["best_valid"], "shared_with_eval_rec": False}
     spec = PRETRAIN[name]
     config = TrainConfig(encoder=name, loss="ce", epochs=200, patience=5, seed=settings.seed, threads=2,  # type: ignore[arg-type]
                          time_budget_s=budget_s, **{k: v for k, v in spec.items() if k != "model"},
@@ -95,7 +97,8 @@ def pretrained_encoder(
         dataset, splits, config, item_table=table, checkpoint=own, progress=False,
         on_epoch=lambda row: log(f"  epoch {row['epoch']}: NDCG@10 {row['NDCG@10']:.4f}"),
     )  # fmt: skip
-    return result.model, {"checkpoint": str(own), "valid": result.best_valid, "stopped_by": result.stopped_by}
+    return result.model, {"checkpoint": str(own), "sha256": file_digest(own), "valid": result.best_valid,
+                          "stopped_by": result.stopped_by, "shared_with_eval_rec": False}
 
 
 def layer_weights(encoder: SequentialEncoder) -> tuple[int, int]:
@@ -190,8 +193,12 @@ def paired_difference(ranks: np.ndarray, baseline: np.ndarray, k: int = 10) -> d
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"CHORD benchmark on {results['data']} ({results['test_users']} test users, {results['protocol']})", ""]
     for enc in results["encoders"]:
-        lines += [f"**{enc['encoder']}** (checkpoint valid NDCG@10 {enc['pretrained']['valid'].get('NDCG@10', 0):.4f})",
-                  "", "| method | avg bits | NDCG@5 | HR@5 | NDCG@10 | HR@10 | bits sent / user | x smaller than "
+        shared = "the checkpoint `tandem eval rec` uses" if enc["pretrained"].get("shared_with_eval_rec") else \
+            "CHORD's own checkpoint (not the one `tandem eval rec` uses)"
+        digest = enc["pretrained"].get("sha256", "")[:12]
+        lines += [f"**{enc['encoder']}** ({shared}, sha256 {digest or 'not recorded'}, valid NDCG@10 "
+                  f"{enc['pretrained']['valid'].get('NDCG@10', 0):.4f})", "",
+                  "| method | avg bits | NDCG@5 | HR@5 | NDCG@10 | HR@10 | bits sent / user | x smaller than "
                   "fp32 weights | memory (bytes) | quantized-layer bytes |",
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in enc["rows"]:
