@@ -61,21 +61,21 @@ def parse_tag_counts(text: str) -> dict[str, int]:
 
 
 def catalog_summary(dataset: Dataset, splits: Splits) -> Table:
-    lengths = np.array([len(s) for s in dataset.sequences])
-    tag_sizes = Counter(tag for item in dataset.catalog.items for tag in item.tags)
+    facts = catalog_json(dataset, splits)
+    lengths, split = facts["history_length"], facts["splits"]
     table = Table(title=safe(f"{dataset.name} catalog"), show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("users", f"{dataset.num_users:,}")
-    table.add_row("items", f"{dataset.catalog.num_items:,}")
-    table.add_row("interactions", f"{dataset.num_interactions:,}")
-    table.add_row("history length", f"min {lengths.min()}, median {int(np.median(lengths))}, max {lengths.max()}")
-    tags = ", ".join(f"{t} ({tag_sizes[t]})" for t in dataset.catalog.tags())
-    table.add_row("tags", safe(f"{len(tag_sizes)}: {tags}"))
+    table.add_row("users", f"{facts['users']:,}")
+    table.add_row("items", f"{facts['items']:,}")
+    table.add_row("interactions", f"{facts['interactions']:,}")
+    table.add_row("history length", f"min {lengths['min']}, median {lengths['median']}, max {lengths['max']}")
+    tags = ", ".join(f"{t} ({n})" for t, n in facts["tags"].items())
+    table.add_row("tags", safe(f"{len(facts['tags'])}: {tags}"))
     table.add_row(
         "leave-one-out",
-        f"{len(splits.train):,} training users, {len(splits.valid):,} valid, {len(splits.test):,} test, "
-        f"{len(splits.fewshot):,} few-shot (held out), max length {splits.max_len}",
+        f"{split['train']:,} training users, {split['valid']:,} valid, {split['test']:,} test, "
+        f"{split['fewshot']:,} few-shot (held out), max length {split['max_len']}",
     )
     return table
 
