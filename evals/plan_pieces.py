@@ -1,8 +1,8 @@
 """The plan executor's per-instance pieces, computed with the agents' own steps for a batch of instances.
 
-- e_sem per alpha: `CloudAgent.semantic_embeddings` (CDA4Rec Eq. 2), then e_sem . e_i for every item as the
-  cloud's exact index scores it (one matrix-vector product per instance, float32); alphas that give the same
-  e_sem (no query) share one vector;
+- e_sem per alpha: `CloudAgent.semantic_embeddings` (CDA4Rec Eq. 2); the pieces score every item from it as
+  the cloud's exact index does (float32 to select, float64 for the chosen candidates); alphas that give the
+  same e_sem (no query) share one score vector;
 - e_str . e_i per encoder: the rows of the evaluation set's full score matrices (`evals.rec.structured_scores`,
   the trained device encoders, Eq. 4 then Eq. 6).
 """
@@ -33,21 +33,14 @@ def instance_pieces(evalset: EvalSet, rows: np.ndarray, abstracts: Sequence[Abst
     out = []
     for n, row in enumerate(rows.tolist()):
         inst = evalset.instances[row]
-        semantic: dict[float, np.ndarray] = {}
-        by_vector: dict[bytes, np.ndarray] = {}
-        for alpha in alphas:
-            vector = per_alpha[alpha][n]
-            key = vector.tobytes()
-            if key not in by_vector:
-                by_vector[key] = table @ np.asarray(vector, dtype=np.float32).reshape(-1)
-            semantic[alpha] = by_vector[key]
+        vectors = {alpha: np.asarray(per_alpha[alpha][n], dtype=np.float32).reshape(-1) for alpha in alphas}
         structured = {name: matrix[row] for name, matrix in evalset.structured.items()}
-        more = partial(_scores_at, cloud, abstracts[n], table)
-        out.append(InstancePieces(semantic, structured, np.asarray(inst.history, dtype=np.int64), int(inst.target),
-                                  more))  # fmt: skip
+        more = partial(_embedding_at, cloud, abstracts[n])
+        out.append(InstancePieces(vectors, table, structured, np.asarray(inst.history, dtype=np.int64),
+                                  int(inst.target), more))  # fmt: skip
     return out
 
 
-def _scores_at(cloud: CloudAgent, abstract: Abstract, table: np.ndarray, alpha: float) -> np.ndarray:
-    """e_sem . e_i for one abstract at any alpha, by the cloud's own Eq. 2."""
-    return table @ cloud.semantic_embeddings([abstract], [alpha])[0]
+def _embedding_at(cloud: CloudAgent, abstract: Abstract, alpha: float) -> np.ndarray:
+    """e_sem for one abstract at any alpha, by the cloud's own Eq. 2."""
+    return cloud.semantic_embeddings([abstract], [alpha])[0]

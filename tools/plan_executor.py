@@ -26,28 +26,43 @@ import numpy as np
 from tools.fusion import rank_step
 from tools.plan_space import PlanPoint
 from tools.protocol import Plan, effective_beta
+from tools.tag_index import exact_scores
 
 
 @dataclass
 class InstancePieces:
-    """One instance's cached pieces: semantic scores per alpha, structured scores per encoder, history, target."""
+    """One instance's cached pieces: e_sem and its scores per alpha, structured scores per encoder, history, target."""
 
-    semantic: dict[float, np.ndarray]  # alpha -> e_sem . e_i [V + 1] (float32, as the exact index scores them)
+    vectors: dict[float, np.ndarray]  # alpha -> e_sem [d] (CDA4Rec Eq. 2)
+    table: np.ndarray  # [V + 1, d] the item semantic table of Eq. 1 (shared, float32)
     structured: dict[str, np.ndarray]  # encoder -> e_str . e_i [V + 1]
     seen: np.ndarray  # [L] the history (masked by the rank step)
     target: int
-    more: Callable[[float], np.ndarray] | None = None  # e_sem . e_i for an alpha that is not cached
+    more: Callable[[float], np.ndarray] | None = None  # e_sem for an alpha that is not cached
+    semantic: dict[float, np.ndarray] = field(default_factory=dict, repr=False)  # alpha -> e_sem . e_i [V + 1], f64
     _orders: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
 
-    def scores(self, alpha: float) -> np.ndarray:
-        """e_sem . e_i [V + 1] at this alpha: cached, or computed once by `more` (a plan outside the grid)."""
-        if alpha not in self.semantic:
+    def vector(self, alpha: float) -> np.ndarray:
+        """e_sem at this alpha: cached, or computed once by `more` (a plan outside the grid)."""
+        if alpha not in self.vectors:
             if self.more is None:
-                raise KeyError(f"no semantic scores for alpha {alpha:g} (cached: {sorted(self.semantic)})")
-            fresh = self.more(alpha)
-            same = next((v for v in self.semantic.values() if np.array_equal(v, fresh)), None)
-            self.semantic[alpha] = fresh if same is None else same
+                raise KeyError(f"no semantic embedding for alpha {alpha:g} (cached: {sorted(self.vectors)})")
+            self.vectors[alpha] = np.asarray(self.more(alpha), dtype=np.float32).reshape(-1)
+        return self.vectors[alpha]
+
+    def scores(self, alpha: float) -> np.ndarray:
+        """e_sem . e_i [V + 1] at this alpha in float64, as the cloud's exact index cuts its tag groups; alphas with
+        the same e_sem (no query) share one array (and so one set of tag orders)."""
+        if alpha not in self.semantic:
+            vector = self.vector(alpha)
+            same = next((a for a, v in self.vectors.items() if a in self.semantic and np.array_equal(v, vector)), None)
+            everything = np.arange(len(self.table))
+            self.semantic[alpha] = exact_scores(self.table, everything, vector) if same is None else self.semantic[same]
         return self.semantic[alpha]
+
+    def exact(self, alpha: float, ids: np.ndarray) -> np.ndarray:
+        """e_sem . e_i of the chosen items, by the expression the cloud's exact index answers with."""
+        return exact_scores(self.table, ids, self.vector(alpha))
 
 
 def _row_scores(row: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -63,12 +78,12 @@ class PlanExecutor:
         self.miss = num_items + 1  # the rank of a target that is not in the list (as `EvalSet.miss_rank`)
 
     def _order(self, pieces: InstancePieces, alpha: float, tag: str) -> np.ndarray:
-        """The tag group's items, best e_sem . e_i first (ties in catalogue order, as `ExactTagIndex`)."""
+        """The tag group's items, best e_sem . e_i first (ties: lower id first, as `ExactTagIndex`)."""
         scores = pieces.scores(alpha)
         key = (id(scores), tag)  # alphas that share one score vector (no query) share the orders too
         if key not in pieces._orders:
             members = self.tag_members[tag]
-            pieces._orders[key] = members[np.argsort(-scores[members], kind="stable")]
+            pieces._orders[key] = members[np.lexsort((members, -scores[members]))]
         return pieces._orders[key]
 
     def candidates(self, pieces: InstancePieces, alpha: float,
@@ -76,7 +91,7 @@ class PlanExecutor:
         """CDA4Rec Eq. 3: the union of each tag's top-N_i, as ids sorted by id [C] and their scores [C]."""
         parts = [self._order(pieces, alpha, tag)[: int(n)] for tag, n in tags.items() if n > 0]
         ids = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
-        return ids, pieces.scores(alpha)[ids].astype(np.float64)
+        return ids, pieces.exact(alpha, ids)
 
     def _unseen(self, pieces: InstancePieces, ids: np.ndarray, semantic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The candidates without the history (step 1 of the rank step, done once per candidate list)."""
