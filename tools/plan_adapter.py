@@ -107,6 +107,11 @@ def labels_for(exemplars: Path) -> Path:
     return Path(exemplars).parent / key / "labels.jsonl"
 
 
+def adapter_digest(path: Path) -> str:
+    """The first 12 hex digits of the adapter file's SHA-256: names the adapter in `tandem models`, chat, demo."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def render_prompt(abstract_text: str, prompt: str = ADAPTER_PROMPT) -> str:
     """The zero-shot prompt of the adapter, exactly as the planner renders it (`agents.cloud.planner`)."""
     return get_prompt(prompt).render(abstract=abstract_text)
@@ -380,7 +385,7 @@ def train_plan_adapter(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             state.step += 1
             state.seconds = base_seconds + time.perf_counter() - begin
             bar.update(task, completed=state.step, info=f"loss {np.mean(losses[-20:]):.3f}")
