@@ -233,7 +233,30 @@ def main() -> None:
     out = args.out or Path("evals/results") / f"plan_adapter_{args.data}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out} and {plot_result(result, out.with_suffix('.png'))}")
+
+
+def plot_result(result: dict, path: Path) -> Path:
+    """Each planner's regret against the hindsight target with its 95% interval (PNG beside the JSON)."""
+    from matplotlib.figure import Figure  # deferred: only needed when the plot is written
+
+    names = list(result["rows"])
+    regrets = [result["rows"][n]["regret NDCG@10"] for n in names]
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
+    y = np.arange(len(names))
+    ax.errorbar([r["delta"] for r in regrets], y, fmt="o",
+                xerr=[[r["delta"] - r["low"] for r in regrets], [r["high"] - r["delta"] for r in regrets]])
+    ax.axvline(0.0, color="grey", linewidth=1)
+    ax.set_yticks(y, [f"{n} (n={result['rows'][n]['users']} users)" for n in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("NDCG@10 regret vs hindsight target (validation item; lower is better)")
+    ax.set_title(f"plan adapter ({result['adapter']['steps']} steps) vs other planners, held-out users, "
+                 f"{result['data']}", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    return path
 
 
 def _label(result: PlanResult) -> str:
