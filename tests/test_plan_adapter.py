@@ -51,6 +51,8 @@ def test_every_point_round_trips_through_the_compact_answer() -> None:
         assert set(result.plan.tags) <= set(TAGS)
     with pytest.raises(ValueError):
         parse_point_answer('{"a":0.7,"k":5,"n":1000,"e":"SASRec","b":0.0}')  # alpha off the grid
+    spaced = resolve_point_answer('{ "a" : 1.0, "k":20, "n":1000, "e":"SASRec", "b" :1.0} ', ABSTRACT, TAGS)
+    assert spaced.status == "parsed" and spaced.plan.beta == 1.0  # a pair the space does not list is a plan
     repaired = resolve_point_answer('{"a":0.7,"k":5,"n":1000,"e":"SASRec","b":0.0}', ABSTRACT, TAGS)
     assert repaired.status in ("repaired", "fallback")
     assert resolve_point_answer("no plan here", ABSTRACT, TAGS).status == "fallback"
@@ -174,7 +176,8 @@ def test_embedded_gemma_serves_a_gguf_lora_and_answers_a_parseable_plan(tmp_path
                              timeout_s=300)  # fmt: skip
         result = plan_strategy(ABSTRACT, TAGS, model, prompt=ADAPTER_PROMPT)
         assert result.status == "parsed", (name, result.raw_text, result.violations)  # the grammar holds
-        assert parse_point_answer(result.raw_text).point() in DEFAULT_SPACE.points()
+        point = parse_point_answer(result.raw_text).point()  # the grammar's values, spaces allowed
+        assert point.alpha in DEFAULT_SPACE.alphas and point.candidate_size in DEFAULT_SPACE.sizes
         free = model.invoke("User abstract: a long-time viewer of comedies.\nPlan:", max_tokens=12)
         texts[name] = (result.raw_text, str(free.content))
     assert texts["zero"] == texts["base"]  # B = 0: llama.cpp applied an adapter that changes nothing

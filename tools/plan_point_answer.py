@@ -42,11 +42,13 @@ class PointAnswer(BaseModel):
 
     @model_validator(mode="after")
     def _on_grid(self) -> PointAnswer:
+        """Each value one the grammar allows (the space's alphas, tag counts, sizes, encoders and betas). Any
+        encoder/beta pair makes a valid plan (encoder none means beta 1, `effective_beta`), also one the space
+        does not list (SASRec with beta 1), so pairs are not checked."""
         space = DEFAULT_SPACE
-        if self.a not in space.alphas or self.k not in space.tag_counts or self.n not in space.sizes:
+        if self.a not in space.alphas or self.k not in space.tag_counts or self.n not in space.sizes or \
+                self.b not in space_betas(space):
             raise ValueError(f"point {self.model_dump()} is not in the plan space")
-        if (self.e, self.b) not in space.encoder_betas:
-            raise ValueError(f"encoder/beta {self.e}/{self.b} is not in the plan space")
         return self
 
     @classmethod
