@@ -109,7 +109,8 @@ def run_plan_evals(
         "prompts": {ref: get_prompt(ref).ident for ref in refs},
         "summaries": {ref: summarise(scores) for ref, scores in columns.items()}, "timed_out": timed_out,
     }  # fmt: skip
-    accuracy = _accuracy(device, clouds["rule"], suite, frozen, columns, console) if config.accuracy else None
+    target = clouds.get("knn")
+    accuracy = _accuracy(device, clouds["rule"], suite, frozen, columns, console, target) if config.accuracy else None
     if accuracy is not None:
         report["accuracy"] = accuracy
     if config.compare:
@@ -156,11 +157,17 @@ def plan_refs(specs: tuple[str, str]) -> list[str]:
     return refs
 
 
+TARGET = "hindsight target (kNN)"
+
+
 def _accuracy(
     device: DeviceAgent, rule_cloud: CloudAgent, suite: list, frozen: dict, columns: dict[str, list[CaseScore]],
-    console: Console,
+    console: Console, target_cloud: CloudAgent | None = None,
 ) -> dict:
-    """HR@10 / NDCG@10 of each prompt's plans and of the rule planner's, on the same validation users."""
+    """HR@10 / NDCG@10 of each prompt's plans and of the rule planner's, on the same validation users; with
+    hindsight labels (`target_cloud`, the learned planner), each planner's regret: the NDCG@10 its plans lose
+    against the hindsight target plan of the same frozen abstract (the plan-space point with the best mean
+    validation reward over the nearest labelled abstracts), with a paired interval."""
     bench = AccuracyBench(device, rule_cloud, suite)
     abstracts = {key: frozen[key].abstract for key in bench.keys()}
     rule = {key: rule_cloud.plan(Abstract.model_validate(abstracts[key])).plan.model_dump() for key in bench.keys()}
@@ -168,9 +175,20 @@ def _accuracy(
     for ref, scores in columns.items():
         plans = {s.case_key: s.plan for s in scores}
         per[ref] = per_user(bench.ranks(abstracts, plans))
+    regret: dict[str, dict] = {}
+    if target_cloud is not None:
+        targets = {key: target_cloud.plan(Abstract.model_validate(abstracts[key])).plan.model_dump()
+                   for key in bench.keys()}  # fmt: skip
+        best = per_user(bench.ranks(abstracts, targets))
+        for name, values in per.items():
+            regret[name] = paired_bootstrap("NDCG@10", values["NDCG@10"], best["NDCG@10"]).model_dump()
+        per[TARGET] = best
     table = Table(title=f"downstream accuracy on {len(bench.cases)} validation users (same frozen abstracts; "
                         "full ranking, history masked, first pass)")  # fmt: skip
-    for column in ("planner", "HR@10", "NDCG@10", "HR@10 - rule [95% CI]", "NDCG@10 - rule [95% CI]"):
+    columns_shown = ["planner", "HR@10", "NDCG@10", "HR@10 - rule [95% CI]", "NDCG@10 - rule [95% CI]"]
+    if regret:
+        columns_shown.append("NDCG@10 regret vs hindsight target [95% CI]")
+    for column in columns_shown:
         table.add_column(column, justify="left" if column == "planner" else "right")
     rows = {}
     for name, values in per.items():
@@ -183,6 +201,12 @@ def _accuracy(
                 cells.append(delta.text() + (" *" if delta.significant else ""))
         else:
             cells += ["", ""]
+        if name in regret:
+            row["regret NDCG@10"] = regret[name]
+            r = regret[name]
+            cells.append(f"{r['delta']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]")
+        elif regret:
+            cells.append("")
         rows[name] = row
         table.add_row(name, *cells)
     console.print(table)

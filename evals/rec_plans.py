@@ -4,6 +4,7 @@ Each instance is planned the way a request would be (CDA4Rec III-B, III-C): the 
 abstract, the cloud plans from it. Three ways of planning:
 - `rule`: rule-built abstract (computed facts only) and the rule planner (fast, every user);
 - `llm`: the device SLM writes the abstract and the cloud LLM plans (seconds per user, so a seeded sample);
+- `knn`: rule-built abstract and the learned planner without a language model (`agents.cloud.neighbours`);
 - `raw` input (the "w/o AG" ablation of CDA4Rec Table V): the planner gets the raw query and the raw recent
   history (titles, tags) instead of the abstract, with the facts computed from that raw history (the rule
   planner reads those; without them it would plan for 0 interactions and the row would measure a parsing
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from rich.progress import track
 
 from agents.cloud.agent import CloudAgent
+from agents.cloud.planner import retrieves_exemplars
 from agents.device.abstract import compute_facts, history_from_ids
 from agents.device.agent import RECENT_WINDOW, DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
@@ -36,7 +38,7 @@ from tools.data import EvalInstance
 from tools.protocol import Abstract
 from tools.rule_planner import RULES_VERSION
 
-PlannerKind = Literal["rule", "llm"]
+PlannerKind = Literal["rule", "llm", "knn"]
 QueryMode = str  # "none", or the query source: a fidelity level ("habit-q1") or a queries file ("file-<sha>")
 RAW_HISTORY_ITEMS = 20  # raw-input ablation: the newest items, as the abstract prompt shows them
 
@@ -66,8 +68,10 @@ class PlanSetting:
         parts = [self.planner, "raw" if self.raw_input else "abstract", self.query_mode]
         return "-".join(parts + (["recent"] if self.recent_only else []))
 
-    def file_name(self, data: str, split: str, prompts: Sequence[str]) -> str:
+    def file_name(self, data: str, split: str, prompts: Sequence[str], learned: str = "") -> str:
         versions = "-".join(p.replace("@", "v") for p in prompts) if self.planner == "llm" else f"rules{RULES_VERSION}"
+        if self.planner == "knn":  # the learned planner's plans are keyed by its labels (`NeighbourPlanner.source`)
+            versions = f"{learned}-rules{RULES_VERSION}"
         return f"{data}-{split}-{self.label()}-{versions}.jsonl"
 
 
@@ -120,7 +124,10 @@ def plan_instances(
     """Plans for `instances` under `setting`, reading the cache and planning (and appending) the rest."""
     split = instances[0].split if instances else "none"
     prompts = [get_prompt(p).key for p in (device.abstract_prompt, cloud.plan_prompt)]  # keyed by digest: an edit
-    path = cache_dir / setting.file_name(data, split, prompts)  # never reuses plans of the old text
+    learned = cloud.learned.source if cloud.learned is not None else ""
+    if setting.planner == "llm" and retrieves_exemplars(get_prompt(cloud.plan_prompt)) and cloud.exemplars is not None:
+        prompts.append(f"exemplars-{getattr(cloud.exemplars, 'source', 'custom')}")  # keyed by the labels behind them
+    path = cache_dir / setting.file_name(data, split, prompts, learned)  # never reuses plans of the old text
     done = {case.key: case for case in read_jsonl(path, PlannedCase)}
     todo = [inst for inst in instances if instance_key(inst) not in done]
     if todo:

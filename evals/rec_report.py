@@ -62,6 +62,68 @@ def headline(report: dict) -> list[str]:
     return out + [""]
 
 
+HEADROOM_ROWS = (("oracle", "oracle plan"), ("knn", "learned (kNN, no LLM)"), ("rule", "rule planner"),
+                 ("fixed", "best fixed plan (validation)"), ("-", "SASRec alone"))
+
+
+def _headroom_cell(rows: list[dict], planner: str) -> str:
+    row = next((r for r in rows if r["planner"] == planner), None)
+    return f"{row['HR@10']:.4f} / {row['NDCG@10']:.4f}" if row else "-"
+
+
+def headroom_headline(report: dict) -> list[str]:
+    """Oracle vs learned vs rule vs fixed plans, per fidelity (HR@10 / NDCG@10), with the learned planner's
+    paired intervals: the planning headroom in one table."""
+    modes = {name: body for name, body in report["modes"].items() if body.get("headroom")}
+    if not modes:
+        return []
+    out = ["## Headroom: oracle vs learned vs rule vs fixed plans (HR@10 / NDCG@10; " + PROTOCOL_SHORT + ")", "",
+           "The oracle picks, per user, the best of the plan space's points WITH the test item: an upper bound, "
+           "not a claim. The learned planner (no language model) plans from the nearest labelled validation "
+           "abstracts (`tandem plans label`); the best fixed plan is the one point best on validation. v1-v7 are "
+           "CDA4Rec Table IV's fixed settings (range over the seven).", "",
+           "| fidelity | " + " | ".join(label for _, label in HEADROOM_ROWS) + " | v1-v7 HR@10 (min-max) |",
+           "|---|" + "---|" * (len(HEADROOM_ROWS) + 1)]  # fmt: skip
+    for name, body in modes.items():
+        rows = body["headroom"]["rows"]
+        cells = [_headroom_cell(rows, planner) for planner, _ in HEADROOM_ROWS]
+        fixed = [r["HR@10"] for r in body["ablation"] if r["method"].startswith("w/o SP")]
+        span = f"{min(fixed):.4f}-{max(fixed):.4f}" if fixed else "-"
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {span} |")
+    out.append("")
+    for name, body in modes.items():
+        clauses = [learned_verdict(d) for d in body["headroom"]["differences"] if d["tandem"].endswith("(knn)")]
+        if clauses:
+            out.append(f"- `{name}`: " + "; ".join(clauses) + ".")
+    return out + [""]
+
+
+def learned_verdict(difference: dict) -> str:
+    """One clause for the learned planner against a row, on HR@10 and NDCG@10."""
+    parts = []
+    for metric in COMPARED_METRICS:
+        entry = difference[metric]
+        word = "below" if entry["high"] < 0 else "above" if entry["low"] > 0 else "level with"
+        parts.append(f"{metric} {word} ({_ci(entry)})")
+    versus = difference["versus"] + (f" ({difference['versus_planner']})" if difference["versus_planner"] not in
+                                     ("-", "") else "")  # fmt: skip
+    return f"learned vs {versus}: " + ", ".join(parts)
+
+
+COMPARED_METRICS = ("HR@10", "NDCG@10")
+
+
+def headroom_section(body: dict, tag: str) -> list[str]:
+    head = body["headroom"]
+    out = [f"### Headroom, {tag} ({PROTOCOL_SHORT})", "",
+           f"Plan space: {head['space']}." + (f" Learned planner: {head.get('learned_distinct_plans')} distinct "
+           f"plans; best fixed point on validation: {head.get('fixed_point')}." if "fixed_point" in head else ""),
+           ""]  # fmt: skip
+    out += markdown_rows(head["rows"]) + [""]
+    out += markdown_differences(head["differences"], f"Paired differences, headroom ({tag})")
+    return out
+
+
 def verdict(difference: dict, metric: str = "HR@10") -> str:
     """One plain clause: is Tandem above, below or level with the row on `metric`, by its interval."""
     entry = difference[metric]
@@ -101,6 +163,7 @@ def markdown_report(report: dict, plots: dict[str, str], command: str) -> str:
         out.append(f"| {name} | `{Path(d['path']).name}` | `{d['sha256']}` |")
     out.append("")
     out += headline(report)
+    out += headroom_headline(report)
     for body in report["modes"].values():
         tag = f"fidelity `{body['fidelity']}`"
         out += [f"## Queries: {body['query']}", ""]
@@ -110,6 +173,8 @@ def markdown_report(report: dict, plots: dict[str, str], command: str) -> str:
         out += [f"### Overall, {tag}, rule planner, all {_users(body)} users ({PROTOCOL_SHORT})", ""]
         out += markdown_rows(body["main"]) + [""]
         out += markdown_differences(body["differences"]["main"], f"Paired differences ({tag})")
+        if body.get("headroom"):
+            out += headroom_section(body, tag)
         if "sample" in body:
             sample = body["sample"]
             out += [f"### Like for like on the language-model sample ({meta['llm_sample_users']} users), {tag} "
@@ -214,6 +279,20 @@ def write_plots(report: dict, out_dir: Path, stem: str) -> dict[str, str]:
     ax.set_title(f"{report['meta']['data']}: accuracy vs cloud request rate")
     ax.legend()
     files["Accuracy vs cloud request rate"] = _save(fig, out_dir / f"{stem}_requests.png")
+    with_headroom = {name: b for name, b in modes.items() if b.get("headroom")}
+    if with_headroom:
+        fig = Figure(figsize=(9, 4))
+        ax = fig.subplots()
+        width = 0.8 / len(HEADROOM_ROWS)
+        for n, (planner, label) in enumerate(HEADROOM_ROWS):
+            values = [next((r["HR@10"] for r in b["headroom"]["rows"] if r["planner"] == planner), 0.0)
+                      for b in with_headroom.values()]  # fmt: skip
+            ax.bar([i + n * width for i in range(len(values))], values, width, label=label)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(with_headroom))], list(with_headroom))
+        ax.set_ylabel("HR@10 (full ranking)")
+        ax.set_title(f"{report['meta']['data']}: planning headroom by query fidelity (oracle = upper bound)")
+        ax.legend(fontsize=7)
+        files["Planning headroom"] = _save(fig, out_dir / f"{stem}_headroom.png")
     return files
 
 

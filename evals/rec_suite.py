@@ -45,6 +45,7 @@ from evals.rec import (
     static_answers,
     structured_scores,
 )
+from evals.rec_headroom import headroom
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, seeded_sample
 from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
 from ground.settings import Settings
@@ -81,6 +82,7 @@ class RecEvalConfig:
     fewshot: bool = True
     bootstrap_samples: int = 2000
     max_users: int | None = None  # a seeded sample of test users, for a quick look (None = all of them)
+    headroom: bool = True  # the oracle-plan ceiling and the learned planner's rows (`evals.rec_headroom`)
 
 
 def fewshot_prefixes(dataset, heldout: frozenset[int], length: int) -> list[EvalInstance]:
@@ -290,8 +292,11 @@ class RecEval:
         out["buckets"] = {r.name: {b: {"users": int(m.sum()), **r.metrics(m)} for b, m in buckets.items()}
                           for r in [*base, tandem_rule]}  # fmt: skip
         out["sweep"] = self.sweep(test, all_rows, rule, first)
+        extra: list[RowResult] = []
+        if self.config.headroom:
+            out["headroom"], extra = headroom(self, test, all_rows, mode, abstracts, tandem_rule, base)
         if len(sample_rows):
-            out["sample"] = self.sample_table(test, sample_rows, mode, main)
+            out["sample"] = self.sample_table(test, sample_rows, mode, [*main, *extra])
         if fewshot:
             out["fewshot"] = {}
             for length, evalset in fewshot.items():

@@ -26,8 +26,9 @@ from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, load_threshold, threshold_path
 from tools.chord import Chord
 from tools.device_store import DeviceStore
+from tools.exemplar_index import ExemplarIndex
 from tools.quant import DeviceResources
-from tools.tag_index import ExactTagIndex
+from tools.tag_index import ExactTagIndex, chroma_client
 from tools.workspace import Workspace
 
 PlannerKind = Literal["llm", "rule"]
@@ -159,7 +160,31 @@ def build_cloud(
     index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.retriever
     model = language_model(settings, "cloud") if planner == "llm" else None
     return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord,
-                      structured_method=settings.model_spec("cloud").structured)  # fmt: skip
+                      structured_method=settings.model_spec("cloud").structured,
+                      exemplars=LazyExemplars(settings, ws.dataset.name) if planner == "llm" else None)  # fmt: skip
+
+
+class LazyExemplars:
+    """The plan exemplars of a data set, opened on the first request that needs them (a prompt that retrieves
+    its few-shot examples); a runtime whose prompt does not never touches Chroma for them."""
+
+    def __init__(self, settings: Settings, data: str) -> None:
+        self.settings, self.data = settings, data
+        self._index: ExemplarIndex | None = None
+
+    @property
+    def index(self) -> ExemplarIndex:
+        if self._index is None:
+            self._index = ExemplarIndex(chroma_client(self.settings.chroma_url, self.settings.chroma_dir), self.data)
+        return self._index
+
+    @property
+    def source(self) -> str:
+        """The labels the collection was built from (plans and caches made with it are keyed by it)."""
+        return str(self.index.info()["source"])
+
+    def __call__(self, vector, k: int) -> list[dict]:
+        return self.index.nearest(vector, k)
 
 
 def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, dict[str, CloudAgent]]:

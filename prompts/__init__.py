@@ -1,7 +1,9 @@
 """Prompt templates as plain files, loaded into named, versioned templates identified by name@version + digest.
 
 Each task has a file `<name>@<version>.txt`: a header of `key: value` lines (name, version, source,
-description, optional `examples: <name>@<version>`, optional `output: json-line|lines` for planning prompts),
+description, optional `examples: <name>@<version>`, optional `output: json-line|lines` for planning prompts,
+optional `exemplars: plan-exemplars` and `exemplar_k: K` for a planning prompt whose few-shot examples are
+retrieved per request from the plan exemplars, `tools.exemplar_index`),
 a line `---`, then the body. Placeholders are `${name}` (string.Template), so the braces of the papers' output
 formats ("{query: α, ...}") stay literal. Few-shot examples live in their own JSON files `<name>@<version>.json`
 ({"name", "version", "examples": [...]}).
@@ -19,6 +21,7 @@ Templates shipped:
 - abstract@1, abstract@2 - CDA4Rec Fig. 3 (device abstract generation)
 - plan@1      - CDA4Rec Fig. 4 (cloud strategy planning, the paper's line format)
 - plan_json@1 - CDA4Rec Fig. 4, compact JSON variant (examples in plan_json_examples@1.json)
+- plan_exemplars@1 - plan_json@1 with its examples the 3 labelled abstracts nearest the request's (retrieved exemplars)
 - explain@1   - CDA4Rec Fig. 5 (device explanation generation)
 """
 

@@ -27,6 +27,7 @@ from ground.text import one_line
 from tandem import interrupts, views
 from tandem.commands.evals import eval_app
 from tandem.commands.models import models
+from tandem.commands.plans import plans_app
 from tandem.commands.prompts import prompts_app
 from tandem.commands.train import train
 from tools.data import fetch
@@ -48,6 +49,7 @@ app.add_typer(cloud_app, name="cloud")
 app.add_typer(graph_app, name="graph")
 app.add_typer(eval_app, name="eval")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(plans_app, name="plans")
 app.command("train")(train)
 app.command("models")(models)
 

@@ -224,6 +224,10 @@ def test_small_eval_rec_has_controls_intervals_fewshot_and_digests(settings, rea
     for d in body["differences"]["main"]:
         assert d["HR@10"]["low"] <= d["HR@10"]["diff"] <= d["HR@10"]["high"] and d["HR@10"]["users"] == 60
     assert "Tandem w/o AG" in [r["method"] for r in body["ablation"]]
+    oracle = body["headroom"]["rows"][0]
+    assert oracle["method"].startswith("oracle plan (upper bound") and oracle["users"] == 60
+    v7 = next(r for r in body["ablation"] if r["method"] == "w/o SP v7")  # a fixed plan next to a grid point
+    assert oracle["HR@10"] > v7["HR@10"]
     assert set(body["fewshot"]) == {"3", "5", "10"}
     assert "SASRec + query tags" in [r["method"] for r in body["fewshot"]["3"]["rows"]]
     json_path, md_path = write_report(report, tmp_path / "results", tmp_path / "reports", "tandem eval rec (test)")

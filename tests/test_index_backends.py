@@ -48,10 +48,10 @@ def test_exact_batched_equals_unbatched_and_is_the_true_top(world):
         np.testing.assert_array_equal(ids, one_ids)
         np.testing.assert_array_equal(scores, one_scores)
         assert list(exact.retrieve(query, plan)) and [c.item_id for c in exact.retrieve(query, plan)] == ids.tolist()
-        all_scores = world.semantics.table @ query
-        for tag, n in plan.items():  # Eq. 3 by brute force: each group's n best are in
+        all_scores = world.semantics.table.astype(np.float64) @ query.astype(np.float64)
+        for tag, n in plan.items():  # Eq. 3 by brute force in float64: each group's n best are in
             members = world.catalog.tag_members(tag)
-            best = members[np.argsort(-all_scores[members])[:n]]
+            best = members[np.lexsort((members, -all_scores[members]))[:n]]
             assert set(best.tolist()) <= set(ids.tolist())
         assert (np.diff(scores) <= 0).all()
 

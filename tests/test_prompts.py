@@ -27,7 +27,8 @@ from tools.data import Dataset
 from tools.plan_parsing import parse_plan
 
 # What the code fills in, per prompt name.
-FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS, **{f"{n}@1": f for n, f in PLAN_FIELDS.items()}}
+FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS, **{f"{n}@1": f for n, f in PLAN_FIELDS.items()},
+          "plan_exemplars@1": PLAN_FIELDS["plan_json"]}
 FIG3 = ("Given the current user's query and interaction history, generate a two-part abstract: (1) a sanitized query "
         "that preserves intent while removing sensitive or overly specific content, and (2) a behavioral summary "
         "describing interaction sparsity and preference patterns without referencing specific items")  # fmt: skip
@@ -43,7 +44,7 @@ FIG5 = ("Given the execution plan and the final recommended items, generate a na
 
 def test_every_file_loads_with_matching_name_and_version() -> None:
     registry = load_prompts()
-    assert set(registry.names()) == {"abstract", "plan", "plan_json", "explain"}
+    assert set(registry.names()) == {"abstract", "plan", "plan_json", "plan_exemplars", "explain"}
     for path in PROMPTS_DIR.glob("*@*.txt"):
         name, version = path.stem.split("@")
         template = registry.get(path.stem)
@@ -66,7 +67,7 @@ def test_code_refers_to_existing_versions() -> None:
 def test_faithful_to_the_paper_figures() -> None:
     for ref in ("abstract@1", "abstract@2"):
         assert FIG3 in get_prompt(ref).body and "Interaction History:" in get_prompt(ref).body
-    for name in ("plan", "plan_json"):
+    for name in ("plan", "plan_json", "plan_exemplars"):
         assert FIG4 in get_prompt(name).body
     line = get_prompt("plan").body
     assert "Tips for Decision Making:" in line and "Output Format:" in line

@@ -105,6 +105,7 @@ def rank_step(
     allowed: np.ndarray | None = None,
     seeds: SeedScores | None = None,
     seed_weight: float = SEED_WEIGHT,
+    disagreement: bool = True,
 ) -> Ranking:
     """The device's one rank step: CDA4Rec Eq. 5-7 with LSC4Rec Eq. 9-11.
 
@@ -116,8 +117,10 @@ def rank_step(
     3. seeds (a chat's liked or referenced items): (1 - w) * fused + w * minmax(seed similarity), w =
        `SEED_WEIGHT`; without seeds nothing changes;
     4. order by the score, ties by smaller id (Eq. 7);
-    5. score the disagreement with the cloud's order (Eq. 11) for LSC4Rec's re-request decision.
-    The graph, the evaluations and the re-request threshold sample all rank through this function.
+    5. score the disagreement with the cloud's order (Eq. 11) for LSC4Rec's re-request decision; with
+       `disagreement=False` this step is skipped and `inconsistency` is NaN (for callers that only read the order,
+       such as the plan executor scoring a whole plan space: Eq. 11 is a Python loop that costs more than steps 1-4).
+    The graph, the evaluations, the plan executor and the re-request threshold sample all rank through this function.
     """
     candidates = np.asarray(candidates, dtype=np.int64)
     keep = ~np.isin(candidates, np.asarray(seen, dtype=np.int64))
@@ -130,6 +133,8 @@ def rank_step(
     if seeds is not None and len(candidates):
         fused = (1.0 - seed_weight) * fused + seed_weight * minmax(seeds(candidates))
     device_order = np.lexsort((candidates, -fused))
+    if not disagreement:
+        return Ranking(candidates[device_order], fused[device_order], float("nan"))
     cloud_order = np.lexsort((candidates, -semantic))
     score = inconsistency(candidates[cloud_order].tolist(), candidates[device_order].tolist())
     return Ranking(candidates[device_order], fused[device_order], score)

@@ -27,10 +27,11 @@ TagCount = Literal[3, 5, 10, 20]
 CandidateSize = Literal[500, 1000, 2000, 5000]
 EncoderName = Literal["SASRec", "SURGE", "none"]
 Module = Literal["semantic", "retrieval", "structured", "ranking"]
-Status = Literal["parsed", "repaired", "fallback", "rule", "cached", "device"]
+Status = Literal["parsed", "repaired", "fallback", "rule", "cached", "device", "learned"]
 """How a plan was obtained: parsed / repaired from the language model's text; fallback = the rule planner
 after the language model failed; rule = the rule planner was chosen; cached = the plan behind the SCaLRec
-cache; device = the device's local plan when the cloud was unreachable."""
+cache; device = the device's local plan when the cloud was unreachable; learned = a planner learned from hindsight
+labels, without a language model (`agents.cloud.neighbours`)."""
 
 TAG_COUNTS: tuple[int, ...] = get_args(TagCount)
 CANDIDATE_SIZES: tuple[int, ...] = get_args(CandidateSize)

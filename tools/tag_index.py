@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlparse
@@ -378,6 +379,12 @@ class TagIndex:
         return [(tag, 1.0 - float(d)) for tag, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
 
+def exact_scores(table: np.ndarray, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """e_sem . e_i of the chosen items in float64: the same numbers however many requests were scored together
+    (a float32 matrix product rounds differently from a matrix-vector one, which can swap near-ties)."""
+    return table[ids].astype(np.float64) @ np.asarray(query, dtype=np.float64).reshape(-1)
+
+
 @dataclass(frozen=True)
 class ExactTagIndex:
     """Eq. 3 by exact inner product over the catalog's tag groups in memory (no Chroma).
@@ -398,27 +405,36 @@ class ExactTagIndex:
         if unknown:
             raise UnknownTagError(f"unknown tag(s) {', '.join(map(repr, unknown))}; known: {', '.join(self.tags())}")
 
-    def _group_top(self, scores: np.ndarray, tag: str, count: int) -> np.ndarray:
-        """The top-N_i ids of one tag group by `scores` [V + 1], best first (ties: lower id first)."""
+    @cached_property
+    def _error_bound(self) -> float:
+        """An upper bound on |float32 - exact| of e_sem . e_i per unit norm of e_sem: gamma_d * max ||e_i||
+        (the standard bound on a float32 dot product of length d)."""
+        dim = self.table.shape[1]
+        return 2.0 * dim * float(np.finfo(np.float32).eps) * float(np.linalg.norm(self.table, axis=1).max())
+
+    def _group_top(self, scores: np.ndarray, query: np.ndarray, tag: str, count: int) -> np.ndarray:
+        """The top-N_i ids of one tag group, best first (ties: lower id first), by e_sem . e_i in float64.
+
+        `scores` [V + 1] are float32 and round differently in a matrix product over many requests than in a
+        matrix-vector one, so they only narrow the group: every item within the float32 error bound of the N_i-th
+        score is rescored exactly, and the cut is made on the exact scores. A request's candidates are then the
+        same whether it was scored alone or in a batch."""
         members = self.catalog.tag_members(tag)
-        group = scores[members]
-        if count < len(members):  # a partial sort: O(|group|) instead of O(|group| log |group|)
-            keep = np.argpartition(-group, count - 1)[:count]
-            members, group = members[keep], group[keep]
-        return members[np.lexsort((members, -group))]
+        if count < len(members):
+            group = scores[members]
+            cut = np.partition(group, len(group) - count)[len(group) - count]  # the N_i-th largest
+            margin = self._error_bound * float(np.linalg.norm(query))
+            members = members[group >= cut - margin]
+        exact = exact_scores(self.table, members, query)
+        return members[np.lexsort((members, -exact))[:count]]
 
-    def _tops(self, scores: np.ndarray, tag_counts: Mapping[str, int]) -> dict[str, np.ndarray]:
+    def _tops(self, scores: np.ndarray, query: np.ndarray, tag_counts: Mapping[str, int]) -> dict[str, np.ndarray]:
         """Each tag group's top-N_i ids, best first (Eq. 3), given every item's score e_sem . e_i [V + 1]."""
-        return {tag: self._group_top(scores, tag, int(n)) for tag, n in tag_counts.items() if n > 0}
-
-    def _rescore(self, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """e_sem . e_i of the chosen items in float64: the same numbers however many requests were scored
-        together (a float32 matrix product rounds differently from a matrix-vector one, which can swap near-ties)."""
-        return self.table[ids].astype(np.float64) @ np.asarray(query, dtype=np.float64).reshape(-1)
+        return {tag: self._group_top(scores, query, tag, int(n)) for tag, n in tag_counts.items() if n > 0}
 
     def _merge(self, query: np.ndarray, tops: dict[str, np.ndarray]) -> Ranked:
         ids = np.unique(np.concatenate(list(tops.values()))) if tops else np.zeros(0, dtype=np.int64)
-        exact = self._rescore(ids, query)
+        exact = exact_scores(self.table, ids, query)
         order = np.lexsort((ids, -exact))
         return ids[order], exact[order]
 
@@ -435,7 +451,7 @@ class ExactTagIndex:
             block = self.table @ vectors[start : start + chunk].T  # [V + 1, chunk]
             for row, (column, plan) in enumerate(zip(block.T, plans[start : start + chunk], strict=True)):
                 scores = np.ascontiguousarray(column)
-                answers.append(self._merge(vectors[start + row], self._tops(scores, plan)))
+                answers.append(self._merge(vectors[start + row], self._tops(scores, vectors[start + row], plan)))
         return answers
 
     def health(self) -> dict[str, dict[str, object]]:
@@ -447,7 +463,7 @@ class ExactTagIndex:
         self._check([tag_counts])
         scores = self.table @ np.asarray(query, dtype=np.float32).reshape(-1)
         groups: dict[int, list[str]] = {}
-        tops = self._tops(scores, tag_counts)
+        tops = self._tops(scores, np.asarray(query, dtype=np.float32).reshape(-1), tag_counts)
         for tag, top in tops.items():
             for item_id in top.tolist():
                 groups.setdefault(item_id, []).append(tag)

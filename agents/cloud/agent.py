@@ -18,6 +18,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from agents.backends import probe_model
+from agents.cloud.neighbours import NeighbourPlanner, abstract_vectors
 from agents.cloud.planner import PLAN_PROMPT, plan_strategy
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
@@ -26,6 +27,8 @@ from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRe
 from tools.tag_index import TagRetriever
 
 ChordLoader = Callable[[str], Chord | None]
+ExemplarSource = Callable[[np.ndarray, int], list[dict]]
+"""An abstract's unit vector in the text space, k -> the k nearest plan exemplars (`tools.exemplar_index`)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class CloudAgent:
     structured_output: bool = True
     structured_method: StructuredMethod = "json_schema"
     chord: ChordLoader = field(default=_no_chord)
+    learned: NeighbourPlanner | None = None  # plans from hindsight labels instead of a language model or the rules
+    exemplars: ExemplarSource | None = None  # few-shot examples for a prompt that retrieves them
 
     def known_tags(self) -> list[str]:
         return self.index.tags()
@@ -60,7 +65,9 @@ class CloudAgent:
         """Each dependency the cloud answers with (chroma, index, planner), {"ok": bool, ...} each."""
         check = getattr(self.index, "health", None)
         report: dict[str, dict[str, Any]] = dict(check()) if check else {"index": {"ok": True}}
-        if self.planner_model is None:
+        if self.learned is not None:
+            report["planner"] = {"ok": True, "kind": "learned", "labels": self.learned.source}
+        elif self.planner_model is None:
             report["planner"] = {"ok": True, "kind": "rule"}
         else:
             report["planner"] = {"kind": "llm", **probe_model(self.planner_model)}
@@ -68,8 +75,17 @@ class CloudAgent:
 
     def plan(self, abstract: Abstract) -> PlanResult:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
+        if self.learned is not None:
+            return self.learned.plan(abstract, self.known_tags(), self.space)
         return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt,
-                             structured=self.structured_output, method=self.structured_method)  # fmt: skip
+                             structured=self.structured_output, method=self.structured_method,
+                             exemplars=self.nearest_exemplars if self.exemplars is not None else None)  # fmt: skip
+
+    def nearest_exemplars(self, abstract: Abstract, k: int) -> list[dict]:
+        """The k plan exemplars nearest this abstract (its text in the cloud's own text space)."""
+        if self.exemplars is None:
+            return []
+        return self.exemplars(abstract_vectors([abstract], self.space)[0], k)
 
     def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float]) -> np.ndarray:
         """CDA4Rec Eq. 2 for a batch: e_sem [B, d]."""

@@ -1,7 +1,8 @@
 """Cloud agent: strategy planning (CDA4Rec III-C, Fig. 4).
 
-abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot)
-or `plan@1` (the paper's line format); with `structured=True` the backend enforces the compact JSON
+abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot),
+`plan_exemplars@1` (the same, its few-shot examples the labelled abstracts nearest the request's, retrieved from the
+plan exemplars) or `plan@1` (the paper's line format); with `structured=True` the backend enforces the compact JSON
 schema through LangChain structured output (llama.cpp grammar, Ollama `format`, OpenAI `response_format`).
 The answer goes through `tools.plan_parsing.resolve_plan`
 (parse -> repair -> rule fallback); any model failure (unreachable server, timeout, context overflow)
@@ -12,7 +13,7 @@ and the call's CallStats are recorded on the result. Without a model the rule pl
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
@@ -20,7 +21,7 @@ from langchain_core.messages import HumanMessage
 from agents.backends import generate, generate_structured
 from agents.llm import LLMError, stats_of
 from ground.settings import StructuredMethod
-from prompts import PromptTemplate, get_prompt
+from prompts import PromptError, PromptTemplate, get_prompt
 from tools.plan_parsing import Embed, resolve_plan
 from tools.plan_schema import plan_json_schema
 from tools.protocol import Abstract, PlanResult, Violation
@@ -29,6 +30,15 @@ from tools.rule_planner import rule_plan, signals_from_abstract
 PLAN_PROMPT = "plan_json@1"
 LINE_PLAN_PROMPT = "plan@1"
 PLAN_FIELDS = {"plan_json": frozenset({"tags", "examples", "abstract"}), "plan": frozenset({"tags", "abstract"})}
+EXEMPLAR_K = 3  # retrieved few-shot examples when the prompt's header does not say (`exemplar_k:`)
+Exemplars = Callable[[Abstract, int], list[dict]]
+"""abstract, k -> the k labelled exemplars nearest to it, as few-shot examples {"abstract", "plan"}."""
+
+
+def retrieves_exemplars(template: PromptTemplate) -> bool:
+    """A prompt whose header says `exemplars: plan-exemplars` takes its few-shot examples from the exemplar
+    collection (`tools.exemplar_index`), the k nearest to the request's abstract, instead of a fixed file."""
+    return bool(template.header.get("exemplars"))
 
 
 def output_format(template: PromptTemplate) -> str:
@@ -37,20 +47,27 @@ def output_format(template: PromptTemplate) -> str:
     return template.header.get("output") or ("json-line" if "examples" in template.placeholders else "lines")
 
 
-def format_examples(template: PromptTemplate) -> str:
-    """The template's few-shot examples as completed "User abstract / Plan" pairs."""
+def format_examples(template: PromptTemplate, examples: Sequence[dict] | None = None) -> str:
+    """Few-shot examples (the template's own, or `examples`) as completed "User abstract / Plan" pairs."""
     return "\n\n".join(
         f"User abstract: {ex['abstract']}\nPlan: {json.dumps(ex['plan'], ensure_ascii=False)}"
-        for ex in template.examples
+        for ex in (template.examples if examples is None else examples)
     )
 
 
-def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: str = PLAN_PROMPT) -> str:
-    """The filled planning prompt for this abstract."""
+def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: str = PLAN_PROMPT,
+                       exemplars: Exemplars | None = None) -> str:  # fmt: skip
+    """The filled planning prompt for this abstract (few-shot examples retrieved when the prompt asks for it)."""
     template = get_prompt(prompt)
     values = {"tags": ", ".join(known_tags), "abstract": abstract.as_text()}
     if "examples" in template.placeholders:
-        values["examples"] = format_examples(template)
+        examples = None
+        if retrieves_exemplars(template):
+            if exemplars is None:
+                raise PromptError(f"{template.ref} retrieves its few-shot examples from plan exemplars, and this "
+                                  "cloud has none: `tandem prompts exemplars build --data <data>`")  # fmt: skip
+            examples = exemplars(abstract, int(template.header.get("exemplar_k", EXEMPLAR_K)))
+        values["examples"] = format_examples(template, examples)
     return template.render(**values)
 
 
@@ -64,6 +81,7 @@ def plan_strategy(
     prompt: str = PLAN_PROMPT,
     max_tokens: int = 96,
     embed: Embed | None = None,
+    exemplars: Exemplars | None = None,
 ) -> PlanResult:
     """CDA4Rec III-C (Fig. 4): plan the four modules for this abstract (the rule planner when `llm` is None).
 
@@ -76,7 +94,7 @@ def plan_strategy(
     if llm is None:
         return PlanResult(plan=rule_plan(signals, known), status="rule")
     template = get_prompt(prompt)
-    text = render_plan_prompt(abstract, known, prompt)
+    text = render_plan_prompt(abstract, known, prompt, exemplars)
     stop = ["\n"] if output_format(template) == "json-line" else ["\nUser abstract:", "\n\n\n"]
     messages = [HumanMessage(text)]
     try:

@@ -28,7 +28,7 @@ from tools.protocol import (
     StrategyRequest,
 )
 
-CLOUD_STATUSES = frozenset({"parsed", "repaired", "fallback", "rule"})
+CLOUD_STATUSES = frozenset({"parsed", "repaired", "fallback", "rule", "learned"})
 """How a plan may have been obtained *by the cloud* ("cached" and "device" are the device's own)."""
 
 

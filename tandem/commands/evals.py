@@ -48,6 +48,7 @@ def plans(
     settings = get_settings()
     ws = Workspace(settings, data)
     device, clouds = with_prompts(*evaluation_agents(settings, ws), chosen)
+    clouds = _with_learned(clouds, settings.home, ws.dataset.name, warn=False)  # regret's hindsight targets
     config = PlanEvalConfig(size=size, seed=seed, structured=not free, compare=compare, accuracy=accuracy,
                             adversarial=adversarial)  # fmt: skip
     command = "tandem eval plans " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "tandem eval plans"
@@ -72,6 +73,8 @@ def rec(
     reports: Annotated[Path, typer.Option(help="Where the Markdown report and plots go.")] = REPORTS_DIR,
     prompt: Annotated[list[str] | None, typer.Option(
         help="Prompt of a step for the language-model sample: NAME@VERSION or ROLE=NAME@VERSION; repeatable.")] = None,
+    headroom: Annotated[bool, typer.Option(
+        help="Oracle-plan ceiling and learned-planner rows (the learned one needs `tandem plans label`).")] = True,
 ) -> None:
     """Accuracy of Tandem vs leak-controlled baselines per query fidelity, ablations, few-shot (full ranking)."""
     from agents.prompt_roles import choose_prompts  # deferred: loads the agents (see `tandem.cli`)
@@ -97,17 +100,37 @@ def rec(
         load_query_file(queries, ws.dataset, ws.splits)  # a bad line stops here, before any model loads
     device, clouds = evaluation_agents(settings, ws)
     device, clouds = with_prompts(device, clouds, choose_prompts(prompt or []))
+    if headroom:
+        clouds = _with_learned(clouds, settings.home, ws.dataset.name)
     config = RecEvalConfig(llm_users=llm_users, fidelities=chosen, llm_fidelities=llm_chosen, queries_file=queries,
-                           load=load, seed=settings.seed, fewshot=fewshot, max_users=users or None)  # fmt: skip
+                           load=load, seed=settings.seed, fewshot=fewshot, max_users=users or None,
+                           headroom=headroom)  # fmt: skip
     report = RecEval(settings, ws, device, clouds, config, console).run()
     command = (f"tandem eval rec --data {data} --llm-users {llm_users} --fidelity {','.join(chosen)} "
                f"--llm-fidelity {','.join(llm_chosen)} --load {load:g}"
                + (f" --queries {queries}" if queries else "") + ("" if fewshot else " --no-fewshot")
-               + (f" --users {users}" if users else ""))  # fmt: skip
+               + (f" --users {users}" if users else "") + ("" if headroom else " --no-headroom"))  # fmt: skip
     json_path, md_path = write_report(report, out, reports, command)
     for mode in report["modes"]:
         console.print(rich_table(report, mode))
     console.print(safe(f"results: {json_path}\nreport: {md_path}"))
+
+
+def _with_learned(clouds: dict, home: Path, data: str, warn: bool = True) -> dict:
+    """The clouds plus the learned planner without a language model (`knn`) when hindsight labels exist."""
+    from dataclasses import replace  # deferred with the agents (see `tandem.cli`)
+
+    from agents.cloud.neighbours import NeighbourPlanner
+    from evals.hindsight import exemplars_path
+
+    path = exemplars_path(home, data)
+    if not path.is_file():
+        if not warn:
+            return clouds
+        console.print(f"[yellow]warning:[/] no hindsight labels for {data} ({path}): the learned-planner rows are "
+                      f"skipped; `tandem plans label --data {data}` makes them", highlight=False)  # fmt: skip
+        return clouds
+    return {**clouds, "knn": replace(clouds["rule"], learned=NeighbourPlanner.load(path))}
 
 
 def _modes(text: str) -> tuple[str, ...]:

@@ -1,4 +1,7 @@
-"""`tandem prompts list|show|diff|new`: the prompt files, for the people who edit them.
+"""`tandem prompts list|show|diff|new|exemplars`: the prompt files, for the people who edit them.
+
+`exemplars build|list` writes and shows the plan exemplars (labelled abstracts with their hindsight target plans,
+in Chroma) that a prompt with `exemplars:` in its header retrieves as few-shot examples.
 
 `new` copies a version to the next one in the user's prompts folder (TANDEM_PROMPTS_DIR, default ./prompts)
 with its header bumped; every listing shows each version's digest, the hash results are keyed by.
@@ -50,7 +53,9 @@ def list_prompts(as_json: JsonOption = False) -> None:
     registry = load_prompts()
     if as_json:
         print_json([{"prompt": t.ref, "digest": t.digest, "source": t.source, "placeholders": sorted(t.placeholders),
-                     "examples": t.examples_ref, "path": str(t.path) if t.path else None}
+                     "examples": t.examples_ref or (f"retrieved: {t.header['exemplars']}" if t.header.get("exemplars")
+                                                    else None),
+                     "path": str(t.path) if t.path else None}
                     for t in registry.all()])  # fmt: skip
         return
     table = Table(title="prompts (" + ", then ".join(str(f) for f in registry.folders) + ")")
@@ -58,8 +63,11 @@ def list_prompts(as_json: JsonOption = False) -> None:
         table.add_column(column, no_wrap=column in ("prompt", "digest"))
     for template in registry.all():
         folder = str(template.path.parent) if template.path else ""
+        examples = template.examples_ref or (f"retrieved: {template.header['exemplars']} "
+                                             f"(k={template.header.get('exemplar_k', 3)})"
+                                             if template.header.get("exemplars") else "")  # fmt: skip
         table.add_row(template.ref, template.digest, template.source, ", ".join(sorted(template.placeholders)),
-                      template.examples_ref or "", folder)  # fmt: skip
+                      examples, folder)  # fmt: skip
     Console().print(table)
 
 
@@ -113,3 +121,57 @@ def new(
         console.print(f"  tandem eval plans --compare {made.source.ref} {made.template.ref}", highlight=False)
     else:
         console.print(f"  tandem eval plans --prompt {made.template.ref}", highlight=False)
+
+
+exemplars_app = typer.Typer(help="Plan exemplars: labelled abstracts retrieved as few-shot examples.",
+                            no_args_is_help=True)  # fmt: skip
+prompts_app.add_typer(exemplars_app, name="exemplars")
+
+
+@exemplars_app.command("build")
+@_one_line_errors
+def exemplars_build(
+    data: Annotated[str, typer.Option("--data", "-d", help="Data set whose hindsight labels to use.")] = "ml-100k",
+) -> None:
+    """Write the plan exemplars collection (Chroma) from `tandem plans label`'s labels: each labelled validation
+    abstract with its hindsight target plan in the prompt's compact JSON, embedded with Tandem's text space."""
+    import numpy as np  # deferred: the other prompt commands do without
+
+    from evals.hindsight import LabelLine, exemplars_path, hindsight_dir
+    from ground.settings import get_settings
+    from tools.exemplar_index import ExemplarIndex
+    from tools.plan_schema import plan_to_compact
+    from tools.protocol import Plan
+    from tools.tag_index import chroma_client
+
+    settings = get_settings()
+    path = exemplars_path(settings.home, data)
+    if not path.is_file():
+        raise TandemError(f"no hindsight labels for {data} at {path}: run `tandem plans label --data {data}` first")
+    with np.load(path, allow_pickle=False) as saved:
+        key, keys, vectors = str(saved["key"]), [str(k) for k in saved["keys"]], saved["vectors"]
+    lines = {line.key: line for line in (LabelLine.model_validate_json(t) for t in
+             (hindsight_dir(settings.home, data) / key / "labels.jsonl").read_text().splitlines())}  # fmt: skip
+    plans = [plan_to_compact(Plan.model_validate(lines[k].target)) for k in keys]
+    index = ExemplarIndex(chroma_client(settings.chroma_url, settings.chroma_dir), data)
+    count = index.build(vectors, [lines[k].abstract for k in keys], plans, keys, f"hindsight-{key}")
+    Console().print(safe(f"{count} plan exemplars for {data} (labels {key}) in "
+                         f"{settings.chroma_url or settings.chroma_dir}; prompts with `exemplars:` in their header "
+                         "(plan_exemplars@1) retrieve them"), highlight=False)  # fmt: skip
+
+
+@exemplars_app.command("list")
+@_one_line_errors
+def exemplars_list(
+    data: Annotated[str, typer.Option("--data", "-d", help="Data set.")] = "ml-100k",
+) -> None:
+    """The plan exemplars collection of a data set, and the prompts that retrieve from it."""
+    from ground.settings import get_settings
+    from tools.exemplar_index import ExemplarIndex
+    from tools.tag_index import chroma_client
+
+    settings = get_settings()
+    info = ExemplarIndex(chroma_client(settings.chroma_url, settings.chroma_dir), data).info()
+    users = [t.ref for t in load_prompts().all() if t.header.get("exemplars")]
+    Console().print(safe(f"{info['collection']}: {info['count']} exemplars from {info['source']}; retrieved by "
+                         f"{', '.join(users) or 'no prompt'}"), highlight=False)  # fmt: skip

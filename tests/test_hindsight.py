@@ -1,0 +1,160 @@
+"""Hindsight labels: resumable reward tables on validation items, generalising targets, the learned planner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from agents.cloud.neighbours import NeighbourPlanner, neighbour_choice, selection_scores
+from evals.hindsight import (
+    FIDELITIES,
+    Labeller,
+    LabelLine,
+    derive,
+    exemplars_path,
+    leave_one_out_neighbours,
+    run_labels,
+)
+from evals.rec import run_pipeline
+from graph.runtime import evaluation_agents
+from tools.plan_space import PlanPoint
+from tools.protocol import Plan
+
+
+@pytest.fixture(scope="module")
+def agents(settings, ready):
+    return evaluation_agents(settings, ready)
+
+
+@pytest.fixture(scope="module")
+def labelled(ready, agents, tmp_path_factory):
+    device, clouds = agents
+    home = tmp_path_factory.mktemp("home")
+    summary, folder = run_labels(ready, device, clouds["rule"], home, Console(stderr=True), progress=False,
+                                 max_users=12)  # fmt: skip
+    return home, summary, folder
+
+
+def test_labels_are_written_for_people_and_planners(ready, labelled):
+    home, summary, folder = labelled
+    lines = [LabelLine.model_validate_json(t) for t in (folder / "labels.jsonl").read_text().splitlines()]
+    assert len(lines) == 12 * len(FIDELITIES) and {line.fidelity for line in lines} == set(FIDELITIES)
+    for line in lines[:5]:
+        Plan.model_validate(line.target, context={"known_tags": ready.dataset.catalog.tags()})
+        assert line.abstract.startswith("Query: ") and "Facts:" in line.abstract
+        assert 0 <= line.reward["own_best_rank"] <= line.reward["target_rank"]
+    assert summary["chosen"].startswith("kNN mean") and summary["chosen"] in summary["selection"]
+    assert "test items never read" in summary["labelled"]["split"]
+    assert json.loads((folder / "selection.json").read_text())["key"] == summary["key"]
+    assert exemplars_path(home, "ml-100k").is_file()
+
+
+def test_a_rerun_resumes_without_rescoring(ready, agents, labelled):
+    device, clouds = agents
+    home, _, folder = labelled
+    chunks = sorted(folder.glob("ranks-*.npz"))
+    before = {p: p.stat().st_mtime_ns for p in chunks}
+    labeller = Labeller(ready, device, clouds["rule"], home, progress=False, max_users=12)
+    labeller.score()
+    assert {p: p.stat().st_mtime_ns for p in chunks} == before
+    bigger = Labeller(ready, device, clouds["rule"], home, progress=False, max_users=13)
+    assert not bigger.chunk_path("none", 0).is_file()  # a run over other users never reuses a chunk
+
+
+def test_the_reward_table_is_the_pipelines_rank_on_the_validation_item(ready, agents, labelled):
+    device, clouds = agents
+    home, _, _ = labelled
+    labeller = Labeller(ready, device, clouds["rule"], home, progress=False, max_users=12)
+    labels = labeller.load()
+    evalset, abstracts, _ = labeller._planned("habit")
+    from evals.rec import structured_scores
+
+    for name in ("SASRec", "SURGE"):
+        evalset.structured[name], _ = structured_scores(device.encoders.get(name), evalset.instances)
+    assert all(i.split == "valid" for i in evalset.instances)
+    rows = np.arange(12)
+    offset = FIDELITIES.index("habit") * 12
+    for index in (0, 317, len(labeller.points) - 1):
+        plans = [labeller.points[index].plan_for(a, labeller.known) for a in abstracts]
+        ranks = run_pipeline(evalset, rows, abstracts, plans, clouds["rule"], device).ranks
+        assert labels.ranks[offset : offset + 12, index].tolist() == ranks.tolist()
+
+
+def test_targets_never_use_the_instance_itself():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    neighbours = leave_one_out_neighbours(vectors, 10)
+    assert not (neighbours == np.arange(30)[:, None]).any()
+    similarity = vectors @ vectors.T
+    assert (np.diff(np.take_along_axis(similarity, neighbours, axis=1), axis=1) <= 1e-6).all()
+    ranks = rng.integers(0, 50, size=(30, 7))
+    scores = selection_scores(ranks, miss=1683)
+    assert neighbour_choice(scores, neighbours[3, :5]) == int(scores[neighbours[3, :5]].mean(axis=0).argmax())
+
+    class Fake:  # only what `derive` reads
+        pass
+
+    labels = Fake()
+    labels.ranks, labels.miss, labels.vectors = ranks, 1683, vectors
+    labels.abstracts = []
+    from tools.protocol import Abstract
+
+    labels.abstracts = [Abstract(sanitized_query="", behavior_summary="x")] * 30
+    derived = derive(labels)
+    own = ranks[np.arange(30), derived["kNN mean, k=5"]]
+    # with its own row added back, an instance may prefer another point; its target came from the others only
+    for u in range(30):
+        assert derived["kNN mean, k=5"][u] == neighbour_choice(scores, neighbours[u, :5])
+    assert own.shape == (30,)
+
+
+def test_the_learned_planner_plans_from_the_labels(ready, agents, labelled):
+    device, clouds = agents
+    home, summary, _ = labelled
+    planner = NeighbourPlanner.load(exemplars_path(home, "ml-100k"))
+    assert planner.k == summary["k"] and len(planner.points) == planner.scores.shape[1]
+    abstract = device.abstract("a funny movie", ready.splits.test[0].history, ready.splits.test[0].history_ts,
+                               use_model=False).abstract  # fmt: skip
+    result = planner.plan(abstract, ready.dataset.catalog.tags(), clouds["rule"].space)
+    assert result.status == "learned" and PlanPoint.of_plan(result.plan) in planner.points
+    assert "nearest labelled abstracts" in result.plan.explanations.semantic
+
+
+def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, labelled, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from agents.cloud.planner import render_plan_prompt
+    from ground.settings import get_settings
+    from tandem.cli import app
+    from tools.exemplar_index import ExemplarIndex
+    from tools.tag_index import chroma_client
+
+    device, clouds = agents
+    home, summary, _ = labelled
+    monkeypatch.setenv("TANDEM_HOME", str(home))
+    get_settings.cache_clear()
+    try:
+        built = CliRunner().invoke(app, ["prompts", "exemplars", "build", "--data", "ml-100k"])
+        assert built.exit_code == 0, built.output
+        assert f"{12 * len(FIDELITIES)} plan exemplars" in built.output
+        listed = CliRunner().invoke(app, ["prompts", "exemplars", "list", "--data", "ml-100k"])
+        assert "plan_exemplars@1" in listed.output and summary["key"] in listed.output
+        index = ExemplarIndex(chroma_client(None, get_settings().chroma_dir), "ml-100k")
+    finally:
+        get_settings.cache_clear()
+    cloud = replace(clouds["llm"], exemplars=index.nearest)
+    inst = ready.splits.valid[3]
+    abstract = device.abstract("", inst.history, inst.history_ts, use_model=False).abstract
+    examples = cloud.nearest_exemplars(abstract, 3)
+    assert len(examples) == 3 and examples[0]["abstract"] == abstract.as_text()  # the same labelled abstract
+    assert set(examples[0]["plan"]) == {"a", "n", "t", "e", "b", "w"}
+    text = render_plan_prompt(abstract, ready.dataset.catalog.tags(), "plan_exemplars@1", cloud.nearest_exemplars)
+    assert text.count("User abstract:") == 4 and examples[1]["abstract"] in text
+    with pytest.raises(Exception, match="exemplars build"):
+        render_plan_prompt(abstract, ready.dataset.catalog.tags(), "plan_exemplars@1", None)
