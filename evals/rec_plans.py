@@ -29,7 +29,6 @@ from pydantic import BaseModel
 from rich.progress import track
 
 from agents.cloud.agent import CloudAgent
-from agents.cloud.planner import retrieves_exemplars
 from agents.device.abstract import compute_facts, history_from_ids
 from agents.device.agent import RECENT_WINDOW, DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
@@ -125,8 +124,8 @@ def plan_instances(
     split = instances[0].split if instances else "none"
     prompts = [get_prompt(p).key for p in (device.abstract_prompt, cloud.plan_prompt)]  # keyed by digest: an edit
     learned = cloud.learned.source if cloud.learned is not None else ""
-    if setting.planner == "llm" and retrieves_exemplars(get_prompt(cloud.plan_prompt)) and cloud.exemplars is not None:
-        prompts.append(f"exemplars-{getattr(cloud.exemplars, 'source', 'custom')}")  # keyed by the labels behind them
+    if setting.planner == "llm" and cloud.exemplar_source():
+        prompts.append(cloud.exemplar_source())  # keyed by the labels behind the retrieved examples
     path = cache_dir / setting.file_name(data, split, prompts, learned)  # never reuses plans of the old text
     done = {case.key: case for case in read_jsonl(path, PlannedCase)}
     todo = [inst for inst in instances if instance_key(inst) not in done]

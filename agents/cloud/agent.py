@@ -19,9 +19,10 @@ from langchain_core.language_models import BaseChatModel
 
 from agents.backends import probe_model
 from agents.cloud.neighbours import NeighbourPlanner, abstract_vectors
-from agents.cloud.planner import PLAN_PROMPT, plan_strategy
+from agents.cloud.planner import PLAN_PROMPT, plan_strategy, retrieves_exemplars
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
+from prompts import get_prompt
 from tools.chord import Chord, StrategyError
 from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRequest, UserProfile
 from tools.tag_index import TagRetriever
@@ -80,6 +81,15 @@ class CloudAgent:
         return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt,
                              structured=self.structured_output, method=self.structured_method,
                              exemplars=self.nearest_exemplars if self.exemplars is not None else None)  # fmt: skip
+
+    def exemplar_source(self) -> str | None:
+        """What this cloud's plans depend on beyond the prompt's text: the labels behind the retrieved few-shot
+        examples when its prompt retrieves them (plan caches are keyed by it), else None."""
+        if self.learned is not None or self.planner_model is None or self.exemplars is None:
+            return None
+        if not retrieves_exemplars(get_prompt(self.plan_prompt)):
+            return None
+        return f"exemplars-{getattr(self.exemplars, 'source', 'custom')}"
 
     def nearest_exemplars(self, abstract: Abstract, k: int) -> list[dict]:
         """The k plan exemplars nearest this abstract (its text in the cloud's own text space)."""
