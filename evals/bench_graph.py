@@ -18,16 +18,19 @@ Usage: python -m evals.bench_graph [--data ml-100k] [--users 50] [--llm-users 8]
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from evals.digests import model_digests
 from evals.jsonl import write_json
 from graph.run import recommend
 from graph.runtime import TandemRuntime
@@ -99,19 +102,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "device.sqlite")
         rule = TandemRuntime.create(settings, args.data, planner="rule", store_path=store)
-        llm = TandemRuntime.create(settings, args.data, planner="llm", store_path=store)
         rng = np.random.default_rng(args.seed)
         test = rule.workspace.splits.test
         picked = [test[i] for i in rng.choice(len(test), size=min(args.users, len(test)), replace=False)]
+        load_before = os.getloadavg()
         rule_full, rule_cached = measure(rule, picked, "rule planner")
-        llm_full, llm_cached = measure(llm, picked[: args.llm_users], "language models")
+        llm_full, llm_cached = None, None
+        if args.llm_users > 0:
+            llm = TandemRuntime.create(settings, args.data, planner="llm", store_path=store)
+            llm_full, llm_cached = measure(llm, picked[: args.llm_users], "language models")
         chord_full = None
         if args.chord_seconds > 0:
             chord_full = measure_chord(picked, args.chord_seconds, settings, args.data, store)
     result = {
         "data": args.data,
         "protocol": "seeded test-split users, leave-one-out history + generated query, fresh device store each",
-        "machine": "2 cores, CPU only; embedded Gemma 3 270M Q4_K_M via llama.cpp for both agents",
+        "machine": f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, CPU only; embedded Gemma 3 "
+        "270M Q4_K_M via llama.cpp for both agents",
+        "load_avg_before_after": [load_before, os.getloadavg()],
+        "digests": model_digests(settings, rule.workspace, rule.device, with_language_models=args.llm_users > 0),
         "full_path_llm": llm_full,
         "full_path_rule_planner": rule_full,
         "cached_path": {"after_llm_request": llm_cached, "after_rule_request": rule_cached},

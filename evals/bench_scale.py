@@ -37,7 +37,6 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from evals.jsonl import write_json
+from evals.processes import ServerProcess, free_port
 from evals.synthetic import generate, plan_for
 from ground.settings import Settings, get_settings
 from tools.tag_index import ExactTagIndex, TagGroups, TagIndex, TagRetriever, chroma_client
@@ -170,37 +170,16 @@ def measure_backend(index: TagRetriever, exact: ExactTagIndex, work: Workload, p
     return {"cells": cells, "batched_20x5000_ms_per_request": round(1000 * batched, 3)}
 
 
-class ChromaServer:
+class ChromaServer(ServerProcess):
     """`chroma run` on a free loopback port with its data in `path` (stopped on exit)."""
 
     def __init__(self, path: Path) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         chroma = Path(sys.executable).with_name("chroma")
-        self.log = open(path.parent / f"chroma-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([str(chroma), "run", "--path", str(path), "--host", "127.0.0.1", "--port",
-                                      str(self.port)], stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/api/v2/heartbeat", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("chroma run did not answer within 120 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        command = [str(chroma), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(command, f"{self.url}/api/v2/heartbeat", path.parent / f"chroma-{self.port}.log", "chroma run")
+        self.wait(120)
 
 
 def chroma_backend(work: Workload, exact: ExactTagIndex, server: bool, progress: Progress) -> dict[str, Any]:
@@ -392,11 +371,7 @@ def run_service(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     runs = {}
     for workers in args.workers:
         token = secrets.token_urlsafe(24)
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         console.print(f"service: {workers} worker(s), {args.service_requests} exchanges, {args.concurrency} clients")
         service = Service("rule", token, port, logs / f"workers-{workers}.log", data="ml-1m", workers=workers)
         try:

@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ import numpy as np
 
 from agents.device.abstract import generate_abstract, history_from_ids
 from evals.jsonl import write_json
+from evals.processes import ServerProcess, free_port
 from ground.settings import Settings, get_settings
 from tools.workspace import Workspace
 
@@ -63,39 +62,20 @@ def abstracts(settings: Settings, n: int, data: str = "ml-100k") -> list[dict[st
     return [out[k % len(out)] for k in range(n)]
 
 
-class Service:
-    """`tandem cloud serve` from this checkout, as a subprocess on a free loopback port."""
+class Service(ServerProcess):
+    """`tandem cloud serve` from this checkout, as a subprocess on a loopback port."""
 
     def __init__(self, planner: str, token: str, port: int, log: Path, data: str = "ml-100k",
                  workers: int = 1) -> None:  # fmt: skip
         self.url = f"http://127.0.0.1:{port}"
-        self.log = open(log, "wb")
         cli = [sys.executable, "-c", "from tandem.cli import main; main()"]
         command = [*cli, "cloud", "serve", "--data", data, "--port", str(port), "--planner", planner,
                    "--workers", str(workers)]  # fmt: skip
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "TANDEM_CLOUD_TOKEN": token})  # fmt: skip
+        super().__init__(command, f"{self.url}/health", log, "the service", cwd=ROOT,
+                         env={**os.environ, "TANDEM_CLOUD_TOKEN": token})  # fmt: skip
 
-    def wait(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the service did not start within {START_TIMEOUT:g} s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+    def wait(self, timeout: float = START_TIMEOUT) -> None:
+        super().wait(timeout)
 
 
 def _ms(values: list[float]) -> dict[str, float | None]:
@@ -171,7 +151,7 @@ async def burst(url: str, token: str, bodies: list[dict[str, Any]], semantic: bo
 def phase(planner: str, bodies: list[dict[str, Any]], semantic: bool, log: Path) -> dict[str, Any]:
     """One service with `planner`, warmed by one request, then one burst of all `bodies`."""
     token = secrets.token_urlsafe(24)
-    service = Service(planner, token, _free_port(), log)
+    service = Service(planner, token, free_port(), log)
     try:
         service.wait()
         warm = asyncio.run(burst(service.url, token, bodies[:1], semantic))  # loads the models once
@@ -182,12 +162,6 @@ def phase(planner: str, bodies: list[dict[str, Any]], semantic: bool, log: Path)
         return result
     finally:
         service.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:

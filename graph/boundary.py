@@ -16,6 +16,8 @@ is given up at the deadline. A reply must then pass the device's checks for the 
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import socket
 import threading
 import time
@@ -48,6 +50,27 @@ DEFAULT_MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 class CloudUnavailableError(TandemError):
     """The cloud could not be reached, timed out, or answered something that is not a valid message."""
+
+
+class CloudRefusedError(CloudUnavailableError):
+    """The cloud answered with an error status; `status` and its parsed `detail` say why."""
+
+    def __init__(self, message: str, status: int, detail: object) -> None:
+        super().__init__(message)
+        self.status, self.detail = status, detail
+
+    def refuses_field(self, name: str) -> bool:
+        """A 422 that refuses the request field `name`: what a cloud older than that field answers. Tandem's
+        cloud service says "invalid message: N error(s), first at <field>" (`graph.service`); a plain FastAPI
+        service gives its validation errors, `extra_forbidden` at loc [..., <field>]."""
+        if self.status != 422:
+            return False
+        if isinstance(self.detail, str):
+            return re.fullmatch(rf"invalid message: 1 error\(s\), first at (?:body\.)?{re.escape(name)}",
+                                self.detail) is not None  # fmt: skip
+        errors = self.detail if isinstance(self.detail, list) else []
+        return any(isinstance(e, dict) and e.get("type") == "extra_forbidden" and list(e.get("loc", []))[-1:] == [name]
+                   for e in errors)  # fmt: skip
 
 
 class InvalidReplyError(CloudUnavailableError):
@@ -226,7 +249,8 @@ class HttpTransport:
                                                 f"within the {self.deadline:g} s deadline") from None  # fmt: skip
                 raise CloudUnavailableError(f"cloud at {self.base_url} unreachable: {type(exc).__name__}") from None
         if reply.status_code != 200:
-            raise CloudUnavailableError(f"cloud answered {reply.status_code} on /{route}: {self._detail(reply, body)}")
+            raise CloudRefusedError(f"cloud answered {reply.status_code} on /{route}: {self._detail(reply, body)}",
+                                    reply.status_code, self._parsed_detail(body))  # fmt: skip
         return body
 
     def _read(self, reply: httpx.Response, route: str) -> bytes:
@@ -237,6 +261,15 @@ class HttpTransport:
                 raise CloudUnavailableError(f"cloud answer on /{route} exceeds {self.max_reply_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    @staticmethod
+    def _parsed_detail(body: bytes) -> object:
+        """FastAPI's `detail` of an error answer as parsed JSON (None when the body is not such JSON)."""
+        try:
+            parsed = json.loads(body[:65536])
+        except ValueError:
+            return None
+        return parsed.get("detail") if isinstance(parsed, dict) else None
 
     @staticmethod
     def _detail(reply: httpx.Response, body: bytes) -> str:

@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from agents.device.replies import expand_compact
-from graph.boundary import CloudUnavailableError
+from graph.boundary import CloudRefusedError, CloudUnavailableError
 from graph.context import TandemContext
 from graph.runtime import TandemRuntime
 from graph.state import CloudInput, DeviceState, RequestInput, RequestOutput, checked_request
@@ -38,6 +38,7 @@ from tools.fusion import should_request
 from tools.protocol import (
     ChordStrategy,
     CompactSemanticResponse,
+    Crossing,
     PlanRequest,
     PlanResult,
     SemanticRequest,
@@ -263,8 +264,33 @@ def cloud_plan(state: CloudInput, rt: TandemRuntime) -> dict:
 
 @node("cloud_semantic")
 def cloud_semantic(state: CloudInput, rt: TandemRuntime) -> dict:
-    """CDA4Rec Eq. 2-3, across the boundary: (Abstract, Plan) -> e_sem and tag-group candidates."""
-    wire = rt.settings.cloud_wire  # the answer format asked for; 1 is sent as no field at all (an old device)
+    """CDA4Rec Eq. 2-3, across the boundary: (Abstract, Plan) -> e_sem and tag-group candidates.
+
+    The answer comes in the wire format the device asks for (`TandemRuntime.answer_wire`); a cloud older than the
+    compact wire refuses the `wire` field with a 422, and the device then asks again on wire 1, once, with a
+    warning, and stays on wire 1."""
+    warnings: list[str] = []
+    try:
+        try:
+            reply, crossing = _ask_semantic(state, rt, rt.answer_wire)
+        except CloudRefusedError as exc:
+            if rt.answer_wire == 1 or not exc.refuses_field("wire"):
+                raise
+            rt.wire_downgraded = True
+            warnings.append("the cloud is older than the compact wire (it refused the `wire` field): asked again on "
+                            "wire 1, which this session keeps (set TANDEM_CLOUD_WIRE=1 to skip the first try)")
+            reply, crossing = _ask_semantic(state, rt, 1)
+    except CloudUnavailableError as exc:
+        return {"cloud_failed": True, "warnings": [*warnings, f"cloud retrieval failed: {exc}"]}
+    if not reply.candidates:
+        return {"cloud_failed": True, "warnings": [*warnings, "the plan's tags returned no candidates"],
+                "crossings": [crossing]}  # fmt: skip
+    return {"e_sem": reply.e_sem, "candidates": reply.candidates, "candidate_scores": reply.scores,
+            "crossings": [crossing], "warnings": warnings}  # fmt: skip
+
+
+def _ask_semantic(state: CloudInput, rt: TandemRuntime, wire: int) -> tuple[SemanticResponse, Crossing]:
+    """One /semantic exchange asking for answer format `wire` (1 is sent as no field at all, as an old device)."""
     request = SemanticRequest(abstract=state["abstract"], plan=state["plan_result"].plan,
                               wire=wire if wire > 1 else None)  # fmt: skip
 
@@ -273,15 +299,8 @@ def cloud_semantic(state: CloudInput, rt: TandemRuntime) -> dict:
             answer = expand_compact(answer, rt.device.item_table)
         return rt.device.check_semantic(request, answer)
 
-    try:
-        answer_type = CompactSemanticResponse if wire == 2 else SemanticResponse
-        reply, crossing = rt.boundary.call("semantic", request, answer_type, check=check)  # type: ignore[arg-type]
-    except CloudUnavailableError as exc:
-        return {"cloud_failed": True, "warnings": [f"cloud retrieval failed: {exc}"]}
-    if not reply.candidates:
-        return {"cloud_failed": True, "warnings": ["the plan's tags returned no candidates"], "crossings": [crossing]}
-    return {"e_sem": reply.e_sem, "candidates": reply.candidates, "candidate_scores": reply.scores,
-            "crossings": [crossing]}  # fmt: skip
+    answer_type = CompactSemanticResponse if wire == 2 else SemanticResponse
+    return rt.boundary.call("semantic", request, answer_type, check=check)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- routing

@@ -55,6 +55,14 @@ class TandemRuntime:
     notes: list[str] = field(default_factory=list)
     plan_model: str = "base model"
     """What plans with the language-model planner: "plan adapter <digest>" (CDA4Rec Eq. 8) or "base model"."""
+    wire_downgraded: bool = False
+    """Set once the cloud refuses wire 2 (it is older than the compact wire): the semantic answer is then asked for
+    on wire 1 for the rest of this runtime's life."""
+
+    @property
+    def answer_wire(self) -> int:
+        """The semantic answer format this device asks for: the `cloud_wire` setting, unless the cloud refused it."""
+        return 1 if self.wire_downgraded else self.settings.cloud_wire
 
     @classmethod
     def create(

@@ -3,8 +3,10 @@
 `FakeCloud` is a `ThreadingHTTPServer` on 127.0.0.1 in a background thread. It answers each POST with the
 real cloud handlers (`graph.boundary.cloud_handlers` over a real `CloudAgent`), then applies the fault set
 for that route: a wrong e_sem length, ids outside the catalogue, a short score list, NaN scores, a plan with
-an unknown tag, bytes trickled one at a time (in the head or in the body), a 500, garbage JSON. It records
-every request it saw.
+an unknown tag, bytes trickled one at a time (in the head or in the body), a 500, garbage JSON, or the 422 a
+cloud service older than the compact wire gives a request that names the `wire` field (its validation
+answer, as `tests/test_cloud_http.py` checks the real service gives for a field newer than itself). It
+records every request it saw.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from graph.boundary import Handler
 Fault = str
 FAULTS: tuple[Fault, ...] = (
     "wrong_dim", "ids_out_of_range", "short_scores", "nan_scores", "duplicate_ids", "unknown_tag",
-    "trickle_head", "trickle_body", "error_500", "garbage_json",
+    "trickle_head", "trickle_body", "error_500", "garbage_json", "before_wire_2",
 )  # fmt: skip
 
 
@@ -54,6 +56,7 @@ class FakeCloud:
         self.trickle_interval = trickle_interval
         self.faults: dict[str, Fault] = {}
         self.seen: list[tuple[str, dict[str, str]]] = []
+        self.payloads: list[tuple[str, dict[str, Any]]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -73,6 +76,8 @@ class FakeCloud:
             return 500, b'{"detail": "internal error"}', fault
         if fault == "garbage_json":
             return 200, b'{"e_sem": [0.1, 0.2', fault
+        if fault == "before_wire_2" and "wire" in json.loads(payload):  # the 422 Tandem's cloud gives a new field
+            return 422, b'{"detail": "invalid message: 1 error(s), first at wire"}', fault
         genuine = json.loads(self.handlers[route](payload))
         body = json.dumps(_corrupt(fault, genuine, self.num_items) if fault else genuine).encode()
         return 200, body, fault
@@ -90,6 +95,7 @@ class FakeCloud:
                 route = self.path.strip("/")
                 payload = self.rfile.read(int(self.headers.get("content-length", "0")))
                 cloud.seen.append((route, dict(self.headers.items())))
+                cloud.payloads.append((route, json.loads(payload or b"{}")))
                 status, body, fault = cloud._answer(route, payload)
                 head = (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip

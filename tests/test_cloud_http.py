@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
+from graph.boundary import CloudRefusedError, HttpTransport
 from graph.run import recommend
 from graph.runtime import TandemRuntime
 from tests.cloud_service import cloud_process
@@ -32,6 +35,12 @@ def test_device_graph_over_http_cloud_then_cloud_goes_down(cloud_server, setting
 
     bad = httpx.post(f"{url}/plan", content=b'{"abstract": 42}', headers={"content-type": "application/json"})
     assert bad.status_code == 422
+    newer = {"abstract": state["abstract"].model_dump(mode="json"), "plan": state["plan_result"].plan.model_dump(
+        mode="json"), "a_field_of_a_later_version": 1}  # fmt: skip
+    with pytest.raises(CloudRefusedError) as refused:  # how a cloud answers a field newer than itself
+        HttpTransport(url).send("semantic", json.dumps(newer).encode())
+    assert refused.value.refuses_field("a_field_of_a_later_version") and not refused.value.refuses_field("wire")
+    assert refused.value.detail == "invalid message: 1 error(s), first at a_field_of_a_later_version"
 
     proc.terminate()
     proc.wait(timeout=20)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from agents.device.replies import UntrustedReplyError
-from graph.boundary import Boundary, HttpTransport, InProcessTransport, cloud_handlers
+from graph.boundary import Boundary, CloudRefusedError, HttpTransport, InProcessTransport, cloud_handlers
 from graph.run import recommend
 from graph.runtime import TandemRuntime
 from ground.errors import TandemError
@@ -135,6 +135,25 @@ def test_an_answer_larger_than_the_device_reads_is_refused(cloud_side, fake, tmp
     assert state["source"] == "device_only"
     assert any("exceeds 4096 bytes" in w for w in state["warnings"]), state["warnings"]
     assert rt.device.store.cached(USER) is None
+
+
+@pytest.mark.server
+def test_a_cloud_older_than_the_compact_wire_is_asked_again_on_wire_1(cloud_side, fake, tmp_path):
+    rt = device_for(cloud_side, fake.url, tmp_path / "d.sqlite")
+    rt = replace(rt, settings=rt.settings.model_copy(update={"cloud_wire": 2}))
+    fake.faults["semantic"] = "before_wire_2"
+    state = ask(rt)
+    assert state["source"] == "cloud", state["warnings"]
+    assert any("older than the compact wire" in w for w in state["warnings"]), state["warnings"]
+    asked = [body.get("wire") for route, body in fake.payloads if route == "semantic"]
+    assert asked == [2, None], "one try on wire 2, then wire 1 (sent as no field, as an old device)"
+    again = ask(rt, OTHER_QUERY)  # the session stays on wire 1: no second refusal, no second warning
+    assert again["source"] == "cloud" and not any("compact wire" in w for w in again["warnings"])
+    assert [body.get("wire") for route, body in fake.payloads if route == "semantic"] == [2, None, None]
+    fresh = replace(device_for(cloud_side, fake.url, tmp_path / "e.sqlite"), wire_downgraded=False)
+    fresh = replace(fresh, settings=fresh.settings.model_copy(update={"cloud_wire": 2}))
+    fake.faults["semantic"] = "error_500"  # any other refusal is not a reason to change wire
+    assert ask(fresh)["source"] == "device_only" and not fresh.wire_downgraded
 
 
 @pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1:21", "http://", "127.0.0.1:8765"])
@@ -284,3 +303,13 @@ def test_a_chord_strategy_that_does_not_fit_the_device_encoder_is_refused(settin
             assert any("no precision strategy" in w and "unusable ChordStrategy" in w for w in state["warnings"]), (
                 name, state["warnings"])  # fmt: skip
         assert len(state["ranked"]) == 10
+
+
+def test_a_refused_field_is_read_from_either_validation_answer():
+    tandem = CloudRefusedError("422", 422, "invalid message: 1 error(s), first at wire")
+    fastapi = CloudRefusedError("422", 422, [{"type": "extra_forbidden", "loc": ["body", "wire"], "msg": "x"}])
+    assert tandem.refuses_field("wire") and fastapi.refuses_field("wire")
+    assert not CloudRefusedError("422", 422, "invalid message: 2 error(s), first at wire").refuses_field("wire")
+    assert not CloudRefusedError("422", 422, "invalid message: 1 error(s), first at plan.tags").refuses_field("wire")
+    assert not CloudRefusedError("500", 500, "invalid message: 1 error(s), first at wire").refuses_field("wire")
+    assert not CloudRefusedError("422", 422, [{"type": "missing", "loc": ["body", "wire"]}]).refuses_field("wire")

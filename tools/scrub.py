@@ -154,7 +154,8 @@ class LeakageAudit(BaseModel):
         return not any(self.counts.values())
 
 
-def _title_forms(title: str) -> set[str]:
+@lru_cache(maxsize=65_536)
+def _title_forms(title: str) -> frozenset[str]:
     """A title in every form a text may use: as stored, article moved back, article dropped, without year."""
     bare = re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
     forms = {title.strip(), bare, normalise_title(bare)}
@@ -164,9 +165,10 @@ def _title_forms(title: str) -> set[str]:
     alias = re.match(r"^(.*?)\s*\((?:a\.k\.a\.\s*)?([^)]+)\)$", bare)
     if alias:
         forms |= {alias.group(1).strip(), alias.group(2).strip()}
-    return {f for f in forms if f}
+    return frozenset(f for f in forms if f)
 
 
+@lru_cache(maxsize=65_536)
 def _ordinary(form: str) -> bool:
     """A title form made only of ordinary words ("Kids", "Heat", "The Net"): it must be written as a title."""
     words = re.findall(r"[\w']+", form.lower())
@@ -187,15 +189,15 @@ def _written_as_title(text: str, start: int, end: int) -> bool:
     return not opens_sentence or not re.match(r"\s+(?:movies?|films?|shows?|stuff|flicks?|content)\b", after, re.I)
 
 
-def _title_matchers(titles: Iterable[str], keep: set[str]) -> list[tuple[re.Pattern[str], str, bool]]:
-    """(pattern, title, ordinary) for every form of every title, longest form first."""
+def _title_matchers(titles: Iterable[str], keep: set[str]) -> list[tuple[str, str, bool]]:
+    """(form, title, ordinary) for every form of every title, longest form first."""
     found: dict[str, tuple[str, bool]] = {}
     for title in titles:
         for form in _title_forms(title):
             if form.casefold() not in keep:
                 found.setdefault(form, (title, _ordinary(form)))
     ordered = sorted(found, key=len, reverse=True)
-    return [(_form_pattern(form), *found[form]) for form in ordered]
+    return [(form, *found[form]) for form in ordered]
 
 
 @lru_cache(maxsize=16_384)
@@ -205,11 +207,21 @@ def _form_pattern(form: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w']){re.escape(form)}(?![\w'])", re.IGNORECASE)
 
 
+def could_contain(lowered_text: str | None, form: str) -> bool:
+    """False only when `form` cannot match the text case-insensitively. For ASCII on both sides a case-insensitive
+    match IS a substring of the lower-cased text (`lowered_text`, None when the text is not ASCII), and a substring
+    test costs a fraction of a regex search; anything else is left to the regex (Unicode case rules differ)."""
+    return lowered_text is None or not form.isascii() or form.lower() in lowered_text
+
+
 def _title_spans(text: str, titles: Iterable[str], keep: set[str]) -> list[tuple[int, int, str]]:
     """(start, end, title) of every history title written in the text, without overlaps."""
     spans: list[tuple[int, int, str]] = []
-    for pattern, title, ordinary in _title_matchers(titles, keep):
-        for m in pattern.finditer(text):
+    lowered = text.lower() if text.isascii() else None
+    for form, title, ordinary in _title_matchers(titles, keep):
+        if not could_contain(lowered, form):
+            continue
+        for m in _form_pattern(form).finditer(text):
             if any(s < m.end() and m.start() < e for s, e, _ in spans):
                 continue
             if ordinary and not _written_as_title(text, m.start(), m.end()):

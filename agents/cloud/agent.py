@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 
 from agents.backends import probe_model
 from agents.cloud.neighbours import NeighbourPlanner, abstract_vectors
-from agents.cloud.planner import PLAN_PROMPT, needs_adapter, plan_strategy
+from agents.cloud.planner import PLAN_PROMPT, needs_adapter, plan_strategy, retrieves_exemplars
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
 from prompts import get_prompt
@@ -85,6 +85,25 @@ class CloudAgent:
         return plan_strategy(abstract, self.known_tags(), model, prompt=self.plan_prompt,
                              structured=self.structured_output, method=self.structured_method,
                              exemplars=self.nearest_exemplars if self.exemplars is not None else None)  # fmt: skip
+
+    def exemplar_source(self) -> str | None:
+        """What this cloud's plans depend on beyond the prompt's text: the labels behind the retrieved few-shot
+        examples when its prompt retrieves them (plan caches are keyed by it), else None."""
+        if self.learned is not None or self.planner_model is None or self.exemplars is None:
+            return None
+        if not retrieves_exemplars(get_prompt(self.plan_prompt)):
+            return None
+        return f"exemplars-{getattr(self.exemplars, 'source', 'custom')}"
+
+    def adapter_source(self) -> str | None:
+        """The plan adapter's digest when this cloud's prompt is answered by the adapter (CDA4Rec Eq. 8; plan caches
+        are keyed by it, so a retrained adapter plans afresh), else None."""
+        if self.planner_model is None or self.adapter_model is None:
+            return None
+        if not needs_adapter(get_prompt(self.plan_prompt)):
+            return None
+        name = str(getattr(self.adapter_model, "model_name", "adapter"))  # "<base> + plan adapter <digest>"
+        return f"adapter-{name.rsplit(' ', 1)[-1]}"
 
     def nearest_exemplars(self, abstract: Abstract, k: int) -> list[dict]:
         """The k plan exemplars nearest this abstract (its text in the cloud's own text space)."""

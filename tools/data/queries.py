@@ -131,8 +131,11 @@ def normalise_title(title: str) -> str:
 
 def mentions_title(text: str, title: str) -> bool:
     """True when `text` contains the title (either article order) as a whole phrase, case-insensitive."""
+    lowered = text.lower() if text.isascii() else None
     for form in {title.strip(), normalise_title(title)}:
-        if form and re.search(rf"(?<![\w']){re.escape(form)}(?![\w'])", text, flags=re.IGNORECASE):
+        if not form or (lowered is not None and form.isascii() and form.lower() not in lowered):
+            continue  # ASCII on both sides and not a substring: it cannot match, skip the regex search
+        if re.search(rf"(?<![\w']){re.escape(form)}(?![\w'])", text, flags=re.IGNORECASE):
             return True
     return False
 
