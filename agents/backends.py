@@ -33,6 +33,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from agents.llm import (
+    GGUF_NAME,
     CallStats,
     LlamaCppChat,
     LLMError,
@@ -48,9 +49,10 @@ TOKEN_LIMIT_FIELDS = ("max_tokens", "num_predict")  # llama.cpp and OpenAI spell
 
 def chat_model(
     settings: Settings, role: Role = "cloud", *, max_tokens: int = 128, timeout_s: float | None = 120.0,
-    n_ctx: int = 2048,
+    n_ctx: int = 2048, lora_path: Path | None = None, lora_name: str | None = None,
 ) -> BaseChatModel:
-    """The chat model `settings` name for `role` (greedy decoding, seeded, with a per-call timeout)."""
+    """The chat model `settings` name for `role` (greedy decoding, seeded, with a per-call timeout). `lora_path`:
+    a GGUF LoRA adapter on the embedded model (the plan adapter), named `lora_name` in `describe`."""
     spec = settings.model_spec(role)
     if spec.backend == "ollama":
         return ChatOllama(
@@ -61,6 +63,11 @@ def chat_model(
         return ChatOpenAI(
             model=spec.model, base_url=spec.url, api_key=SecretStr(spec.api_key() or "not-needed"),
             temperature=0.0, seed=settings.seed, max_tokens=max_tokens, timeout=timeout_s, max_retries=0,
+        )  # fmt: skip
+    if lora_path is not None:
+        return LlamaCppChat(
+            model_path=str(gguf_path(settings)), max_tokens=max_tokens, timeout_s=timeout_s, seed=settings.seed,
+            n_ctx=n_ctx, lora_path=str(lora_path), model_name=f"{GGUF_NAME} + {lora_name or Path(lora_path).name}",
         )  # fmt: skip
     return LlamaCppChat(
         model_path=str(gguf_path(settings)), max_tokens=max_tokens, timeout_s=timeout_s, seed=settings.seed,

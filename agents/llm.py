@@ -107,8 +107,8 @@ def _answer(text: str, stats: CallStats) -> ChatResult:
 
 # ---------------------------------------------------------------------------------------------- llama.cpp
 
-_models: dict[tuple[str, int, int], Any] = {}
-_locks: dict[tuple[str, int, int], threading.Lock] = {}
+_models: dict[tuple[str, int, int, str], Any] = {}
+_locks: dict[tuple[str, int, int, str], threading.Lock] = {}
 _grammars: dict[str, Any] = {}
 _prompt_states: dict[int, OrderedDict[tuple[int, ...], bytes]] = {}
 _cache_lock = threading.Lock()
@@ -139,9 +139,11 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def load_llama(model_path: Path | str, n_ctx: int = 2048, n_threads: int = 2) -> tuple[Any, threading.Lock]:
-    """The process-wide llama.cpp model for this path (loaded once) and the lock that serialises its use."""
-    key = (str(model_path), n_ctx, n_threads)
+def load_llama(model_path: Path | str, n_ctx: int = 2048, n_threads: int = 2,
+               lora_path: Path | str | None = None) -> tuple[Any, threading.Lock]:  # fmt: skip
+    """The process-wide llama.cpp model for this path (loaded once) and the lock that serialises its use. With
+    `lora_path`, a separate instance with that GGUF LoRA adapter applied (the plan adapter, CDA4Rec Eq. 8)."""
+    key = (str(model_path), n_ctx, n_threads, str(lora_path or ""))
     with _cache_lock:
         if key not in _models:
             from llama_cpp import Llama
@@ -149,7 +151,7 @@ def load_llama(model_path: Path | str, n_ctx: int = 2048, n_threads: int = 2) ->
             with _quiet_stderr():  # llama.cpp prints a KV-cache note straight to fd 2 even when not verbose
                 _models[key] = Llama(
                     model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                    verbose=False, seed=0,
+                    verbose=False, seed=0, **({"lora_path": str(lora_path)} if lora_path else {}),
                 )  # fmt: skip
             _locks[key] = threading.Lock()
             _prompt_states[id(_models[key])] = OrderedDict()
@@ -445,6 +447,8 @@ class LlamaCppChat(GenerationOptions):
     model_name: str = GGUF_NAME
     n_ctx: int = 2048
     n_threads: int = 2
+    lora_path: str | None = None
+    """A GGUF LoRA adapter applied to the base model (the plan adapter, `tools.plan_adapter`); None: the base."""
 
     @property
     def _llm_type(self) -> str:
@@ -452,7 +456,8 @@ class LlamaCppChat(GenerationOptions):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "max_tokens": self.max_tokens}
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "max_tokens": self.max_tokens,
+                "lora_path": self.lora_path}
 
     def _generate(
         self,
@@ -462,7 +467,7 @@ class LlamaCppChat(GenerationOptions):
         **kwargs: Any,
     ) -> ChatResult:
         schema = kwargs.get("json_schema", self.json_schema)
-        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads)
+        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads, self.lora_path)
         text, facts = complete_llama(
             llama, lock, messages_to_prompt(messages), max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
             temperature=self.temperature, stop=stop or self.stop, json_schema=schema,
@@ -487,7 +492,7 @@ class LlamaCppChat(GenerationOptions):
                 content=message.content, response_metadata=message.response_metadata,
                 usage_metadata=message.usage_metadata))  # fmt: skip
             return
-        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads)
+        llama, lock = load_llama(self.model_path, self.n_ctx, self.n_threads, self.lora_path)
         pieces = stream_llama(
             llama, lock, messages_to_prompt(messages), max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
             temperature=self.temperature, stop=stop or self.stop, timeout_s=self.timeout_s, seed=self.seed,

@@ -187,8 +187,8 @@ def results_path(out: Path, data: str, device: DeviceAgent, cloud: CloudAgent) -
     """One file per (data, planning prompt digest and the exemplars it retrieves, abstract prompt digest, output
     mode, models)."""
     plan, abstract = get_prompt(cloud.plan_prompt).key, get_prompt(device.abstract_prompt).key
-    if cloud.exemplar_source():
-        plan = f"{plan}-{cloud.exemplar_source()}"
+    for source in (cloud.exemplar_source(), cloud.adapter_source()):
+        plan = f"{plan}-{source}" if source else plan
     mode = "structured" if cloud.structured_output else "free"
     models = f"{model_label(cloud.planner_model)}-{model_label(device.abstract_model)}"
     return out / "runs" / f"{data}-{plan}-{abstract}-{mode}-{models}.jsonl"

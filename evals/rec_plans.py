@@ -126,6 +126,8 @@ def plan_instances(
     learned = cloud.learned.source if cloud.learned is not None else ""
     if setting.planner == "llm" and cloud.exemplar_source():
         prompts.append(cloud.exemplar_source())  # keyed by the labels behind the retrieved examples
+    if setting.planner == "llm" and cloud.adapter_source():
+        prompts.append(cloud.adapter_source())  # keyed by the adapter's digest: a retrained one plans afresh
     path = cache_dir / setting.file_name(data, split, prompts, learned)  # never reuses plans of the old text
     done = {case.key: case for case in read_jsonl(path, PlannedCase)}
     todo = [inst for inst in instances if instance_key(inst) not in done]

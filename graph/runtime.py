@@ -9,12 +9,14 @@ tooling reaches this through `graph.context`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from agents.backends import chat_model
+from agents.backends import chat_model, describe
 from agents.cloud.agent import CloudAgent
+from agents.cloud.planner import needs_adapter
 from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
@@ -22,11 +24,13 @@ from agents.prompt_roles import PromptChoice
 from graph.boundary import Boundary, HttpTransport, InProcessTransport, Transport, cloud_handlers
 from ground.errors import TandemError, UsageError
 from ground.settings import Settings
+from prompts import get_prompt
 from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, load_threshold, threshold_path
 from tools.chord import Chord
 from tools.device_store import DeviceStore
 from tools.exemplar_index import ExemplarIndex
+from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
 from tools.quant import DeviceResources
 from tools.tag_index import ExactTagIndex, chroma_client
 from tools.workspace import Workspace
@@ -49,6 +53,8 @@ class TandemRuntime:
     cloud_url: str | None = None
     request_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
+    plan_model: str = "base model"
+    """What plans with the language-model planner: "plan adapter <digest>" (CDA4Rec Eq. 8) or "base model"."""
     wire_downgraded: bool = False
     """Set once the cloud refuses wire 2 (it is older than the compact wire): the semantic answer is then asked for
     on wire 1 for the rest of this runtime's life."""
@@ -85,7 +91,18 @@ class TandemRuntime:
         device = build_device(settings, ws, shelf, DeviceStore(path, timeout=settings.db_timeout), slm,
                               abstracts_by_slm=planner == "llm")  # fmt: skip
         device = replace(device, abstract_prompt=prompts.abstract, explain_prompt=prompts.explain)
-        cloud = None if cloud_url else replace(build_cloud(settings, ws, shelf, planner), plan_prompt=prompts.plan)
+        cloud = None
+        plan_model = "base model" if planner == "llm" else "rules"
+        if not cloud_url:
+            cloud = build_cloud(settings, ws, shelf, planner)
+            plan_prompt = prompts.plan
+            if cloud.adapter_model is not None and prompts.plan == PromptChoice().plan:
+                plan_prompt = ADAPTER_PROMPT  # a trained plan adapter answers its own zero-shot prompt
+            if cloud.adapter_model is not None and needs_adapter(get_prompt(plan_prompt)):
+                plan_model = describe_adapter(cloud.adapter_model)
+            cloud = replace(cloud, plan_prompt=plan_prompt)
+        elif planner == "llm":
+            plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
         threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))
         notes = []
@@ -95,7 +112,11 @@ class TandemRuntime:
         if threshold is None:
             notes.append(f"no LSC4Rec re-request threshold: re-requests are off (`tandem setup --data "
                          f"{ws.dataset.name}` samples it)")  # fmt: skip
-        return cls(settings, ws, device, boundary, cloud, planner, cloud_url, threshold, notes)
+        if cloud is not None and planner == "llm" and needs_adapter(get_prompt(cloud.plan_prompt)) and \
+                cloud.adapter_model is None:
+            notes.append(f"{cloud.plan_prompt} is written for the plan adapter and {ws.dataset.name} has none: the "
+                         f"base model answers it (`tandem train --planner --data {ws.dataset.name}` trains one)")
+        return cls(settings, ws, device, boundary, cloud, planner, cloud_url, threshold, notes, plan_model)
 
     @property
     def cache_scope(self) -> str:
@@ -104,7 +125,8 @@ class TandemRuntime:
         if self.cloud_url:
             return f"cloud {self.cloud_url}"
         prompt = self.cloud.plan_prompt if self.cloud is not None and self.planner == "llm" else "-"
-        return f"planner {self.planner}, prompt {prompt}"
+        adapter = f", {self.plan_model}" if self.plan_model.startswith("plan adapter") else ""
+        return f"planner {self.planner}, prompt {prompt}{adapter}"
 
     def with_cloud(self, cloud: CloudAgent) -> TandemRuntime:
         """The same device talking to another in-process cloud agent (tests force a plan this way)."""
@@ -125,6 +147,30 @@ def cloud_transport(settings: Settings, cloud: CloudAgent | None, cloud_url: str
 def language_model(settings: Settings, role: Literal["device", "cloud"]) -> BaseChatModel:
     """The chat model for a role on the configured backend."""
     return chat_model(settings, role=role, timeout_s=settings.llm_timeout_s)
+
+
+def plan_adapter_file(settings: Settings, ws: Workspace) -> Path | None:
+    """The trained plan adapter (GGUF LoRA, CDA4Rec Eq. 8) of this data set, when the cloud model is the embedded
+    one and `tandem train --planner` has written it; None otherwise (the base model plans with few-shot prompts)."""
+    if settings.model_spec("cloud").backend != "llamacpp":
+        return None
+    path = adapter_gguf(settings.models_dir, ws.dataset.name, ws.dataset.fingerprint())
+    return path if path.is_file() else None
+
+
+def adapter_model(settings: Settings, ws: Workspace) -> BaseChatModel | None:
+    """The cloud's language model with the plan adapter applied, or None without a trained adapter."""
+    path = plan_adapter_file(settings, ws)
+    if path is None:
+        return None
+    return chat_model(settings, role="cloud", timeout_s=settings.llm_timeout_s, lora_path=path,
+                      lora_name=f"plan adapter {adapter_digest(path)}")  # fmt: skip
+
+
+def describe_adapter(model: BaseChatModel) -> str:
+    """"plan adapter <digest>" of an adapter model (its `describe` name after the base model's)."""
+    name = describe(model)["model"]
+    return name.split(" + ", 1)[1] if " + " in name else name
 
 
 def build_device(
@@ -169,7 +215,8 @@ def build_cloud(
     model = language_model(settings, "cloud") if planner == "llm" else None
     return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord,
                       structured_method=settings.model_spec("cloud").structured,
-                      exemplars=LazyExemplars(settings, ws.dataset.name) if planner == "llm" else None)  # fmt: skip
+                      exemplars=LazyExemplars(settings, ws.dataset.name) if planner == "llm" else None,
+                      adapter_model=adapter_model(settings, ws) if planner == "llm" else None)  # fmt: skip
 
 
 class LazyExemplars:

@@ -200,7 +200,8 @@ class ChatSession:
                  f"text encoder {s.embedding_spec().label()}"
         cloud = self.runtime.cloud_url or "in process"
         chroma = s.chroma_url or f"embedded at {s.chroma_dir}"
-        self.console.print(views.safe(f"language models: {models}\nplanner: {self.runtime.planner}\ncloud: {cloud}\n"
+        planner = f"{self.runtime.planner} ({self.runtime.plan_model})"
+        self.console.print(views.safe(f"language models: {models}\nplanner: {planner}\ncloud: {cloud}\n"
                                 f"Chroma: {chroma}\ndata: {self.runtime.workspace.dataset.name}"))  # fmt: skip
 
     def reset(self, arg: str = "") -> None:

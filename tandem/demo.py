@@ -2,8 +2,9 @@
 
 Runs `tandem setup` for ML-100K (fetch, item embeddings of CDA4Rec Eq. 1, Chroma tag index, device encoders,
 calibrator and re-request threshold: whatever is missing), then one full request through the graph with the
-embedded Gemma 3 270M as both agents' language model, and prints the abstract, the plan, the cloud
-candidates, the ranked list and the explanation.
+embedded Gemma 3 270M as both agents' language model, and prints which model plans (the "plan adapter <digest>"
+of CDA4Rec Eq. 8 when `tandem train --planner` has trained one, else the "base model" with few-shot prompts),
+the abstract, the plan, the cloud candidates, the ranked list and the explanation.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def run_demo(ws: Workspace, console: Console, user: str = DEMO_USER, query: str 
     console.print(views.safe(f"already there: {', '.join(report.present) or 'nothing'}"))
 
     runtime = TandemRuntime.create(ws.settings, ws.data)
+    prompt = runtime.cloud.plan_prompt if runtime.cloud is not None else "-"
+    console.print(views.labelled("cloud planner: ", f"{runtime.plan_model}, prompt {prompt}", "bold"))
     console.rule(views.safe(f"one request: user {user}", "bold"))
     console.print(views.labelled("raw query (stays on the device): ", query, "bold"))
     state = recommend(runtime, user, query, explain=True, use_cache=False, allow_rerequest=False)

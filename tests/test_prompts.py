@@ -44,7 +44,7 @@ FIG5 = ("Given the execution plan and the final recommended items, generate a na
 
 def test_every_file_loads_with_matching_name_and_version() -> None:
     registry = load_prompts()
-    assert set(registry.names()) == {"abstract", "plan", "plan_json", "plan_exemplars", "explain"}
+    assert set(registry.names()) == {"abstract", "plan", "plan_json", "plan_exemplars", "plan_adapter", "explain"}
     for path in PROMPTS_DIR.glob("*@*.txt"):
         name, version = path.stem.split("@")
         template = registry.get(path.stem)

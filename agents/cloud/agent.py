@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 
 from agents.backends import probe_model
 from agents.cloud.neighbours import NeighbourPlanner, abstract_vectors
-from agents.cloud.planner import PLAN_PROMPT, plan_strategy, retrieves_exemplars
+from agents.cloud.planner import PLAN_PROMPT, needs_adapter, plan_strategy, retrieves_exemplars
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
 from prompts import get_prompt
@@ -58,6 +58,7 @@ class CloudAgent:
     chord: ChordLoader = field(default=_no_chord)
     learned: NeighbourPlanner | None = None  # plans from hindsight labels instead of a language model or the rules
     exemplars: ExemplarSource | None = None  # few-shot examples for a prompt that retrieves them
+    adapter_model: BaseChatModel | None = None  # the planner model with the LoRA plan adapter (Eq. 8), if trained
 
     def known_tags(self) -> list[str]:
         return self.index.tags()
@@ -78,7 +79,10 @@ class CloudAgent:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
         if self.learned is not None:
             return self.learned.plan(abstract, self.known_tags(), self.space)
-        return plan_strategy(abstract, self.known_tags(), self.planner_model, prompt=self.plan_prompt,
+        model = self.planner_model
+        if model is not None and self.adapter_model is not None and needs_adapter(get_prompt(self.plan_prompt)):
+            model = self.adapter_model  # the prompt was written for the plan adapter (CDA4Rec Eq. 8)
+        return plan_strategy(abstract, self.known_tags(), model, prompt=self.plan_prompt,
                              structured=self.structured_output, method=self.structured_method,
                              exemplars=self.nearest_exemplars if self.exemplars is not None else None)  # fmt: skip
 
@@ -90,6 +94,16 @@ class CloudAgent:
         if not retrieves_exemplars(get_prompt(self.plan_prompt)):
             return None
         return f"exemplars-{getattr(self.exemplars, 'source', 'custom')}"
+
+    def adapter_source(self) -> str | None:
+        """The plan adapter's digest when this cloud's prompt is answered by the adapter (CDA4Rec Eq. 8; plan caches
+        are keyed by it, so a retrained adapter plans afresh), else None."""
+        if self.planner_model is None or self.adapter_model is None:
+            return None
+        if not needs_adapter(get_prompt(self.plan_prompt)):
+            return None
+        name = str(getattr(self.adapter_model, "model_name", "adapter"))  # "<base> + plan adapter <digest>"
+        return f"adapter-{name.rsplit(' ', 1)[-1]}"
 
     def nearest_exemplars(self, abstract: Abstract, k: int) -> list[dict]:
         """The k plan exemplars nearest this abstract (its text in the cloud's own text space)."""

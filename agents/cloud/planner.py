@@ -2,8 +2,10 @@
 
 abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot),
 `plan_exemplars@1` (the same, its few-shot examples the labelled abstracts nearest the request's, retrieved from the
-plan exemplars) or `plan@1` (the paper's line format); with `structured=True` the backend enforces the compact JSON
-schema through LangChain structured output (llama.cpp grammar, Ollama `format`, OpenAI `response_format`).
+plan exemplars), `plan_adapter@1` (zero-shot, for the LoRA plan adapter of Eq. 8: one plan-space point, under
+its own grammar, `tools.plan_point_answer`) or `plan@1` (the paper's line format); with `structured=True` the
+backend enforces the compact JSON schema through LangChain structured output (llama.cpp grammar, Ollama
+`format`, OpenAI `response_format`).
 The answer goes through `tools.plan_parsing.resolve_plan`
 (parse -> repair -> rule fallback); any model failure (unreachable server, timeout, context overflow)
 falls back to the rule planner with the failure listed among the violations. The prompt's name@version
@@ -23,13 +25,15 @@ from agents.llm import LLMError, stats_of
 from ground.settings import StructuredMethod
 from prompts import PromptError, PromptTemplate, get_prompt
 from tools.plan_parsing import Embed, resolve_plan
+from tools.plan_point_answer import point_answer_schema, resolve_point_answer
 from tools.plan_schema import plan_json_schema
 from tools.protocol import Abstract, PlanResult, Violation
 from tools.rule_planner import rule_plan, signals_from_abstract
 
 PLAN_PROMPT = "plan_json@1"
 LINE_PLAN_PROMPT = "plan@1"
-PLAN_FIELDS = {"plan_json": frozenset({"tags", "examples", "abstract"}), "plan": frozenset({"tags", "abstract"})}
+PLAN_FIELDS = {"plan_json": frozenset({"tags", "examples", "abstract"}), "plan": frozenset({"tags", "abstract"}),
+               "plan_adapter": frozenset({"abstract"})}
 EXEMPLAR_K = 3  # retrieved few-shot examples when the prompt's header does not say (`exemplar_k:`)
 Exemplars = Callable[[Abstract, int], list[dict]]
 """abstract, k -> the k labelled exemplars nearest to it, as few-shot examples {"abstract", "plan"}."""
@@ -41,9 +45,16 @@ def retrieves_exemplars(template: PromptTemplate) -> bool:
     return bool(template.header.get("exemplars"))
 
 
+def needs_adapter(template: PromptTemplate) -> bool:
+    """A prompt whose header says `adapter: plan-adapter` is written for the LoRA plan adapter (CDA4Rec Eq. 8):
+    the cloud answers it with its adapter model when it has one (`CloudAgent.adapter_model`)."""
+    return template.header.get("adapter") == "plan-adapter"
+
+
 def output_format(template: PromptTemplate) -> str:
-    """`json-line` (one JSON object, stop at the line end) or `lines` (the Fig. 4 module lines): the header's
-    `output:`, else inferred (a prompt with few-shot examples answers in JSON lines)."""
+    """`json-line` (one JSON object, stop at the line end), `plan-point` (the plan adapter's one plan-space point,
+    `tools.plan_point_answer`) or `lines` (the Fig. 4 module lines): the header's `output:`, else inferred (a
+    prompt with few-shot examples answers in JSON lines)."""
     return template.header.get("output") or ("json-line" if "examples" in template.placeholders else "lines")
 
 
@@ -60,6 +71,7 @@ def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: st
     """The filled planning prompt for this abstract (few-shot examples retrieved when the prompt asks for it)."""
     template = get_prompt(prompt)
     values = {"tags": ", ".join(known_tags), "abstract": abstract.as_text()}
+    values = {key: value for key, value in values.items() if key in template.placeholders}
     if "examples" in template.placeholders:
         examples = None
         if retrieves_exemplars(template):
@@ -95,12 +107,13 @@ def plan_strategy(
         return PlanResult(plan=rule_plan(signals, known), status="rule")
     template = get_prompt(prompt)
     text = render_plan_prompt(abstract, known, prompt, exemplars)
-    stop = ["\n"] if output_format(template) == "json-line" else ["\nUser abstract:", "\n\n\n"]
+    form = output_format(template)
+    stop = ["\n"] if form in ("json-line", "plan-point") else ["\nUser abstract:", "\n\n\n"]
+    schema = point_answer_schema() if form == "plan-point" else plan_json_schema(known)
     messages = [HumanMessage(text)]
     try:
         if structured:
-            answer = generate_structured(llm, messages, plan_json_schema(known), method=method,
-                                         max_tokens=max_tokens, stop=stop)  # fmt: skip
+            answer = generate_structured(llm, messages, schema, method=method, max_tokens=max_tokens, stop=stop)
         else:
             answer = generate(llm, messages, max_tokens=max_tokens, stop=stop)
     except LLMError as error:
@@ -108,6 +121,9 @@ def plan_strategy(
         return PlanResult(plan=rule_plan(signals, known), status="fallback", violations=[violation],
                           prompt=template.ref)  # fmt: skip
     stats = stats_of(answer)
+    if form == "plan-point":
+        return resolve_point_answer(str(answer.content), abstract, known, embed=embed, prompt=template.ref,
+                                    stats=stats.model_dump() if stats else None)  # fmt: skip
     return resolve_plan(
         str(answer.content), known, signals, embed=embed, prompt=template.ref,
         stats=stats.model_dump() if stats else None,

@@ -35,6 +35,7 @@ def models(
             answer = probe_model(chat_model(settings, role, timeout_s=5.0))
             row |= {"ok": answer["ok"], "error": answer.get("error", "")}
         rows.append(row)
+    rows.append(plan_adapter_row(settings))
     embedding = settings.embedding_spec()
     row = {"role": "text encoder (Eq. 1-2)", "backend": embedding.backend, "model": embedding.model,
            "url": embedding.url or "", "structured": "-"}  # fmt: skip
@@ -57,3 +58,19 @@ def models(
         Console().print(table)
     if probe and not all(row["ok"] for row in rows):
         raise typer.Exit(1)
+
+
+def plan_adapter_row(settings) -> dict[str, Any]:
+    """Which plans the embedded cloud model writes: "plan adapter <digest>" per data set that has a trained one
+    (`tandem train --planner`, CDA4Rec Eq. 8, used automatically), else "base model" (few-shot prompts)."""
+    from tools.plan_adapter import ADAPTER_DIR, ADAPTER_GGUF, adapter_digest
+
+    found = sorted(settings.models_dir.glob(f"*/{ADAPTER_DIR}/{ADAPTER_GGUF}"))
+    if settings.model_spec("cloud").backend != "llamacpp":
+        model = "not used: the cloud model is not the embedded one"
+    elif found:
+        model = "; ".join(f"plan adapter {adapter_digest(path)} ({path.parent.parent.name})" for path in found)
+    else:
+        model = "base model (no plan adapter: `tandem train --planner`)"
+    return {"role": "cloud plan adapter (Eq. 8)", "backend": "llamacpp LoRA" if found else "-", "model": model,
+            "url": "", "structured": "plan-point" if found else "-", "ok": True, "error": ""}

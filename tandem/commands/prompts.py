@@ -55,6 +55,7 @@ def list_prompts(as_json: JsonOption = False) -> None:
         print_json([{"prompt": t.ref, "digest": t.digest, "source": t.source, "placeholders": sorted(t.placeholders),
                      "examples": t.examples_ref or (f"retrieved: {t.header['exemplars']}" if t.header.get("exemplars")
                                                     else None),
+                     "adapter": t.header.get("adapter"),
                      "path": str(t.path) if t.path else None}
                     for t in registry.all()])  # fmt: skip
         return
@@ -66,6 +67,8 @@ def list_prompts(as_json: JsonOption = False) -> None:
         examples = template.examples_ref or (f"retrieved: {template.header['exemplars']} "
                                              f"(k={template.header.get('exemplar_k', 3)})"
                                              if template.header.get("exemplars") else "")  # fmt: skip
+        if template.header.get("adapter"):
+            examples = f"none (zero-shot; served by the {template.header['adapter']})"
         table.add_row(template.ref, template.digest, template.source, ", ".join(sorted(template.placeholders)),
                       examples, folder)  # fmt: skip
     Console().print(table)

@@ -59,6 +59,10 @@ def train(
     ),
     cooperative: Annotated[bool, typer.Option(
         help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists.")] = False,
+    planner: Annotated[bool, typer.Option(
+        "--planner", help="CDA4Rec Eq. 8: train the LoRA plan adapter of the cloud's Gemma on the hindsight labels "
+        "(`tandem plans label`); --minutes is the time budget, --resume continues it.")] = False,
+    steps: Annotated[int | None, typer.Option(min=1, help="--planner: stop after this many optimizer steps.")] = None,
 ) -> None:
     """Train SASRec, SURGE or Caser on the leave-one-out training split, save the best checkpoint and plot its
     validation curve (a PNG beside the checkpoint)."""
@@ -78,6 +82,9 @@ def train(
     resolve_device(device)  # a missing GPU is an error before the data loads
     threads = threads or settings.torch_threads
     ws = Workspace(settings, data)
+    if planner:
+        _train_planner(ws, minutes, steps, threads, resume, console)
+        return
     if chord:
         _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
         return
@@ -111,6 +118,35 @@ def train(
                                  f"({shown}, full ranking)")  # fmt: skip
     console.print(safe(f"checkpoint: {path}"))
     console.print(safe(f"validation curve: {curve}"))
+
+
+def _train_planner(ws, minutes: float | None, steps: int | None, threads: int, resume: bool,
+                   console: Console) -> None:
+    """CDA4Rec Eq. 8: LoRA plan adapter on the newest hindsight labels of the data set, served as a GGUF LoRA."""
+    from agents.llm import gguf_path  # deferred: loads llama.cpp's bindings
+    from evals.hindsight import exemplars_path
+    from tools.checkpoints import file_digest
+    from tools.plan_adapter import AdapterConfig, adapter_dir, labels_for, train_plan_adapter
+
+    settings = ws.settings
+    labels = labels_for(exemplars_path(settings.home, ws.dataset.name))
+    directory = adapter_dir(settings.models_dir, ws.dataset.name, ws.dataset.fingerprint())
+    default = AdapterConfig()
+    config = AdapterConfig(seed=settings.seed, threads=threads or default.threads, max_steps=steps or default.max_steps,
+                           time_budget_s=minutes * 60 if minutes else None)  # fmt: skip
+    if minutes is None and steps is None:
+        raise TandemError("--planner needs a budget: --minutes M and/or --steps N")
+    console.print(safe(f"plan adapter on {labels} -> {directory}"))
+    result = train_plan_adapter(labels, gguf_path(settings), directory, config, resume=resume,
+                                log=lambda text: console.print(safe(text)),
+                                title=f"plan adapter on {ws.dataset.name} (LoRA r={config.rank})")  # fmt: skip
+    last = result.state.curve[-1]
+    console.print(labelled("plan adapter: ", f"{result.state.step} steps, {result.state.seconds / 60:.1f} min "
+                           f"({result.state.stopped_by}); validation users: answer loss {last['val_loss']:.3f}, "
+                           f"exact match {last['val_exact']:.2f}", "green"))  # fmt: skip
+    console.print(safe(f"llama.cpp adapter: {result.gguf} ({result.gguf.stat().st_size / 1e6:.1f} MB, sha256 "
+                       f"{file_digest(result.gguf)[:12]})"))  # fmt: skip
+    console.print(safe(f"validation curve: {directory / 'curve.png'}"))
 
 
 def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Console) -> None:
