@@ -150,7 +150,9 @@ def markdown_report(report: dict, plots: dict[str, str], command: str) -> str:
            + "; ".join(f"**{k}**: {v}" for k, v in meta["leak_controls"].items()) + ".", "",
            f"Differences: {meta['bootstrap']}.", "",
            f"Planners: {'; '.join(f'{k}: {v}' for k, v in meta['planners'].items())}. Language models: "
-           f"{', '.join(f'{k} {v}' for k, v in meta['language_models'].items())}. {meta['machine']}.", ""]  # fmt: skip
+           f"{', '.join(f'{k} {v}' for k, v in meta['language_models'].items())}. Prompts: "
+           f"{', '.join(f'{k} {v}' for k, v in meta.get('prompts', {}).items()) or '-'}. "
+           f"{meta['machine']}.", ""]  # fmt: skip
     if meta.get("queries_file"):
         q = meta["queries_file"]
         out += [f"Queries file: `{q['path']}`, SHA-256 `{q['sha256']}`, {q['lines']} queries.", ""]

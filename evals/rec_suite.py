@@ -49,6 +49,7 @@ from evals.rec_headroom import headroom
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, seeded_sample
 from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
 from ground.settings import Settings
+from prompts import get_prompt
 from tools.data import EvalInstance, Fidelity
 from tools.data.queries import PhrasingSplit
 from tools.metrics import PopularityScorer, paired_bootstrap
@@ -337,6 +338,18 @@ class RecEval:
         roles = {role: self.settings.model_spec(role).label() for role in ("device", "cloud")}
         return roles | {"text encoder": self.settings.embedding_spec().label()}
 
+    def prompts(self) -> dict[str, str]:
+        """The prompts of the language-model sample (name@version#digest) and what else its plans depend on: the
+        plan adapter (CDA4Rec Eq. 8) or the labels behind retrieved exemplars, when the plan prompt uses them."""
+        out = {"abstract": get_prompt(self.device.abstract_prompt).ident}
+        llm = self.clouds.get("llm")
+        if llm is not None:
+            out["plan"] = get_prompt(llm.plan_prompt).ident
+            for name, source in (("plan adapter", llm.adapter_source()), ("exemplars", llm.exemplar_source())):
+                if source:
+                    out[name] = source
+        return out
+
     def digests(self, with_language_models: bool) -> dict[str, dict[str, str]]:
         """SHA-256 of every model file behind the numbers (`evals.digests.model_digests`)."""
         return model_digests(self.settings, self.ws, self.device, with_language_models)
@@ -365,6 +378,7 @@ class RecEval:
             "planners": {"main, ablation, buckets, sweep, fewshot": "rule planner (every user)",
                          "sample": "rule planner and language-model planner on the same seeded sample"},
             "language_models": self.language_models(),
+            "prompts": self.prompts(),
             "encoders": {name: getattr(self.device.encoders.get(name), "checkpoint_info", None)
                          for name in ("SASRec", "SURGE")},  # fmt: skip
             "digests": self.digests(with_language_models=sample_users > 0),

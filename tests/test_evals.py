@@ -123,6 +123,8 @@ def test_small_eval_rec_on_ml100k_writes_report_and_resumes(settings, ready, tmp
     assert json.loads(json_path.read_text())["meta"]["data"] == "ml-100k"
     text = md_path.read_text()
     assert "### Ablation" in text and "full ranking" in text and "llm" in text
+    prompts = report["meta"]["prompts"]  # the sample's prompts are named with their digests
+    assert prompts["plan"].startswith(clouds["llm"].plan_prompt + "#") and f"plan {prompts['plan']}" in text
     plots = {p.name for p in (tmp_path / "reports").glob("*.png")}
     assert plots == {f"rec_ml-100k_{name}.png" for name in ("buckets", "ablation", "requests", "headroom")}
 
