@@ -33,6 +33,7 @@ import numpy as np
 
 from ground.errors import TandemError
 from prompts import get_prompt
+from tools.compute import machine_threads
 
 ADAPTER_PROMPT = "plan_adapter@1"
 ADAPTER_DIR = "plan-adapter"
@@ -58,7 +59,7 @@ class AdapterConfig:
     val_share: float = 0.2
     val_curve_size: int = 40
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # None: every core this process may use (`tools.compute.machine_threads`)
     max_steps: int = 100_000
     time_budget_s: float | None = None
 
@@ -331,7 +332,7 @@ def train_plan_adapter(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or machine_threads())
     examples = read_examples(labels)
     train, val = split_users(examples, config.val_share, config.seed)
     digest = data_digest(examples)

@@ -120,7 +120,7 @@ def train(
     console.print(safe(f"validation curve: {curve}"))
 
 
-def _train_planner(ws, minutes: float | None, steps: int | None, threads: int, resume: bool,
+def _train_planner(ws, minutes: float | None, steps: int | None, threads: int | None, resume: bool,
                    console: Console) -> None:
     """CDA4Rec Eq. 8: LoRA plan adapter on the newest hindsight labels of the data set, served as a GGUF LoRA."""
     from agents.llm import gguf_path  # deferred: loads llama.cpp's bindings
@@ -149,7 +149,7 @@ def _train_planner(ws, minutes: float | None, steps: int | None, threads: int, r
     console.print(safe(f"validation curve: {directory / 'curve.png'}"))
 
 
-def _train_chord(ws, encoder: str, minutes: float, threads: int, console: Console) -> None:
+def _train_chord(ws, encoder: str, minutes: float, threads: int | None, console: Console) -> None:
     """CHORD 3.2-3.4 against the frozen, trained encoder checkpoint; saved beside it."""
     from tools.checkpoints import default_checkpoint, load_encoder  # deferred: loads PyTorch
     from tools.chord import ChordConfig, default_chord_checkpoint, save_chord, train_chord

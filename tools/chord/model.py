@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ground.errors import TandemError
+from tools.compute import machine_threads
 from tools.data import Dataset
 from tools.encoders import SequentialEncoder, pad_left
 from tools.protocol import ChordStrategy, UserProfile
@@ -66,7 +67,7 @@ class ChordConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 42
-    threads: int = 2
+    threads: int | None = None  # None: every core this process may use (`tools.compute.machine_threads`)
     time_budget_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -198,7 +199,7 @@ def train_chord(
     log: Any = None,
 ) -> ChordTrainResult:
     """Fit the profiler (Eq. 6) and hypernetworks (Eq. 7-9) through Eq. 10-13 against the frozen encoder."""
-    torch.set_num_threads(max(1, min(2, config.threads)))
+    torch.set_num_threads(config.threads or machine_threads())
     chord = new_chord(encoder, config)
     mixed = MixedPrecisionEncoder(encoder, chord.specs, config.scheme)
     params = [p for p in chord.modules().parameters() if p.requires_grad]
