@@ -70,7 +70,7 @@ def test_listing_commands_print_json_for_scripts(built_index):
     assert found["plan"] == {"Animation": 3} and len(found["candidates"]) == 2
     assert all("Animation" in c["tags"] and c["found_via"] == ["Animation"] for c in found["candidates"])
     listed = _json(run("models", "--json"))
-    roles = ["device language model", "cloud language model", "text encoder (Eq. 1-2)"]
+    roles = ["device language model", "cloud language model", "cloud plan adapter (Eq. 8)", "text encoder (Eq. 1-2)"]
     assert [row["role"] for row in listed] == roles
 
 
@@ -82,4 +82,4 @@ def test_models_probe_exits_1_when_an_endpoint_is_down():
                TANDEM_EMBED_MODEL="text-embedding-3-small")  # fmt: skip
     rows = _json(done)
     assert done.returncode == 1
-    assert [row["ok"] for row in rows] == [True, True, False] and url in rows[2]["error"]
+    assert [row["ok"] for row in rows] == [True, True, True, False] and url in rows[3]["error"]

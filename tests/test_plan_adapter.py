@@ -172,8 +172,10 @@ def test_embedded_gemma_serves_a_gguf_lora_and_answers_a_parseable_plan(tmp_path
     base_path = str(gguf_path_settings())
     texts = {}
     for name, lora in (("base", None), ("zero", zero), ("loud", loud)):
+        # n_ctx of this test only: three fresh llama.cpp instances that see the same calls in the same order (the
+        # suite's shared base instance carries other tests' prompt states, which can flip a greedy near-tie)
         model = LlamaCppChat(model_path=base_path, lora_path=str(lora) if lora else None, max_tokens=32,
-                             timeout_s=300)  # fmt: skip
+                             timeout_s=300, n_ctx=1536)  # fmt: skip
         result = plan_strategy(ABSTRACT, TAGS, model, prompt=ADAPTER_PROMPT)
         assert result.status == "parsed", (name, result.raw_text, result.violations)  # the grammar holds
         point = parse_point_answer(result.raw_text).point()  # the grammar's values, spaces allowed
