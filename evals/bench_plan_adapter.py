@@ -36,6 +36,7 @@ from rich.table import Table
 from agents.cloud.agent import CloudAgent
 from agents.cloud.neighbours import NeighbourPlanner
 from evals.hindsight import exemplars_path
+from evals.jsonl import write_json
 from evals.paired import paired_bootstrap
 from evals.plan_accuracy import AccuracyBench, per_user
 from evals.plan_suite import PlanCase
@@ -231,8 +232,7 @@ def main() -> None:
                     "load_end": os.getloadavg()},
     }  # fmt: skip
     out = args.out or Path("evals/results") / f"plan_adapter_{args.data}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(out, result)
     console.print(f"wrote {out} and {plot_result(result, out.with_suffix('.png'))}")
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from agents.backends import chat_model, describe
+from agents.backends import chat_model
 from agents.cloud.agent import CloudAgent
 from agents.cloud.planner import needs_adapter
 from agents.cloud.semantic import TextSpace
@@ -98,9 +98,8 @@ class TandemRuntime:
             plan_prompt = prompts.plan
             if cloud.adapter_model is not None and prompts.plan == PromptChoice().plan:
                 plan_prompt = ADAPTER_PROMPT  # a trained plan adapter answers its own zero-shot prompt
-            if cloud.adapter_model is not None and needs_adapter(get_prompt(plan_prompt)):
-                plan_model = describe_adapter(cloud.adapter_model)
             cloud = replace(cloud, plan_prompt=plan_prompt)
+            plan_model = cloud.planning_adapter() or plan_model
         elif planner == "llm":
             plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
@@ -165,12 +164,6 @@ def adapter_model(settings: Settings, ws: Workspace) -> BaseChatModel | None:
         return None
     return chat_model(settings, role="cloud", timeout_s=settings.llm_timeout_s, lora_path=path,
                       lora_name=f"plan adapter {adapter_digest(path)}")  # fmt: skip
-
-
-def describe_adapter(model: BaseChatModel) -> str:
-    """"plan adapter <digest>" of an adapter model (its `describe` name after the base model's)."""
-    name = describe(model)["model"]
-    return name.split(" + ", 1)[1] if " + " in name else name
 
 
 def build_device(

@@ -33,6 +33,7 @@ import numpy as np
 
 from ground.errors import TandemError
 from prompts import get_prompt
+from tools.checkpoints import file_digest
 from tools.compute import machine_threads
 
 ADAPTER_PROMPT = "plan_adapter@1"
@@ -110,7 +111,7 @@ def labels_for(exemplars: Path) -> Path:
 
 def adapter_digest(path: Path) -> str:
     """The first 12 hex digits of the adapter file's SHA-256: names the adapter in `tandem models`, chat, demo."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return file_digest(path)[:12]
 
 
 def render_prompt(abstract_text: str, prompt: str = ADAPTER_PROMPT) -> str:

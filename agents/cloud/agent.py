@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 
-from agents.backends import probe_model
+from agents.backends import describe, probe_model
 from agents.cloud.neighbours import NeighbourPlanner, abstract_vectors
 from agents.cloud.planner import PLAN_PROMPT, needs_adapter, plan_strategy, retrieves_exemplars
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
@@ -79,9 +79,7 @@ class CloudAgent:
         """CDA4Rec III-C (Fig. 4): the personalised strategy plan for this abstract."""
         if self.learned is not None:
             return self.learned.plan(abstract, self.known_tags(), self.space)
-        model = self.planner_model
-        if model is not None and self.adapter_model is not None and needs_adapter(get_prompt(self.plan_prompt)):
-            model = self.adapter_model  # the prompt was written for the plan adapter (CDA4Rec Eq. 8)
+        model = self.adapter_model if self._adapter_answers() else self.planner_model
         return plan_strategy(abstract, self.known_tags(), model, prompt=self.plan_prompt,
                              structured=self.structured_output, method=self.structured_method,
                              exemplars=self.nearest_exemplars if self.exemplars is not None else None)  # fmt: skip
@@ -95,15 +93,23 @@ class CloudAgent:
             return None
         return f"exemplars-{getattr(self.exemplars, 'source', 'custom')}"
 
+    def _adapter_answers(self) -> bool:
+        """The plan prompt was written for the plan adapter (CDA4Rec Eq. 8) and this cloud has one."""
+        return self.planner_model is not None and self.adapter_model is not None and \
+            needs_adapter(get_prompt(self.plan_prompt))
+
+    def planning_adapter(self) -> str | None:
+        """"plan adapter <digest>" when the adapter answers this cloud's plan prompt, else None."""
+        if not self._adapter_answers():
+            return None
+        name = describe(self.adapter_model)["model"]  # "<base> + plan adapter <digest>"
+        return name.split(" + ", 1)[1] if " + " in name else name
+
     def adapter_source(self) -> str | None:
-        """The plan adapter's digest when this cloud's prompt is answered by the adapter (CDA4Rec Eq. 8; plan caches
-        are keyed by it, so a retrained adapter plans afresh), else None."""
-        if self.planner_model is None or self.adapter_model is None:
-            return None
-        if not needs_adapter(get_prompt(self.plan_prompt)):
-            return None
-        name = str(getattr(self.adapter_model, "model_name", "adapter"))  # "<base> + plan adapter <digest>"
-        return f"adapter-{name.rsplit(' ', 1)[-1]}"
+        """"adapter-<digest>" when the adapter answers this cloud's plan prompt (plan caches are keyed by it, so a
+        retrained adapter plans afresh), else None."""
+        label = self.planning_adapter()
+        return None if label is None else f"adapter-{label.rsplit(' ', 1)[-1]}"
 
     def nearest_exemplars(self, abstract: Abstract, k: int) -> list[dict]:
         """The k plan exemplars nearest this abstract (its text in the cloud's own text space)."""
