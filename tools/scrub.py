@@ -42,7 +42,7 @@ from functools import lru_cache
 from pydantic import BaseModel, Field
 
 from ground.text import normalize_for_matching, skeleton
-from tools.data.queries import mentions_title, normalise_title
+from tools.data.queries import could_contain, mentions_title, normalise_title
 
 CATEGORIES: tuple[str, ...] = ("email", "phone", "url", "name", "title", "item_id", "injection")
 # Cost of one leaked occurrence in the audit score (1.0 = nothing got through).
@@ -205,13 +205,6 @@ def _form_pattern(form: str) -> re.Pattern[str]:
     """The whole-word pattern of one title form, compiled once (a history brings ~150 forms per scrub: more than
     `re`'s own cache of 512 holds across the few scrubs of one abstract)."""
     return re.compile(rf"(?<![\w']){re.escape(form)}(?![\w'])", re.IGNORECASE)
-
-
-def could_contain(lowered_text: str | None, form: str) -> bool:
-    """False only when `form` cannot match the text case-insensitively. For ASCII on both sides a case-insensitive
-    match IS a substring of the lower-cased text (`lowered_text`, None when the text is not ASCII), and a substring
-    test costs a fraction of a regex search; anything else is left to the regex (Unicode case rules differ)."""
-    return lowered_text is None or not form.isascii() or form.lower() in lowered_text
 
 
 def _title_spans(text: str, titles: Iterable[str], keep: set[str]) -> list[tuple[int, int, str]]:

@@ -461,9 +461,9 @@ class ExactTagIndex:
     def retrieve(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> list[Candidate]:
         """The same candidates as `retrieve_ids`, each with the tag groups that returned it (like `TagIndex`)."""
         self._check([tag_counts])
-        scores = self.table @ np.asarray(query, dtype=np.float32).reshape(-1)
+        vector = np.asarray(query, dtype=np.float32).reshape(-1)
         groups: dict[int, list[str]] = {}
-        tops = self._tops(scores, np.asarray(query, dtype=np.float32).reshape(-1), tag_counts)
+        tops = self._tops(self.table @ vector, vector, tag_counts)
         for tag, top in tops.items():
             for item_id in top.tolist():
                 groups.setdefault(item_id, []).append(tag)

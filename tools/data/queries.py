@@ -129,12 +129,19 @@ def normalise_title(title: str) -> str:
     return f"{match.group(2)} {match.group(1)}" if match else title
 
 
+def could_contain(lowered_text: str | None, form: str) -> bool:
+    """False only when `form` cannot match the text case-insensitively. For ASCII on both sides a case-insensitive
+    match IS a substring of the lower-cased text (`lowered_text`, None when the text is not ASCII), and a substring
+    test costs a fraction of a regex search; anything else is left to the regex (Unicode case rules differ)."""
+    return lowered_text is None or not form.isascii() or form.lower() in lowered_text
+
+
 def mentions_title(text: str, title: str) -> bool:
     """True when `text` contains the title (either article order) as a whole phrase, case-insensitive."""
     lowered = text.lower() if text.isascii() else None
     for form in {title.strip(), normalise_title(title)}:
-        if not form or (lowered is not None and form.isascii() and form.lower() not in lowered):
-            continue  # ASCII on both sides and not a substring: it cannot match, skip the regex search
+        if not form or not could_contain(lowered, form):
+            continue
         if re.search(rf"(?<![\w']){re.escape(form)}(?![\w'])", text, flags=re.IGNORECASE):
             return True
     return False
