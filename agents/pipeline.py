@@ -14,10 +14,13 @@ import numpy as np
 from rich.progress import track
 
 from agents.cloud.agent import CloudAgent
+from agents.cloud.semantic import EMPTY_SUMMARY, TextSpace
 from agents.device.agent import DeviceAgent
 from tools.data import EvalInstance
+from tools.embeddings import embed_texts
 from tools.fusion import Ranking
 from tools.protocol import Abstract, Plan
+from tools.semantic_head import SummaryCase, SummaryExamples
 
 
 def behaviour_abstract(device: DeviceAgent, history: np.ndarray) -> Abstract:
@@ -70,3 +73,19 @@ def candidate_pools(
     plans = [cloud.plan(a).plan for a in abstracts]
     answers = cloud.semantic_batch(abstracts, plans)
     return {u: a.candidates[~np.isin(a.candidates, train[u])] for u, a in zip(users, answers, strict=True)}
+
+
+def summary_examples(device: DeviceAgent, space: TextSpace, cases: Sequence[SummaryCase], label: str = "summaries",
+                     progress: bool = True) -> SummaryExamples:  # fmt: skip
+    """The semantic head's examples (`tools.semantic_head`): for each case, the behaviour summary the device writes
+    for its history with no query (the rules, as `behaviour_abstract` but with the real timestamps), encoded by
+    the cloud's text encoder, with the next item as the target. Only the summary text reaches the encoder."""
+    steps = track(cases, description=f"abstracts ({label})") if progress else cases
+    summaries = [device.abstract("", case.history.tolist(), case.timestamps.tolist(), use_model=False)
+                 .abstract.behavior_summary.strip() or EMPTY_SUMMARY for case in steps]  # fmt: skip
+    distinct = list(dict.fromkeys(summaries))
+    vectors = embed_texts(distinct, progress=progress, encoder=space.semantics.encoder)
+    where = {text: row for row, text in enumerate(distinct)}
+    raw = vectors[[where[text] for text in summaries]] if summaries else np.zeros((0, 0), np.float32)
+    targets = np.array([case.target for case in cases], dtype=np.int64)
+    return SummaryExamples(raw.astype(np.float32), targets, [case.history for case in cases])

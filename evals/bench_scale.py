@@ -24,6 +24,8 @@ Sections (each merges its key into evals/results/scale.json, so one can be rerun
 Wall-clock figures depend on machine load (other jobs share the 2 cores): the load average before and after
 each section is recorded; ratios (exact vs Chroma, workers vs one) and counts (bytes, recall) are load-robust.
 
+`--sections summary` re-derives the growth exponents and crossovers from the stored retrieval rows.
+
 Usage: python -m evals.bench_scale [--sections retrieval,service,wire,request] [--sizes 3706,100000,1000000]
        [--requests 20] [--chroma-max-items 100000] [--server-max-items 100000] [--workers 1,2,4]
 """
@@ -218,16 +220,35 @@ def fit_exponent(sizes: list[int], p50s: list[float]) -> dict[str, float] | None
     return {"b": round(float(b), 3), "a_ms": float(np.exp(log_a))}
 
 
+RECALL_FLOOR = 0.95  # a Chroma answer below this recall@N against exact does not count as beating it
+ALL_CELLS = "all plan shapes"  # the geometric mean of p50 over every (tags x candidates) cell of the grid
+
+
+def _cell_p50(backend: dict[str, Any], cell: str, recall_floor: float = 0.0) -> float | None:
+    """p50 of `cell` (or the geometric mean over all cells for `ALL_CELLS`), None when the backend's recall there
+    falls below `recall_floor` (or it was not measured)."""
+    cells = backend.get("cells")
+    if not cells:
+        return None
+    chosen = list(cells.values()) if cell == ALL_CELLS else [cells[cell]]
+    if any(c.get("recall_mean", 1.0) < recall_floor for c in chosen):
+        return None
+    return float(np.exp(np.mean([np.log(c["p50_ms"]) for c in chosen])))
+
+
 def crossover(rows: dict[str, Any], cell: str) -> dict[str, Any]:
-    """The smallest measured size where a Chroma backend's p50 at `cell` beats exact, else the extrapolation of
-    the fitted curves (exact a_e n^b_e = chroma a_c n^b_c), marked as extrapolated."""
+    """The smallest measured size where a Chroma backend's p50 at `cell` beats exact with recall@N >= RECALL_FLOOR,
+    else the extrapolation of the fitted curves (exact a_e n^b_e = chroma a_c n^b_c), marked as extrapolated.
+    `ALL_CELLS` compares the geometric mean of p50 over every plan shape (what `EXACT_BELOW_ITEMS` follows)."""
     sizes = sorted(int(k) for k in rows)
     for size in sizes:
         backends = rows[str(size)]["backends"]
-        chroma = [b["cells"][cell]["p50_ms"] for name, b in backends.items() if name != "exact" and "cells" in b]
-        if chroma and min(chroma) < backends["exact"]["cells"][cell]["p50_ms"]:
-            return {"items": size, "cell": cell, "how": "measured: the first size where Chroma's p50 beats exact"}
-    fits = {name: fit_exponent(*_curve(rows, name, cell)) for name in ("exact", "chroma_embedded")}
+        chroma = [p for name, b in backends.items()
+                  if name != "exact" and (p := _cell_p50(b, cell, RECALL_FLOOR)) is not None]  # fmt: skip
+        if chroma and min(chroma) < _cell_p50(backends["exact"], cell):
+            return {"items": size, "cell": cell, "how": "measured: the first size where Chroma's p50 beats exact "
+                    f"with recall@N >= {RECALL_FLOOR}"}  # fmt: skip
+    fits = {name: fit_exponent(*_curve(rows, name, cell, RECALL_FLOOR)) for name in ("exact", "chroma_embedded")}
     e, c = fits["exact"], fits["chroma_embedded"]
     if e and c and e["b"] > c["b"]:
         items = (c["a_ms"] / e["a_ms"]) ** (1.0 / (e["b"] - c["b"]))
@@ -237,13 +258,26 @@ def crossover(rows: dict[str, Any], cell: str) -> dict[str, Any]:
             "fits": fits}  # fmt: skip
 
 
-def _curve(rows: dict[str, Any], backend: str, cell: str) -> tuple[list[int], list[float]]:
+def summarise(rows: dict[str, Any]) -> dict[str, Any]:
+    """How p50 grows with catalogue size (fitted exponents) and where Chroma overtakes exact (crossovers)."""
+    growth = {}
+    for backend in ("exact", "chroma_embedded", "chroma_server"):
+        for cell in ("3x500", "20x5000", ALL_CELLS):
+            fit = fit_exponent(*_curve(rows, backend, cell))
+            if fit:
+                growth[f"{backend} {cell}"] = {**fit, "sizes": _curve(rows, backend, cell)[0]}
+    cells = ("3x500", "10x500", "10x1000", "20x5000", ALL_CELLS)
+    return {"growth": growth, "crossover": {cell: crossover(rows, cell) for cell in cells}}
+
+
+def _curve(rows: dict[str, Any], backend: str, cell: str, recall_floor: float = 0.0) -> tuple[list[int], list[float]]:
     sizes, p50s = [], []
     for size in sorted(int(k) for k in rows):
         entry = rows[str(size)]["backends"].get(backend, {})
-        if "cells" in entry:
+        p50 = _cell_p50(entry, cell, recall_floor) if "cells" in entry else None
+        if p50 is not None:
             sizes.append(size)
-            p50s.append(entry["cells"][cell]["p50_ms"])
+            p50s.append(p50)
     return sizes, p50s
 
 
@@ -282,17 +316,10 @@ def run_retrieval(args: argparse.Namespace, settings: Settings) -> dict[str, Any
                 "load_avg_after": os.getloadavg(), "backends": backends,
             }  # fmt: skip
             del work, exact
-    growth = {}
-    for backend in ("exact", "chroma_embedded", "chroma_server"):
-        for cell in ("3x500", "20x5000"):
-            fit = fit_exponent(*_curve(rows, backend, cell))
-            if fit:
-                growth[f"{backend} {cell}"] = {**fit, "sizes": _curve(rows, backend, cell)[0]}
     return {
         "protocol": "single requests, one after another; p50/p95 over seeded users; recall@N = |Chroma ∩ exact| / "
         "|exact| per request; 'AxB' = A tags x B candidates; SYNTHETIC catalogues measure cost only",
-        "machine": machine(), "sizes": rows, "growth": growth,
-        "crossover": {cell: crossover(rows, cell) for cell in ("3x500", "10x1000", "20x5000")},
+        "machine": machine(), "sizes": rows, **summarise(rows),
     }  # fmt: skip
 
 
@@ -446,6 +473,13 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     steps: dict[str, Callable[[argparse.Namespace, Settings], dict[str, Any]]] = {
         "retrieval": run_retrieval, "service": run_service, "wire": run_wire, "request": run_request}  # fmt: skip
+    if "summary" in sections:  # re-derive growth and crossovers from the stored retrieval rows (no measuring)
+        current = json.loads(OUT.read_text())
+        current["retrieval"].update(summarise(current["retrieval"]["sizes"]))
+        current["retrieval"]["summary_command"] = "python -m evals.bench_scale --sections summary"
+        write_json(OUT, current)
+        _print_retrieval(current["retrieval"])
+        console.print(f"plot: {plot_retrieval(current['retrieval'])}")
     for name in ("retrieval", "service", "wire", "request"):
         if name in sections:
             result = steps[name](args, settings)

@@ -9,6 +9,7 @@ from agents.device.agent import DeviceAgent
 from agents.llm import gguf_path
 from ground.settings import Settings
 from tools.checkpoints import file_digest
+from tools.semantic_head import head_path
 from tools.workspace import Workspace
 
 
@@ -30,6 +31,8 @@ def model_digests(settings: Settings, ws: Workspace, device: DeviceAgent,
         if info.get("path"):
             files[f"{name} checkpoint"] = Path(info["path"])
     files["item embeddings (Eq. 1)"] = settings.embeddings_dir / f"{ws.semantics.key}.npz"
+    if settings.semantic_head:  # the cloud maps summaries with it when it exists (`graph.runtime.text_space`)
+        files["semantic head (Eq. 2 + Eq. 10)"] = head_path(settings.models_dir, ws.semantics.key)
     encoder_dir = text_encoder_path()
     if encoder_dir is not None and settings.embedding_spec().backend == "local":
         files["text encoder (all-MiniLM-L6-v2)"] = encoder_dir

@@ -85,9 +85,10 @@ class LabelSet:
     miss: int
 
 
-def label_key(ws: Workspace, device: DeviceAgent, space: PlanSpace) -> str:
-    """What the reward tables depend on: plan space, checkpoints, item embeddings, rule and query versions."""
-    parts = [f"v{HINDSIGHT_VERSION}", space.digest, ws.semantics.key, f"rules{RULES_VERSION}", f"q{QUERIES_VERSION}"]
+def label_key(device: DeviceAgent, cloud: CloudAgent, space: PlanSpace) -> str:
+    """What the reward tables depend on: plan space, checkpoints, item embeddings and semantic head (the cloud's
+    text space), rule and query versions."""
+    parts = [f"v{HINDSIGHT_VERSION}", space.digest, cloud.space.key, f"rules{RULES_VERSION}", f"q{QUERIES_VERSION}"]
     for name in ENCODERS:
         info = getattr(device.encoders.get(name), "checkpoint_info", None) or {}
         parts.append(file_digest(Path(info["path"])) if info.get("path") else "untrained")
@@ -114,7 +115,7 @@ class Labeller:
         self.progress = progress
         self.points = space.points()
         self.known = ws.dataset.catalog.tags()
-        self.key = label_key(ws, device, space)
+        self.key = label_key(device, cloud, space)
         self.dir = hindsight_dir(home, ws.dataset.name) / self.key
         self.plans_dir = home / "evals" / "plans"
         self.instances = ws.splits.valid[:max_users] if max_users else ws.splits.valid

@@ -79,7 +79,7 @@ def _instance_key(inst, abstract: Abstract) -> str:
 
 def oracle_cache(ev, mode: str, split: str, space: PlanSpace = DEFAULT_SPACE) -> Path:
     """Where the oracle's rank table of one query mode is kept (keyed like the hindsight labels)."""
-    name = f"{ev.ws.dataset.name}-{split}-{mode}-{label_key(ev.ws, ev.device, space)}.npz"
+    name = f"{ev.ws.dataset.name}-{split}-{mode}-{label_key(ev.device, ev.cloud, space)}.npz"
     return ev.cache_dir.parent / "oracle" / name  # beside the plan cache ($TANDEM_HOME/evals/oracle)
 
 

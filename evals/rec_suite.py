@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 
 from agents.cloud.agent import CloudAgent
+from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from agents.device.agent import DeviceAgent
 from evals.digests import model_digests
 from evals.rec import (
@@ -152,8 +153,15 @@ class RecEval:
                                   f"whole catalog, alpha {FIXED_ALPHA:g}, beta {FIXED_BETA:g}, no planner"))
         e_sem = self.cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
         semantic = e_sem @ self.ws.semantics.table.T
+        trained = self.cloud.space.head is not None
         rows.append(RowResult("semantic alone (alpha 0.5)", "-", full_ranking_ranks(semantic, inst), 0.0,
-                              cloud_calls=1.0))  # fmt: skip
+                              cloud_calls=1.0, notes="summary by the trained semantic head" if trained else
+                              "summary by the PCA of Eq. 1 (no semantic head)"))  # fmt: skip
+        if trained:  # what the head adds: the same row with the untrained Eq. 2
+            plain = semantic_user_embeddings(abstracts, [0.5] * len(abstracts), TextSpace(self.ws.semantics))
+            rows.append(RowResult("semantic alone, untrained Eq. 2 (PCA)", "-",
+                                  full_ranking_ranks(plain @ self.ws.semantics.table.T, inst), 0.0, cloud_calls=1.0,
+                                  notes="summary by the PCA of Eq. 1"))  # fmt: skip
         static = [fixed_plan(a, self.known, alpha=0.5, size=1000, tag_count=20, encoder="SASRec", beta=0.5,
                              label="LSC4Rec static") for a in abstracts]  # fmt: skip
         answers = static_answers(self.cloud, abstracts)

@@ -8,6 +8,7 @@ tooling reaches this through `graph.context`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -26,12 +27,13 @@ from ground.errors import TandemError, UsageError
 from ground.settings import Settings
 from prompts import get_prompt
 from tools.calibration import load_calibrator
-from tools.checkpoints import calibrator_path, load_threshold, threshold_path
+from tools.checkpoints import calibrator_path, file_digest, load_threshold, threshold_path
 from tools.chord import Chord
 from tools.device_store import DeviceStore
 from tools.exemplar_index import ExemplarIndex
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
 from tools.quant import DeviceResources
+from tools.semantic_head import HeadError, head_path, read_head
 from tools.tag_index import ExactTagIndex, chroma_client
 from tools.workspace import Workspace
 
@@ -166,6 +168,20 @@ def adapter_model(settings: Settings, ws: Workspace) -> BaseChatModel | None:
                       lora_name=f"plan adapter {adapter_digest(path)}")  # fmt: skip
 
 
+def text_space(settings: Settings, ws: Workspace) -> TextSpace:
+    """The cloud's text space (Eq. 2): with the trained semantic head of these item semantics when one exists and
+    the `semantic_head` setting is on, else the PCA of Eq. 1. An unreadable head is skipped with a warning."""
+    path = head_path(settings.models_dir, ws.semantics.key)
+    if not settings.semantic_head or not path.is_file():
+        return TextSpace(ws.semantics)
+    try:
+        head, _ = read_head(path, ws.semantics.key)
+    except HeadError as error:
+        logging.getLogger(__name__).warning("%s; behaviour summaries use the PCA of Eq. 1", error)
+        return TextSpace(ws.semantics)
+    return TextSpace(ws.semantics, head=head, head_digest=file_digest(path))
+
+
 def build_device(
     settings: Settings, ws: Workspace, shelf: EncoderShelf, store: DeviceStore, slm: BaseChatModel | None, *,
     abstracts_by_slm: bool = False,
@@ -206,7 +222,7 @@ def build_cloud(
 
     index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.retriever
     model = language_model(settings, "cloud") if planner == "llm" else None
-    return CloudAgent(space=TextSpace(ws.semantics), index=index, planner_model=model, chord=chord,
+    return CloudAgent(space=text_space(settings, ws), index=index, planner_model=model, chord=chord,
                       structured_method=settings.model_spec("cloud").structured,
                       exemplars=LazyExemplars(settings, ws.dataset.name) if planner == "llm" else None,
                       adapter_model=adapter_model(settings, ws) if planner == "llm" else None)  # fmt: skip

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
         None, description="Chroma server URL (e.g. http://127.0.0.1:8000); unset = embedded PersistentClient."
     )
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default <home>/chroma.")
+    semantic_head: bool = Field(True, description="Map behaviour summaries into the item space with the trained "
+                                "semantic head (`tandem train --semantic`) when one exists; false: the PCA of Eq. 1.")
     index_backend: Literal["auto", "exact", "chroma"] = Field(
         "auto", description="Tag retrieval (Eq. 3): exact (numpy in memory), chroma (embedded, or the server at "
         "chroma_url), or auto: chroma with a server set, else exact below the measured crossover "

@@ -44,11 +44,11 @@ HNSW_CONFIG = {"hnsw": {"space": "ip", "ef_construction": 200, "ef_search": 200,
 ADD_BATCH = 5000  # items per Chroma `add` (capped by the client's own maximum batch size)
 
 # Below this many items `index_backend = "auto"` retrieves by exact search in memory, from it on by Chroma.
-# From `python -m evals.bench_scale` (evals/results/scale.json, retrieval.crossover): exact beat Chroma (embedded
-# and server) at every size where both were measured (3.7k real, 100k synthetic; p50 2 vs 42 ms and 29 vs 188 ms
-# at 20 tags x 5000), and the fitted curves (exact ~ n^0.88-1.09, Chroma ~ n^0.46-0.83) cross at 3.2M items
-# (10 tags x 1000) to 5.6M (20 tags x 5000). Chroma was not built at 1M (too slow here), so the crossover is an
-# extrapolation: the smallest one, rounded down.
+# From `python -m evals.bench_scale` (evals/results/scale.json, retrieval.crossover["all plan shapes"]): averaged
+# over every plan shape (geometric mean of p50 over 3-20 tags x 500-5000 candidates, Chroma counted only where its
+# recall@N holds 0.95), exact beat Chroma at 3.7k, 100k and 1M items (1M: 20 tags p50 19-22 ms vs 47-76 ms, where
+# Chroma's recall also fell to 0.93-0.98), and the fitted curves cross at 3.5M items, rounded down here. Chroma
+# wins single shapes earlier (10 tags x 500-1000 at 1M, by 10-15%), which is why the average decides.
 EXACT_BELOW_ITEMS = 3_000_000
 
 Backend = Literal["exact", "chroma"]

@@ -1,7 +1,8 @@
 """Cloud agent: semantic user modelling (CDA4Rec Eq. 2), batched, with each distinct text embedded once.
 
-e_sem = alpha * AVG(Theta(q)) + (1 - alpha) * AVG(Theta(b)), projected into the item space of Eq. 1 (the
-same PCA as the items), where q is the abstract's sanitized query and b its behaviour summary. An empty
+e_sem = alpha * P(AVG(Theta(q))) + (1 - alpha) * H(AVG(Theta(b))), in the item space of Eq. 1, where q is the
+abstract's sanitized query, b its behaviour summary, P the PCA that made the item table and H the trained
+semantic head (`tools.semantic_head`, Eq. 2 trained with Eq. 10) when the cloud has one, else P. An empty
 query carries no intent, so its weight moves to the summary.
 """
 
@@ -13,55 +14,85 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tools.embeddings import ItemSemantics
+from tools.embeddings import ItemSemantics, embed_texts
 from tools.protocol import Abstract
+from tools.semantic_head import SummaryHead
 
 EMPTY_SUMMARY = "no behaviour recorded"
 
 
 class TextSpace:
-    """Texts -> item-space vectors [N, d] (Eq. 1's encoder + PCA), memoised in a bounded LRU.
+    """Texts -> item-space vectors [N, d]: the text encoder of Eq. 1, then the items' PCA (`project`) or, for
+    behaviour summaries, the trained semantic head when there is one (`project_summaries`).
 
-    Evaluations embed the same abstracts under many plans, and a chat repeats its summary, so each distinct
-    text is embedded once while it stays among the `capacity` most recently used.
+    Both projections of a text are computed when it is first encoded and memoised in a bounded LRU: evaluations
+    embed the same abstracts under many plans, and a chat repeats its summary, so each distinct text is encoded
+    once while it stays among the `capacity` most recently used, and returns the same floats however it was
+    batched later.
     """
 
-    def __init__(self, semantics: ItemSemantics, capacity: int = 50_000) -> None:
+    def __init__(self, semantics: ItemSemantics, capacity: int = 50_000, head: SummaryHead | None = None,
+                 head_digest: str = "") -> None:  # fmt: skip
         self.semantics = semantics
         self.capacity = capacity
-        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.head = head
+        self.head_digest = head_digest
+        self._memo: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def dim(self) -> int:
         return self.semantics.dim
 
-    def project(self, texts: Sequence[str]) -> np.ndarray:
+    @property
+    def key(self) -> str:
+        """What e_sem depends on: the item semantics, and the head's digest when summaries go through one."""
+        return self.semantics.key if self.head is None else f"{self.semantics.key}+head-{self.head_digest[:12]}"
+
+    def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        raw = embed_texts(texts, encoder=self.semantics.encoder)
+        by_pca = self.semantics.pca.transform(raw)
+        by_head = self.head.project(raw).astype(np.float32) if self.head is not None else by_pca
+        return {text: (a, b) for text, a, b in zip(texts, by_pca, by_head, strict=True)}
+
+    def _vectors(self, texts: Sequence[str], which: int) -> np.ndarray:
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        fresh = dict(zip(missing, self.semantics.project_texts(missing), strict=True)) if missing else {}
+        fresh = self._fresh(missing) if missing else {}
         with self._lock:
             out = []
             for text in texts:
-                vector = fresh.get(text)
-                if vector is None:
-                    vector = self._memo[text]
+                pair = fresh.get(text)
+                if pair is None:
+                    pair = self._memo[text]
                     self._memo.move_to_end(text)
-                out.append(vector)
-            for text, vector in fresh.items():
-                self._memo[text] = vector
+                out.append(pair[which])
+            for text, pair in fresh.items():
+                self._memo[text] = pair
             while len(self._memo) > self.capacity:
                 self._memo.popitem(last=False)
         return np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+    def project(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts in the item space by the items' own PCA (Eq. 1-2): queries, tag descriptions, abstract vectors."""
+        return self._vectors(texts, 0)
+
+    def project_summaries(self, texts: Sequence[str]) -> np.ndarray:
+        """Behaviour summaries in the item space: through the trained head when there is one, else the PCA."""
+        return self._vectors(texts, 1)
 
 
 def semantic_user_embeddings(abstracts: Sequence[Abstract], alphas: Sequence[float], space: TextSpace) -> np.ndarray:
     """CDA4Rec Eq. 2 for a batch of abstracts [B] -> e_sem [B, d] in the item space."""
     queries = [a.sanitized_query.strip() for a in abstracts]
     summaries = [a.behavior_summary.strip() or EMPTY_SUMMARY for a in abstracts]
-    texts = list(dict.fromkeys([q for q in queries if q] + summaries))
-    vectors = dict(zip(texts, space.project(texts), strict=True)) if texts else {}
+    asked = list(dict.fromkeys(q for q in queries if q))
+    told = list(dict.fromkeys(summaries))
+    space.project(list(dict.fromkeys(asked + told)))  # one encoder batch for both kinds, as the memo keeps them
+    query_vectors = dict(zip(asked, space.project(asked), strict=True))
+    summary_vectors = dict(zip(told, space.project_summaries(told), strict=True))
     out = np.zeros((len(abstracts), space.dim), dtype=np.float32)
     for row, (query, summary, alpha) in enumerate(zip(queries, summaries, alphas, strict=True)):
-        out[row] = vectors[summary] if not query else alpha * vectors[query] + (1.0 - alpha) * vectors[summary]
+        behaviour = summary_vectors[summary]
+        out[row] = behaviour if not query else alpha * query_vectors[query] + (1.0 - alpha) * behaviour
     return out

@@ -63,6 +63,11 @@ def train(
         "--planner", help="CDA4Rec Eq. 8: train the LoRA plan adapter of the cloud's Gemma on the hindsight labels "
         "(`tandem plans label`); --minutes is the time budget, --resume continues it.")] = False,
     steps: Annotated[int | None, typer.Option(min=1, help="--planner: stop after this many optimizer steps.")] = None,
+    semantic: Annotated[bool, typer.Option(
+        "--semantic", help="CDA4Rec Eq. 2 + Eq. 10: train the cloud's semantic head (behaviour summary -> item "
+        "space) on training users' abstracts; --loss, --epochs, --patience, --lr, --negatives, --minutes apply.")] = (
+        False
+    ),
 ) -> None:
     """Train SASRec, SURGE or Caser on the leave-one-out training split, save the best checkpoint and plot its
     validation curve (a PNG beside the checkpoint)."""
@@ -84,6 +89,16 @@ def train(
     ws = Workspace(settings, data)
     if planner:
         _train_planner(ws, minutes, steps, threads, resume, console)
+        return
+    if semantic:
+        from tools.compute import configure_torch
+        from tools.semantic_head import HeadConfig
+
+        configure_torch("cpu", threads)
+        config = HeadConfig(loss=loss.value, epochs=epochs, patience=patience, lr=lr,
+                            negatives=negatives if loss is LossChoice.bpr else HeadConfig.negatives, minutes=minutes,
+                            seed=settings.seed)  # fmt: skip
+        _train_semantic(ws, config, out, console)
         return
     if chord:
         _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
@@ -147,6 +162,39 @@ def _train_planner(ws, minutes: float | None, steps: int | None, threads: int | 
     console.print(safe(f"llama.cpp adapter: {result.gguf} ({result.gguf.stat().st_size / 1e6:.1f} MB, sha256 "
                        f"{file_digest(result.gguf)[:12]})"))  # fmt: skip
     console.print(safe(f"validation curve: {directory / 'curve.png'}"))
+
+
+def _train_semantic(ws, config, out: Path | None, console: Console) -> None:
+    """CDA4Rec Eq. 2 trained with Eq. 10 (or CE): the cloud's semantic head, saved where the cloud looks for it."""
+    from agents.cloud.semantic import TextSpace  # deferred: loads the agents
+    from agents.device.encoders import EncoderShelf
+    from agents.pipeline import summary_examples
+    from graph.runtime import build_device
+    from tools.curves import plot_training_curves
+    from tools.device_store import DeviceStore
+    from tools.semantic_head import CUTS_PER_USER, head_path, instance_cases, save_head, train_head, training_cases
+
+    settings = ws.settings
+    shelf = EncoderShelf(settings.models_dir, ws.dataset)
+    device = build_device(settings, ws, shelf, DeviceStore(":memory:"), slm=None)
+    space = TextSpace(ws.semantics)
+    cases = training_cases(ws.dataset, ws.splits, CUTS_PER_USER, settings.seed)
+    train = summary_examples(device, space, cases, "training users")
+    valid = summary_examples(device, space, instance_cases(ws.splits.valid), "validation users")
+    result = train_head(train, valid, ws.semantics.table, ws.semantics.pca, config)
+    path = out or head_path(settings.models_dir, ws.semantics.key)
+    data = {"dataset": ws.dataset.name, "fingerprint": ws.dataset.fingerprint(), "training_examples": len(train),
+            "cuts_per_user": CUTS_PER_USER, "validation_users": len(valid)}  # fmt: skip
+    save_head(path, result, ws.semantics.key, data)
+    console.print(labelled("semantic head: ", f"{config.loss}, best epoch {result.best_epoch} of {len(result.history)} "
+                           f"in {result.seconds:.0f} s on {len(train)} training summaries", "green"))  # fmt: skip
+    console.print(f"validation, no query, history masked: NDCG@10 {result.initial_valid['NDCG@10']:.4f} (PCA, "
+                  f"untrained Eq. 2) -> {result.best_valid['NDCG@10']:.4f}; HR@10 {result.initial_valid['HR@10']:.4f}"
+                  f" -> {result.best_valid['HR@10']:.4f}")  # fmt: skip
+    curve = plot_training_curves({f"semantic head ({config.loss})": result.history}, path.with_suffix(".curve.png"),
+                                 f"semantic head on {ws.dataset.name}: validation (no query, history masked)")
+    console.print(safe(f"head: {path}"))
+    console.print(safe(f"validation curve: {curve}"))
 
 
 def _train_chord(ws, encoder: str, minutes: float, threads: int | None, console: Console) -> None:
