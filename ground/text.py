@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _SEPARATORS = frozenset("\u2028\u2029\u0085")
@@ -92,6 +93,7 @@ def _fold_mixed_word(match: re.Match[str]) -> str:
     return word
 
 
+@lru_cache(maxsize=1 << 16)  # pure; the scrubber normalises the same catalogue titles for every abstract
 def normalize_for_matching(text: str) -> str:
     """The text a detector should work on: NFKC, invisible characters removed, and look-alike letters folded in
     words that also hold Latin letters (`Ѕtаr` -> `Star`: no real word mixes scripts). A word written wholly

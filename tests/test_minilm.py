@@ -25,3 +25,15 @@ def test_lean_encoder_matches_sentence_transformers():
     assert np.abs(got - expected).max() < 1e-5
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert embed_texts([]).shape == (0, 384)
+
+
+def test_packed_rows_equal_padded_batches(monkeypatch):
+    """A request's few texts are packed into one row without padding (`PACK_MAX_TOKENS`): the same vectors."""
+    import tools.minilm as minilm
+
+    texts = ["a funny animated movie", TEXTS[5], "", "word " * 300, "Facts: 12 interactions over 40 days."]
+    packed = embed_texts(texts)
+    monkeypatch.setattr(minilm, "PACK_MAX_TOKENS", 0)  # every batch padded
+    padded = embed_texts(texts)
+    assert np.abs(packed - padded).max() < 1e-5
+    assert np.abs(embed_texts(texts[:1]) - padded[:1]).max() < 1e-5  # a single text is never packed

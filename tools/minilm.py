@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length
+PACK_MAX_TOKENS = 512  # batches up to this many real tokens are packed into one row instead of padded
 
 
 class BertLayer(nn.Module):
@@ -62,11 +63,17 @@ class MiniLM(nn.Module):
             for _ in range(config["num_hidden_layers"])
         )
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Token states [B, L, H] for token ids [B, L] with attention mask [B, L] (1 = token, 0 = padding)."""
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        x = self.norm(self.words(ids) + self.positions(positions)[None] + self.types(torch.zeros_like(ids)))
-        bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # [B, 1, 1, L]
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Token states [B, L, H] for token ids [B, L] with attention mask [B, L] (1 = token, 0 = padding).
+
+        A packed batch (several texts in one row, `MiniLMEncoder.encode`) passes each token's position within its
+        own text [B, L] and an attention bias [B, 1, L, L] that keeps every text to itself."""
+        if positions is None:
+            positions = torch.arange(ids.shape[1], device=ids.device)[None]
+        x = self.norm(self.words(ids) + self.positions(positions) + self.types(torch.zeros_like(ids)))
+        if bias is None:
+            bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # [B, 1, 1, L]
         for layer in self.layers:
             x = layer(x, bias)
         return x
@@ -106,11 +113,19 @@ class MiniLMEncoder:
         self.model.eval()
 
     def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
-        """L2-normalised mean-pooled embeddings, float32 [N, dim]."""
+        """L2-normalised mean-pooled embeddings, float32 [N, dim].
+
+        A few short texts (a request's query and summary) are packed into one row without padding
+        (`PACK_MAX_TOKENS`): each attends only to itself and restarts its positions, the same arithmetic as a
+        padded batch minus the padding's work; larger batches are padded."""
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 batch = self.tokenizer.encode_batch(texts[start : start + batch_size])
+                lengths = [sum(e.attention_mask) for e in batch]
+                if len(batch) > 1 and sum(lengths) <= PACK_MAX_TOKENS:
+                    out.append(self._packed([e.ids[:n] for e, n in zip(batch, lengths, strict=True)]))
+                    continue
                 ids = torch.tensor([e.ids for e in batch], dtype=torch.long)
                 mask = torch.tensor([e.attention_mask for e in batch], dtype=torch.long)
                 states = self.model(ids, mask)
@@ -118,3 +133,16 @@ class MiniLMEncoder:
                 pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
                 out.append(nn.functional.normalize(pooled, dim=-1).numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+
+    def _packed(self, pieces: list[list[int]]) -> np.ndarray:
+        """Texts (token ids without padding) in one packed row: block-diagonal attention, per-text positions,
+        each text mean-pooled over its own tokens."""
+        segment = torch.cat([torch.full((len(p),), n) for n, p in enumerate(pieces)])  # [L]
+        ids = torch.tensor([token for piece in pieces for token in piece], dtype=torch.long)[None]
+        positions = torch.cat([torch.arange(len(p)) for p in pieces])[None]
+        same = segment[:, None] == segment[None, :]  # [L, L]
+        bias = torch.zeros(same.shape).masked_fill(~same, torch.finfo(torch.float32).min)[None, None]
+        states = self.model(ids, torch.ones_like(ids), positions, bias)[0]  # [L, H]
+        pooled = torch.zeros(len(pieces), states.shape[1]).index_add_(0, segment, states)
+        pooled = pooled / torch.tensor([max(1, len(p)) for p in pieces], dtype=states.dtype)[:, None]
+        return nn.functional.normalize(pooled, dim=-1).numpy()
