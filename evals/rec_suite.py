@@ -51,6 +51,7 @@ from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instanc
 from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
 from ground.settings import Settings
 from prompts import get_prompt
+from tools.checkpoints import load_encoder
 from tools.data import EvalInstance, Fidelity
 from tools.data.queries import PhrasingSplit
 from tools.metrics import PopularityScorer, paired_bootstrap
@@ -141,9 +142,16 @@ class RecEval:
         popularity = PopularityScorer(self.ws.splits.train, self.catalog.num_items)
         pop = popularity.score_histories([i.history for i in inst]).numpy()
         rows = [RowResult("popularity", "-", full_ranking_ranks(pop, inst), 0.0)]
+        shelf = self.device.encoders
         for name in ("SASRec", "SURGE"):
             ranks = full_ranking_ranks(evalset.structured[name], inst)
-            rows.append(RowResult(f"{name} alone", "-", ranks, evalset.encode_ms[name]))
+            tuned = shelf.path(name) != shelf.base_path(name)  # the cooperative copy won on validation
+            rows.append(RowResult(f"{name} alone", "-", ranks, evalset.encode_ms[name],
+                                  notes="cooperatively tuned checkpoint (LSC4Rec 3.2.2)" if tuned else ""))
+            if tuned:  # the table shows both
+                base, _ = structured_scores(load_encoder(shelf.base_path(name), self.ws.dataset), inst)
+                rows.append(RowResult(f"{name} alone, before cooperative tuning", "-", full_ranking_ranks(base, inst),
+                                      evalset.encode_ms[name]))  # fmt: skip
         if mode != "none":
             ranks, named = query_tag_ranks(evalset, abstracts, self.catalog, self.device)
             rows.append(RowResult(TAG_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 0.0,

@@ -33,6 +33,11 @@ def run_demo(ws: Workspace, console: Console, user: str = DEMO_USER, query: str 
     runtime = TandemRuntime.create(ws.settings, ws.data)
     prompt = runtime.cloud.plan_prompt if runtime.cloud is not None else "-"
     console.print(views.labelled("cloud planner: ", f"{runtime.plan_model}, prompt {prompt}", "bold"))
+    if runtime.cloud is not None:
+        space = runtime.cloud.space
+        tower = f"semantic head {space.head_digest[:12]}" if space.head is not None else \
+            "PCA of Eq. 1 (no semantic head)"
+        console.print(views.labelled("cloud semantic tower (Eq. 2): ", tower, "bold"))
     console.rule(views.safe(f"one request: user {user}", "bold"))
     console.print(views.labelled("raw query (stays on the device): ", query, "bold"))
     state = recommend(runtime, user, query, explain=True, use_cache=False, allow_rerequest=False)

@@ -51,7 +51,8 @@ def setup(ws: Workspace, console: Console, *, encoder_budget_s: float = ENCODER_
         console.print(views.safe(f"no {name} checkpoint for {ws.dataset.name}: training one now", "yellow"))
         config = TrainConfig(encoder=name.lower(), loss="ce", epochs=40, patience=3, time_budget_s=encoder_budget_s,
                              seed=settings.seed, model=_model_config(name, settings))  # fmt: skip
-        result = train_encoder(ws.dataset, ws.splits, config, ws.semantics.table, checkpoint=device.encoders.path(name))
+        result = train_encoder(ws.dataset, ws.splits, config, ws.semantics.table,
+                               checkpoint=device.encoders.base_path(name))
         device.encoders.put(name, result.model)
         report.built.append(f"{name} checkpoint (validation NDCG@10 {result.best_valid.get('NDCG@10', 0):.4f})")
     cloud = build_cloud(settings, ws, device.encoders, "rule", exact=True)

@@ -70,7 +70,8 @@ def test_listing_commands_print_json_for_scripts(built_index):
     assert found["plan"] == {"Animation": 3} and len(found["candidates"]) == 2
     assert all("Animation" in c["tags"] and c["found_via"] == ["Animation"] for c in found["candidates"])
     listed = _json(run("models", "--json"))
-    roles = ["device language model", "cloud language model", "cloud plan adapter (Eq. 8)", "text encoder (Eq. 1-2)"]
+    roles = ["device language model", "cloud language model", "cloud plan adapter (Eq. 8)", "text encoder (Eq. 1-2)",
+             "cloud semantic head (Eq. 2 + 10)"]
     assert [row["role"] for row in listed] == roles
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from agents.pipeline import candidate_pools
@@ -41,3 +42,51 @@ def test_cooperative_finetune_on_cloud_candidates(settings, built_index, ml100k_
         assert changed and result.best_valid["NDCG@10"] > result.before["NDCG@10"]
     else:  # nothing beat the start: the model is returned unchanged
         assert not changed and result.best_valid == result.before
+
+
+class _Fixed(torch.nn.Module):
+    """A scorer whose item scores are fixed (item id / 100), to check the within-candidates criterion."""
+
+    def __init__(self, items: int) -> None:
+        super().__init__()
+        self.item_emb = torch.nn.Embedding(items + 1, 2)
+
+    def score_histories(self, histories):
+        return torch.arange(self.item_emb.num_embeddings, dtype=torch.float32).repeat(len(histories), 1) / 100
+
+
+def test_within_candidates_ranks_the_target_among_the_clouds_candidates_only():
+    from tools.cooperative import within_candidates
+    from tools.data import EvalInstance
+
+    def case(user: int, target: int) -> EvalInstance:
+        return EvalInstance(user, np.array([1, 2]), np.array([0, 1]), target, "valid", "", "none")
+
+    pools = {0: np.array([50, 10, 30]), 1: np.array([50, 60]), 2: np.array([], dtype=np.int64)}
+    metrics = within_candidates(_Fixed(100), [case(0, 30), case(1, 20), case(2, 5)], pools)
+    # user 0: 30 is second of {50, 30, 10} (rank 1, a hit); user 1: 20 was not retrieved; user 2: no candidates
+    assert metrics["HR@10"] == pytest.approx(1 / 3)
+    assert metrics["NDCG@10"] == pytest.approx((1 / np.log2(3)) / 3)
+
+
+def test_the_shelf_follows_the_cooperative_decision(tmp_path, ml100k):
+    from agents.device.encoders import EncoderShelf
+    from tools.checkpoints import save_checkpoint
+    from tools.cooperative import choice_path, write_choice
+    from tools.training import TrainConfig
+
+    shelf = EncoderShelf(tmp_path, ml100k)
+    base = shelf.base_path("SASRec")
+    model = build_encoder("sasrec", ml100k.catalog.num_items, max_len=20)
+    save_checkpoint(base, model, ml100k, TrainConfig())
+    cooperative = base.with_name("sasrec-coop.pt")
+    assert shelf.path("SASRec") == base  # no decision yet
+    write_choice(base, cooperative, {"NDCG@10": 0.1}, {"NDCG@10": 0.2}, users=10)
+    assert shelf.path("SASRec") == base  # it won, but its file is missing: the base one
+    save_checkpoint(cooperative, model, ml100k, TrainConfig(loss="bpr"))
+    assert shelf.path("SASRec") == cooperative
+    assert EncoderShelf(tmp_path, ml100k, follow_cooperative=False).path("SASRec") == base
+    assert write_choice(base, cooperative, {"NDCG@10": 0.2}, {"NDCG@10": 0.2}, users=10)["use"] == "base"  # a tie
+    assert shelf.path("SASRec") == base
+    choice_path(base).write_text("{not json")
+    assert shelf.path("SASRec") == base  # an unreadable decision: the base checkpoint

@@ -10,21 +10,29 @@ Eq. 2 and Eq. 3 over the tag groups), with the pairwise loss of CDA4Rec Eq. 10:
 
 Training starts from the trained checkpoint, keeps the epoch with the best validation NDCG@10 (full
 ranking), and stops early like `train_encoder`.
+
+Whether the device then uses it is decided on the device's real criterion (`within_candidates`): on validation
+users, the rank of the next item inside the cloud's candidate list for that user (history masked; a target the
+cloud did not retrieve is a miss). The decision is written beside the checkpoints (`write_choice`) and the
+encoder shelf follows it (`chosen_checkpoint`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import track
 
-from tools.data import Splits
+from tools.data import EvalInstance, Splits
 from tools.encoders import SequentialEncoder, pad_left
-from tools.metrics import evaluate
+from tools.metrics import evaluate, metrics_from_ranks
 from tools.training import bpr_loss
 
 
@@ -110,3 +118,53 @@ def cooperative_finetune(
     model.load_state_dict(best_state)
     model.eval()
     return CooperativeResult(model, before, best_valid, best_epoch, epochs_run, time.perf_counter() - started)
+
+
+def within_candidates(model: SequentialEncoder, instances: Sequence[EvalInstance], pools: dict[int, np.ndarray],
+                      batch_size: int = 256) -> dict[str, float]:  # fmt: skip
+    """HR/NDCG@5/10 of the target ranked by the encoder among the cloud's candidates for its user (`pools`, the
+    user's own items already removed); a target outside the candidates is a miss (rank = number of items)."""
+    miss = model.item_emb.num_embeddings
+    ranks = np.full(len(instances), miss, dtype=np.int64)
+    with torch.no_grad():
+        for start in range(0, len(instances), batch_size):
+            part = instances[start : start + batch_size]
+            scores = model.score_histories([inst.history for inst in part]).numpy()
+            for row, inst in enumerate(part):
+                pool = pools.get(inst.user, np.zeros(0, dtype=np.int64))
+                if inst.target in set(pool.tolist()):
+                    mine = scores[row, pool]
+                    ranks[start + row] = int((mine > scores[row, inst.target]).sum())
+    return metrics_from_ranks(ranks)
+
+
+def choice_path(checkpoint: Path) -> Path:
+    """Where the cooperative decision for a checkpoint (`<encoder>-ce.pt`) is written: `<encoder>-choice.json`."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem.rsplit("-", 1)[0] + "-choice.json")
+
+
+def write_choice(checkpoint: Path, cooperative: Path, base: dict[str, float], tuned: dict[str, float],
+                 users: int) -> dict:  # fmt: skip
+    """Use the cooperative checkpoint when its NDCG@10 within the cloud's candidates beats the base one's."""
+    use = "cooperative" if tuned["NDCG@10"] > base["NDCG@10"] else "base"
+    record = {"use": use, "base": str(checkpoint), "cooperative": str(cooperative), "validation_users": users,
+              "criterion": "NDCG@10 of the validation item within the cloud's candidates (history masked)",
+              "base_metrics": base, "cooperative_metrics": tuned}  # fmt: skip
+    path = choice_path(checkpoint)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+    return record
+
+
+def chosen_checkpoint(checkpoint: Path) -> Path:
+    """The checkpoint the device uses for `checkpoint`'s encoder: the cooperative one when its decision file says
+    so and the file exists, else `checkpoint` itself."""
+    path = choice_path(checkpoint)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return Path(checkpoint)
+    cooperative = Path(record.get("cooperative", ""))
+    return cooperative if record.get("use") == "cooperative" and cooperative.is_file() else Path(checkpoint)

@@ -43,6 +43,9 @@ class HeadError(TandemError):
     """A semantic head checkpoint that is missing, unreadable, or made for other item semantics."""
 
 
+HEAD_GLOB = "semantic-head-*.pt"
+
+
 def head_path(models_dir: Path, semantics_key: str) -> Path:
     """Where the trained semantic head for these item semantics (data set + text encoder + d) lives."""
     return Path(models_dir) / f"semantic-head-{semantics_key}.pt"

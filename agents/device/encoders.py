@@ -16,6 +16,7 @@ from pathlib import Path
 from tools.checkpoints import CheckpointError, default_checkpoint, load_encoder
 from tools.chord import Chord, StrategyError, apply_strategy, default_chord_checkpoint, load_chord, strategy_bits
 from tools.compute import resolve_device
+from tools.cooperative import chosen_checkpoint
 from tools.data import Dataset
 from tools.encoders import SequentialEncoder
 from tools.protocol import ChordStrategy
@@ -37,13 +38,21 @@ class EncoderShelf:
     dataset: Dataset
     loss: str = "ce"
     device: str = "cpu"  # where full-precision encoders run: auto | cpu | cuda (settings.torch_device)
+    follow_cooperative: bool = True  # load the cooperative copy when it won on validation (LSC4Rec 3.2.2)
     _loaded: dict[str, SequentialEncoder] = field(default_factory=dict, repr=False)
     _chords: dict[str, Chord | None] = field(default_factory=dict, repr=False)
     _quantized: OrderedDict[str, tuple[SequentialEncoder, float]] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    def path(self, name: str) -> Path:
+    def base_path(self, name: str) -> Path:
+        """Where `tandem train` writes the encoder's checkpoint (`<encoder>-<loss>.pt`)."""
         return default_checkpoint(self.models_dir, ENCODER_FILES[name], self.dataset, self.loss)
+
+    def path(self, name: str) -> Path:
+        """The checkpoint `get` loads: the trained one, or its cooperatively tuned copy when that won on the
+        device's criterion (`tools.cooperative.chosen_checkpoint`)."""
+        base = self.base_path(name)
+        return chosen_checkpoint(base) if self.follow_cooperative else base
 
     def put(self, name: str, encoder: SequentialEncoder) -> None:
         """Use `encoder` for `name` (a freshly trained model, or a test's seeded one)."""

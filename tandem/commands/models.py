@@ -43,6 +43,7 @@ def models(
         answer = probe_encoder(text_encoder_for(embedding, timeout_s=5.0), embedding)
         row |= {"ok": answer["ok"], "error": answer.get("error", ""), "dim": answer.get("dim")}
     rows.append(row)
+    rows.append(semantic_head_row(settings))
 
     if as_json:
         print_json(rows)
@@ -74,3 +75,21 @@ def plan_adapter_row(settings) -> dict[str, Any]:
         model = "base model (no plan adapter: `tandem train --planner`)"
     return {"role": "cloud plan adapter (Eq. 8)", "backend": "llamacpp LoRA" if found else "-", "model": model,
             "url": "", "structured": "plan-point" if found else "-", "ok": True, "error": ""}
+
+
+def semantic_head_row(settings) -> dict[str, Any]:
+    """How the cloud maps behaviour summaries into the item space (Eq. 2): "semantic head <digest>" per item space
+    that has a trained one (`tandem train --semantic`, used automatically), else the PCA of Eq. 1."""
+    from tools.checkpoints import file_digest
+    from tools.semantic_head import HEAD_GLOB
+
+    found = sorted(settings.models_dir.glob(HEAD_GLOB))
+    if not settings.semantic_head:
+        model = "off (TANDEM_SEMANTIC_HEAD=false): the PCA of Eq. 1"
+    elif found:
+        model = "; ".join(f"semantic head {file_digest(path)[:12]} ({path.stem.removeprefix('semantic-head-')})"
+                          for path in found)  # fmt: skip
+    else:
+        model = "PCA of Eq. 1 (no semantic head: `tandem train --semantic`)"
+    return {"role": "cloud semantic head (Eq. 2 + 10)", "backend": "torch" if found else "-", "model": model,
+            "url": "", "structured": "-", "ok": True, "error": ""}

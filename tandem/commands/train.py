@@ -19,6 +19,8 @@ from ground.errors import TandemError
 from ground.settings import get_settings
 from tandem.views import labelled, safe
 
+COOPERATIVE_VALID_USERS = 2000  # validation users the cooperative decision is made on
+
 
 class EncoderChoice(StrEnum):
     sasrec = "sasrec"
@@ -213,29 +215,41 @@ def _train_chord(ws, encoder: str, minutes: float, threads: int | None, console:
 
 
 def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: float | None, console: Console) -> None:
-    """LSC4Rec 3.2.2 on the trained checkpoint; the result is saved as <encoder>-coop.pt beside it."""
+    """LSC4Rec 3.2.2 on the trained checkpoint; the result is saved as <encoder>-coop.pt beside it, and the device
+    uses it from then on only when it ranks validation items better within the cloud's candidates."""
     from agents.device.encoders import EncoderShelf  # deferred: loads the agents
     from agents.pipeline import candidate_pools
     from graph.runtime import build_cloud, build_device
     from tools.checkpoints import default_checkpoint, load_encoder, save_checkpoint
-    from tools.cooperative import cooperative_finetune
+    from tools.cooperative import cooperative_finetune, within_candidates, write_choice
     from tools.device_store import DeviceStore
     from tools.metrics import evaluate
     from tools.training import TrainConfig, TrainResult
 
-    model = load_encoder(default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "ce"), ws.dataset)
-    shelf = EncoderShelf(ws.settings.models_dir, ws.dataset)
+    base_path = default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "ce")
+    model = load_encoder(base_path, ws.dataset)
+    shelf = EncoderShelf(ws.settings.models_dir, ws.dataset, follow_cooperative=False)
     device = build_device(ws.settings, ws, shelf, DeviceStore(":memory:"), slm=None)
-    pools = candidate_pools(device, build_cloud(ws.settings, ws, shelf, "rule", exact=True), ws.splits.train)
+    cloud = build_cloud(ws.settings, ws, shelf, "rule", exact=True)
+    pools = candidate_pools(device, cloud, ws.splits.train)
     console.print(f"cloud candidate lists: {len(pools)} users, mean {np.mean([len(p) for p in pools.values()]):.0f}")
+    valid = ws.splits.valid[:COOPERATIVE_VALID_USERS]
+    valid_pools = candidate_pools(device, cloud, {inst.user: inst.history for inst in valid})
+    base = within_candidates(model, valid, valid_pools)
     result = cooperative_finetune(model, ws.splits, pools, epochs=min(epochs, 10), patience=min(patience, 3),
                                   time_budget_s=minutes * 60 if minutes else None, seed=ws.settings.seed)  # fmt: skip
     path = default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "coop")
     summary = TrainResult(model, result.best_valid, result.best_epoch, result.epochs_run,
                           result.seconds / max(1, result.epochs_run), [], path)  # fmt: skip
     save_checkpoint(path, model, ws.dataset, TrainConfig(encoder=encoder, loss="bpr"), summary)
-    test = evaluate(model, ws.splits.test)
-    console.print(f"validation NDCG@10 {result.before['NDCG@10']:.4f} -> {result.best_valid['NDCG@10']:.4f} "
-                  f"(best epoch {result.best_epoch} of {result.epochs_run}; epoch 0 = unchanged)")  # fmt: skip
-    console.print(f"test: {test.line()}", highlight=False)
+    tuned = within_candidates(model, valid, valid_pools)
+    choice = write_choice(base_path, path, base, tuned, len(valid))
+    test = evaluate(model, ws.splits.test, mask_seen=True, seen=ws.splits.train)
+    console.print(f"validation NDCG@10 (full ranking) {result.before['NDCG@10']:.4f} -> "
+                  f"{result.best_valid['NDCG@10']:.4f} (best epoch {result.best_epoch} of {result.epochs_run}; "
+                  "epoch 0 = unchanged)")  # fmt: skip
+    console.print(f"within the cloud's candidates ({len(valid)} validation users): NDCG@10 {base['NDCG@10']:.4f} -> "
+                  f"{tuned['NDCG@10']:.4f}, HR@10 {base['HR@10']:.4f} -> {tuned['HR@10']:.4f}; the device uses the "
+                  f"{choice['use']} checkpoint")  # fmt: skip
+    console.print(f"test (cooperative, history masked): {test.line()}", highlight=False)
     console.print(safe(f"checkpoint: {path}"))
