@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +74,17 @@ def cooperative_finetune(
     time_budget_s: float | None = None,
     max_valid: int | None = 2000,
     progress: bool = True,
+    criterion: Callable[[SequentialEncoder], dict[str, float]] | None = None,
 ) -> CooperativeResult:
-    """Fine-tune `model` (in place, best epoch kept) with negatives from the cloud's candidate lists."""
+    """Fine-tune `model` (in place, best epoch kept) with negatives from the cloud's candidate lists.
+
+    Epochs are chosen by `criterion` (metrics of a model; `within_candidates` for the device's own criterion),
+    by default full-ranking validation metrics over the first `max_valid` validation users."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     valid = splits.valid[:max_valid] if max_valid else splits.valid
-    before = evaluate(model, valid).metrics
+    criterion = criterion or (lambda m: evaluate(m, valid).metrics)
+    before = criterion(model)
     best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), before, 0, 0
     users = [u for u in pools if len(splits.train[u]) >= 2]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -108,7 +113,8 @@ def cooperative_finetune(
             if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
                 break
         epochs_run = epoch
-        metrics = evaluate(model, valid).metrics
+        model.eval()
+        metrics = criterion(model)
         if metrics["NDCG@10"] > best_valid["NDCG@10"]:
             best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), metrics, epoch, 0
         else:

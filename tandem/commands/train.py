@@ -237,7 +237,8 @@ def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: fl
     valid_pools = candidate_pools(device, cloud, {inst.user: inst.history for inst in valid})
     base = within_candidates(model, valid, valid_pools)
     result = cooperative_finetune(model, ws.splits, pools, epochs=min(epochs, 10), patience=min(patience, 3),
-                                  time_budget_s=minutes * 60 if minutes else None, seed=ws.settings.seed)  # fmt: skip
+                                  time_budget_s=minutes * 60 if minutes else None, seed=ws.settings.seed,
+                                  criterion=lambda m: within_candidates(m, valid, valid_pools))  # fmt: skip
     path = default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "coop")
     summary = TrainResult(model, result.best_valid, result.best_epoch, result.epochs_run,
                           result.seconds / max(1, result.epochs_run), [], path)  # fmt: skip
@@ -245,9 +246,8 @@ def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: fl
     tuned = within_candidates(model, valid, valid_pools)
     choice = write_choice(base_path, path, base, tuned, len(valid))
     test = evaluate(model, ws.splits.test, mask_seen=True, seen=ws.splits.train)
-    console.print(f"validation NDCG@10 (full ranking) {result.before['NDCG@10']:.4f} -> "
-                  f"{result.best_valid['NDCG@10']:.4f} (best epoch {result.best_epoch} of {result.epochs_run}; "
-                  "epoch 0 = unchanged)")  # fmt: skip
+    console.print(f"best epoch {result.best_epoch} of {result.epochs_run} (epoch 0 = unchanged), chosen within the "
+                  "cloud's candidates")  # fmt: skip
     console.print(f"within the cloud's candidates ({len(valid)} validation users): NDCG@10 {base['NDCG@10']:.4f} -> "
                   f"{tuned['NDCG@10']:.4f}, HR@10 {base['HR@10']:.4f} -> {tuned['HR@10']:.4f}; the device uses the "
                   f"{choice['use']} checkpoint")  # fmt: skip
