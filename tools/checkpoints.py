@@ -42,12 +42,35 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def save_payload(path: Path, payload: dict[str, Any]) -> Path:
+    """`torch.save` of a checkpoint's payload, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_payload(path: Path, fmt: int, what: str, error: type[TandemError], hint: str) -> dict[str, Any]:
+    """A checkpoint's payload (tensors only, never pickled code), or `error` with one line saying why not: the
+    file is missing (`hint` says how to make one), unreadable, or not a `what` of format `fmt`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"no {what} at {path}; {hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise error(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise error(f"{path} is not a Tandem {what} (format {fmt})")
+    return payload
+
+
 def save_checkpoint(
     path: Path, model: SequentialEncoder, dataset: Dataset, config: Any, result: Any | None = None
 ) -> Path:
     """Weights + model config + training config + data fingerprint (+ validation metrics), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "encoder": model.name,
@@ -60,23 +83,14 @@ def save_checkpoint(
         "history": list(getattr(result, "history", None) or []),  # the validation curve, one row per epoch
         "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_payload(path, payload)
 
 
 def load_encoder(path: Path, dataset: Dataset, device: str | torch.device = "cpu") -> SequentialEncoder:
     """Rebuild a trained encoder from `path` on `device`, refusing one trained on data other than `dataset`."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no encoder checkpoint at {path}; train one with `tandem train`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"cannot read encoder checkpoint {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a Tandem encoder checkpoint (format {CHECKPOINT_FORMAT})")
+    payload = load_payload(path, CHECKPOINT_FORMAT, "encoder checkpoint", CheckpointError,
+                           "train one with `tandem train`")
     if payload["fingerprint"] != dataset.fingerprint():
         raise CheckpointError(
             f"checkpoint {path.name} was trained on {payload['dataset']} (fingerprint {payload['fingerprint']}), "

@@ -17,7 +17,6 @@ epochs without improvement or when the time budget is spent. Everything is seede
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from ground.errors import TandemError
+from tools.checkpoints import load_payload, save_payload
 from tools.data import Dataset, EvalInstance, Splits
 from tools.embeddings import PCA
 from tools.metrics import metrics_from_ranks, target_ranks
@@ -239,8 +239,6 @@ def _bar(enabled: bool) -> Progress:
 
 def save_head(path: Path, result: HeadResult, semantics_key: str, data: dict[str, Any]) -> Path:
     """The head's weights, shape, training config, validation curve and what it was trained on, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     head = result.head
     payload = {
         "format": HEAD_FORMAT,
@@ -255,23 +253,13 @@ def save_head(path: Path, result: HeadResult, semantics_key: str, data: dict[str
         "data": dict(data),
         "state_dict": {name: value.detach().cpu() for name, value in head.state_dict().items()},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_payload(path, payload)
 
 
 def read_head(path: Path, semantics_key: str) -> tuple[SummaryHead, dict[str, Any]]:
     """The head at `path` and its record; HeadError when it is unreadable or made for other item semantics."""
     path = Path(path)
-    if not path.is_file():
-        raise HeadError(f"no semantic head at {path}; train one with `tandem train --semantic`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise HeadError(f"cannot read semantic head {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != HEAD_FORMAT:
-        raise HeadError(f"{path} is not a Tandem semantic head (format {HEAD_FORMAT})")
+    payload = load_payload(path, HEAD_FORMAT, "semantic head", HeadError, "train one with `tandem train --semantic`")
     if payload["semantics_key"] != semantics_key:
         raise HeadError(f"{path} was trained for item semantics {payload['semantics_key']}, not {semantics_key}")
     head = SummaryHead(**payload["shape"])
