@@ -203,6 +203,18 @@ class RecEval:
                         f"re-request at load {self.config.load:g}")  # fmt: skip
         return row, first, cases
 
+    def untrained_semantics(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting) -> list[RowResult]:
+        """With a trained semantic head: Tandem again with the untrained Eq. 2 (the PCA), the same plans (what the
+        head adds, paired); without one: nothing."""
+        if self.cloud.space.head is None:
+            return []
+        trained = self.cloud
+        self.cloud = replace(trained, space=TextSpace(self.ws.semantics))
+        try:
+            return [self.tandem(evalset, rows, setting, "Tandem, untrained Eq. 2 (PCA)")[0]]
+        finally:
+            self.cloud = trained
+
     def ablations(self, evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract]) -> list[RowResult]:
         """CDA4Rec Table IV settings v1-v7 (fixed plans, no planning, no re-request)."""
         out = []
@@ -301,7 +313,8 @@ class RecEval:
         raw_rule, _, _ = self.tandem(test, all_rows, PlanSetting("rule", mode, raw_input=True), "Tandem w/o AG")
         controls = [r for r in base if r.name in (TAG_BASELINE, FUSION_BASELINE)]
         lsc = next(r for r in base if r.name.startswith("LSC4Rec"))
-        ablation = [tandem_rule, *controls, lsc, raw_rule, *self.ablations(test, all_rows, abstracts)]
+        ablation = [tandem_rule, *controls, lsc, raw_rule, *self.untrained_semantics(test, all_rows, rule),
+                    *self.ablations(test, all_rows, abstracts)]  # fmt: skip
         out["ablation"] = [r.as_row() for r in ablation]
         out["differences"]["ablation"] = self.differences(tandem_rule, ablation[1 + len(controls) + 1 :])
         buckets = test.bucket_rows()
