@@ -20,7 +20,17 @@ from tools.data import EvalInstance
 from tools.embeddings import embed_texts
 from tools.fusion import Ranking
 from tools.protocol import Abstract, Plan
-from tools.semantic_head import SummaryCase, SummaryExamples
+from tools.semantic_head import (
+    CUTS_PER_USER,
+    SummaryCase,
+    SummaryExamples,
+    cached_examples,
+    instance_cases,
+    training_cases,
+)
+from tools.workspace import Workspace
+
+SUMMARY_VERSION = 1  # of the rule summaries behind cached head examples (bump when the device's rules change)
 
 
 def behaviour_abstract(device: DeviceAgent, history: np.ndarray) -> Abstract:
@@ -89,3 +99,20 @@ def summary_examples(device: DeviceAgent, space: TextSpace, cases: Sequence[Summ
     raw = vectors[[where[text] for text in summaries]] if summaries else np.zeros((0, 0), np.float32)
     targets = np.array([case.target for case in cases], dtype=np.int64)
     return SummaryExamples(raw.astype(np.float32), targets, [case.history for case in cases])
+
+
+def head_examples(device: DeviceAgent, space: TextSpace, ws: Workspace, names: Sequence[str],
+                  progress: bool = True) -> dict[str, SummaryExamples]:  # fmt: skip
+    """The semantic head's training ("train"), validation ("valid") and test ("test") examples of a workspace,
+    written once under `$TANDEM_HOME/semantic/` and read back on later runs."""
+    seed = ws.settings.seed
+    cases = {"train": lambda: training_cases(ws.dataset, ws.splits, CUTS_PER_USER, seed),
+             "valid": lambda: instance_cases(ws.splits.valid), "test": lambda: instance_cases(ws.splits.test)}
+    labels = {"train": "training users", "valid": "validation users", "test": "test users"}
+    out = {}
+    for name in names:
+        key = f"{space.semantics.key}-summaries{SUMMARY_VERSION}-cuts{CUTS_PER_USER}-seed{seed}-{name}.npz"
+        out[name] = cached_examples(ws.settings.home / "semantic" / key,
+                                    lambda name=name: summary_examples(device, space, cases[name](), labels[name],
+                                                                       progress))  # fmt: skip
+    return out

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from agents.cloud.semantic import TextSpace
 from agents.device.encoders import EncoderShelf
-from agents.pipeline import summary_examples
+from agents.pipeline import head_examples
 from evals.jsonl import write_json
 from evals.rec import full_ranking_ranks
 from graph.runtime import build_device
@@ -45,10 +45,8 @@ from tools.semantic_head import (
     SummaryHead,
     head_path,
     head_ranks,
-    instance_cases,
     save_head,
     train_head,
-    training_cases,
 )
 from tools.workspace import Workspace
 
@@ -85,13 +83,10 @@ def main() -> None:
     ws = Workspace(settings, args.data)
     device = build_device(settings, ws, EncoderShelf(settings.models_dir, ws.dataset), DeviceStore(":memory:"),
                           slm=None)  # fmt: skip
-    space = TextSpace(ws.semantics)
     started = time.perf_counter()
-    train = summary_examples(device, space, training_cases(ws.dataset, ws.splits, CUTS_PER_USER, settings.seed),
-                             "training users")  # fmt: skip
-    valid = summary_examples(device, space, instance_cases(ws.splits.valid), "validation users")
+    examples = head_examples(device, TextSpace(ws.semantics), ws, ("train", "valid", "test"))
+    train, valid, test = examples["train"], examples["valid"], examples["test"]
     test_instances = list(ws.splits.test)
-    test = summary_examples(device, space, instance_cases(test_instances), "test users")
     examples_s = time.perf_counter() - started
     table = ws.semantics.table
 

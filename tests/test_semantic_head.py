@@ -70,6 +70,9 @@ def test_training_learns_where_summaries_should_land(ml100k_semantics, loss: str
     assert result.best_valid["NDCG@10"] == max(row["NDCG@10"] for row in result.history)
     ranks = head_ranks(result.head, valid, table)
     assert np.mean(ranks < 10) == pytest.approx(result.best_valid["HR@10"])
+    # served at the PCA's scale, so Eq. 2's alpha keeps its meaning beside a query's PCA projection
+    served = np.linalg.norm(result.head.project(train.raw), axis=1).mean()
+    assert served == pytest.approx(np.linalg.norm(ml100k_semantics.pca.transform(train.raw), axis=1).mean(), rel=1e-4)
 
 
 def test_heads_round_trip_and_refuse_other_semantics(tmp_path: Path, ml100k_semantics) -> None:
@@ -165,3 +168,22 @@ def test_summary_examples_encode_the_scrubbed_summary_only(settings: Settings, m
     assert seen and all("Facts:" in text for text in seen)  # the rules' summary: computed facts
     titles = {ml100k.catalog[int(item)].title for case in cases for item in case.history}
     assert not any(title in text for text in seen for title in titles if len(title) > 3)  # no title crosses
+
+
+def test_examples_are_built_once_and_read_back(tmp_path: Path) -> None:
+    from tools.semantic_head import cached_examples
+
+    calls = []
+    made = SummaryExamples(np.arange(12, dtype=np.float32).reshape(3, 4), np.array([5, 6, 7]),
+                           [np.array([1, 2]), np.array([], dtype=np.int64), np.array([3])])  # fmt: skip
+
+    def build() -> SummaryExamples:
+        calls.append(1)
+        return made
+
+    first = cached_examples(tmp_path / "x.npz", build)
+    again = cached_examples(tmp_path / "x.npz", build)
+    assert len(calls) == 1 and first is made
+    np.testing.assert_array_equal(again.raw, made.raw)
+    np.testing.assert_array_equal(again.targets, made.targets)
+    assert [s.tolist() for s in again.seen] == [[1, 2], [], [3]]

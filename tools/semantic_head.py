@@ -18,7 +18,7 @@ epochs without improvement or when the time budget is spent. Everything is seede
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from tools.embeddings import PCA
 from tools.metrics import metrics_from_ranks, target_ranks
 from tools.training import LossName, make_objective
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2  # 2: with the output scale of `SummaryHead.calibrate_scale`
 CUTS_PER_USER = 8  # training summaries per user: the last training position and up to 7 more drawn (seeded)
 
 
@@ -63,6 +63,7 @@ class SummaryHead(nn.Module):
         if self.residual is not None:
             nn.init.zeros_(self.residual[-1].weight)
             nn.init.zeros_(self.residual[-1].bias)
+        self.register_buffer("scale", torch.ones(()))  # applied by `project` (`calibrate_scale`)
 
     @classmethod
     def from_pca(cls, pca: PCA, hidden: int) -> SummaryHead:
@@ -79,9 +80,21 @@ class SummaryHead(nn.Module):
         return out if self.residual is None else out + self.residual(x)
 
     def project(self, raw: np.ndarray) -> np.ndarray:
-        """Text embeddings [N, D] -> item-space vectors [N, d] (numpy in, numpy out)."""
+        """Text embeddings [N, D] -> item-space vectors [N, d] at the PCA's scale (numpy in, numpy out)."""
         with torch.no_grad():
-            return self(torch.from_numpy(np.asarray(raw, dtype=np.float32))).numpy()
+            return (self(torch.from_numpy(np.asarray(raw, dtype=np.float32))) * self.scale).numpy()
+
+    def calibrate_scale(self, raw: np.ndarray, pca: PCA) -> float:
+        """Set `scale` so that projected summaries have the mean norm the PCA gives them.
+
+        Training sharpens the softmax by growing e_sem (about 27x on ML-1M); Eq. 2 then adds alpha * P(query) to
+        (1 - alpha) * H(summary), and a summary 27x longer than the query would drown the query's intent. The
+        scale restores the balance alpha was set for; it changes no ranking by the head alone."""
+        with torch.no_grad():
+            mapped = self(torch.from_numpy(np.asarray(raw, dtype=np.float32))).norm(dim=1).mean()
+        target = float(np.linalg.norm(pca.transform(raw), axis=1).mean())
+        self.scale.fill_(target / max(float(mapped), 1e-12))
+        return float(self.scale)
 
 
 @dataclass
@@ -142,6 +155,25 @@ class SummaryExamples:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+
+def cached_examples(path: Path, build: Callable[[], SummaryExamples]) -> SummaryExamples:
+    """`build()` once: its examples are kept at `path` (npz; the name must carry everything they depend on) and
+    read back on later runs, so retraining with another loss does not write every abstract again."""
+    path = Path(path)
+    if path.is_file():
+        with np.load(path) as saved:
+            ends = saved["seen_ends"]
+            seen = np.split(saved["seen"], ends[:-1]) if len(ends) else []
+            return SummaryExamples(saved["raw"], saved["targets"], list(seen))
+    examples = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ends = np.cumsum([len(items) for items in examples.seen]).astype(np.int64)
+    flat = np.concatenate(examples.seen).astype(np.int64) if examples.seen else np.zeros(0, np.int64)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, raw=examples.raw, targets=examples.targets, seen=flat, seen_ends=ends)
+    tmp.replace(path)
+    return examples
 
 
 @dataclass
@@ -225,6 +257,7 @@ def train_head(
                 break
     head.load_state_dict(best_state)
     head.eval()
+    head.calibrate_scale(train.raw, pca)
     return HeadResult(head, config, best, best_epoch, initial, history, time.perf_counter() - start)
 
 

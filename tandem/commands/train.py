@@ -170,19 +170,17 @@ def _train_semantic(ws, config, out: Path | None, console: Console) -> None:
     """CDA4Rec Eq. 2 trained with Eq. 10 (or CE): the cloud's semantic head, saved where the cloud looks for it."""
     from agents.cloud.semantic import TextSpace  # deferred: loads the agents
     from agents.device.encoders import EncoderShelf
-    from agents.pipeline import summary_examples
+    from agents.pipeline import head_examples
     from graph.runtime import build_device
     from tools.curves import plot_training_curves
     from tools.device_store import DeviceStore
-    from tools.semantic_head import CUTS_PER_USER, head_path, instance_cases, save_head, train_head, training_cases
+    from tools.semantic_head import CUTS_PER_USER, head_path, save_head, train_head
 
     settings = ws.settings
     shelf = EncoderShelf(settings.models_dir, ws.dataset)
     device = build_device(settings, ws, shelf, DeviceStore(":memory:"), slm=None)
-    space = TextSpace(ws.semantics)
-    cases = training_cases(ws.dataset, ws.splits, CUTS_PER_USER, settings.seed)
-    train = summary_examples(device, space, cases, "training users")
-    valid = summary_examples(device, space, instance_cases(ws.splits.valid), "validation users")
+    examples = head_examples(device, TextSpace(ws.semantics), ws, ("train", "valid"))
+    train, valid = examples["train"], examples["valid"]
     result = train_head(train, valid, ws.semantics.table, ws.semantics.pca, config)
     path = out or head_path(settings.models_dir, ws.semantics.key)
     data = {"dataset": ws.dataset.name, "fingerprint": ws.dataset.fingerprint(), "training_examples": len(train),
