@@ -121,7 +121,7 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
         }  # fmt: skip
         rows.append(row)
         print(json.dumps({key: v for key, v in row.items() if key != "threshold_scan"}), flush=True)
-    calibrator = calibrator_path(settings.models_dir, ws.semantics.key)
+    calibrator = calibrator_path(settings.models_dir, cloud.space.key)
     results = {
         "data": data,
         "fingerprint": ws.dataset.fingerprint(),

@@ -105,7 +105,7 @@ class TandemRuntime:
         elif planner == "llm":
             plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
-        threshold = load_threshold(threshold_path(settings.models_dir, ws.semantics.key, cloud_load))
+        threshold = load_threshold(threshold_path(settings.models_dir, semantic_key(settings, ws), cloud_load))
         notes = []
         if device.calibrator is None:
             notes.append("no SCaLRec calibrator: a stale cache is used uncalibrated when the cloud is down "
@@ -182,14 +182,22 @@ def text_space(settings: Settings, ws: Workspace) -> TextSpace:
     return TextSpace(ws.semantics, head=head, head_digest=file_digest(path))
 
 
+def semantic_key(settings: Settings, ws: Workspace) -> str:
+    """What the cloud's e_sem depends on (`TextSpace.key`: the item semantics and the semantic head in use): the
+    key of the models fitted to e_sem, SCaLRec's calibrator and LSC4Rec's re-request threshold."""
+    return text_space(settings, ws).key
+
+
 def build_device(
     settings: Settings, ws: Workspace, shelf: EncoderShelf, store: DeviceStore, slm: BaseChatModel | None, *,
     abstracts_by_slm: bool = False,
 ) -> DeviceAgent:
     """The device agent of this workspace: its store, encoders, SLM (None: rules and templates only), cache
     policy and calibrator. The SLM writes abstracts only with `abstracts_by_slm` (the language-model planner);
-    it always writes the explanations it is given."""
+    it always writes the explanations it is given. The calibrator is the one fitted to the cloud's e_sem
+    (`semantic_key`)."""
     dataset = ws.dataset
+    space_key = semantic_key(settings, ws)
 
     def seed(user: str):
         if user not in dataset.user_names:
@@ -200,7 +208,7 @@ def build_device(
     return DeviceAgent(
         catalog=dataset.catalog, item_table=ws.semantics.table, store=store, encoders=shelf, seeds=seed,
         abstract_model=slm if abstracts_by_slm else None, explain_model=slm,
-        calibrator=load_calibrator(calibrator_path(settings.models_dir, ws.semantics.key), ws.semantics.key),
+        calibrator=load_calibrator(calibrator_path(settings.models_dir, space_key), space_key),
         max_seq_len=settings.max_seq_len, precision=settings.device_precision,
         resources=DeviceResources(max_avg_bits=settings.chord_max_avg_bits),
     )  # fmt: skip

@@ -67,7 +67,7 @@ def _model_config(name: str, settings: Settings) -> dict:
 
 def _ensure_calibrator(ws: Workspace, device, cloud, console: Console, report: SetupReport) -> None:
     """SCaLRec's calibrator, trained on simulated staleness of the training users' behaviour-only e_sem."""
-    path = calibrator_path(ws.settings.models_dir, ws.semantics.key)
+    path = calibrator_path(ws.settings.models_dir, cloud.space.key)
     if path.is_file():
         report.present.append("SCaLRec calibrator")
         return
@@ -75,13 +75,13 @@ def _ensure_calibrator(ws: Workspace, device, cloud, console: Console, report: S
     train = list(ws.splits.train.values())
     samples = staleness_samples(train, lambda h: behaviour_embeddings(device, cloud, h),
                                 max_new=ReliabilityPolicy().max_new)  # fmt: skip
-    save_calibrator(train_calibrator(samples, ws.semantics.table), path, ws.semantics.key)
+    save_calibrator(train_calibrator(samples, ws.semantics.table), path, cloud.space.key)
     report.built.append(f"SCaLRec calibrator ({len(samples)} staleness samples)")
 
 
 def _ensure_threshold(ws: Workspace, device, cloud, load: float, console: Console, report: SetupReport) -> None:
     """LSC4Rec Eq. 12's threshold for the target cloud load, from validation users ranked as served."""
-    path = threshold_path(ws.settings.models_dir, ws.semantics.key, load)
+    path = threshold_path(ws.settings.models_dir, cloud.space.key, load)
     if path.is_file():
         report.present.append(f"re-request threshold (load {load:g})")
         return

@@ -83,4 +83,4 @@ def test_models_probe_exits_1_when_an_endpoint_is_down():
                TANDEM_EMBED_MODEL="text-embedding-3-small")  # fmt: skip
     rows = _json(done)
     assert done.returncode == 1
-    assert [row["ok"] for row in rows] == [True, True, True, False] and url in rows[3]["error"]
+    assert [row["ok"] for row in rows] == [True, True, True, False, True] and url in rows[3]["error"]

@@ -13,7 +13,7 @@ import torch
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from agents.device.encoders import EncoderShelf
 from agents.pipeline import summary_examples
-from graph.runtime import build_device, text_space
+from graph.runtime import build_device, semantic_key, text_space
 from ground.settings import Settings
 from tools.device_store import DeviceStore
 from tools.embeddings import embed_texts
@@ -127,6 +127,7 @@ def test_the_runtime_uses_a_head_when_one_exists(tmp_path: Path, settings: Setti
     path = save_head(head_path(own.models_dir, ws.semantics.key), result, ws.semantics.key, {})
     space = text_space(own, ws)
     assert space.head is not None and space.key.startswith(f"{ws.semantics.key}+head-")
+    assert semantic_key(own, ws) == space.key  # the calibrator and threshold fitted to this e_sem are its own
     assert text_space(Settings(home=tmp_path, semantic_head=False), ws).head is None
     path.write_bytes(b"corrupt")
     with caplog.at_level(logging.WARNING):

@@ -111,12 +111,13 @@ def default_checkpoint(models_dir: Path, encoder: str, dataset: Dataset, loss: s
 
 
 def calibrator_path(models_dir: Path, semantics_key: str) -> Path:
-    """Where SCaLRec's calibrator for these item semantics lives."""
+    """Where SCaLRec's calibrator for this e_sem lives (`semantics_key`: `TextSpace.key`, the item semantics and
+    the semantic head in use)."""
     return Path(models_dir) / f"calibrator-{semantics_key}.pt"
 
 
 def threshold_path(models_dir: Path, semantics_key: str, load: float) -> Path:
-    """Where LSC4Rec's re-request threshold for this target cloud load lives."""
+    """Where LSC4Rec's re-request threshold for this e_sem (`TextSpace.key`) and target cloud load lives."""
     return Path(models_dir) / f"threshold-{semantics_key}-{load}.json"
 
 
