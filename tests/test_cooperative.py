@@ -90,3 +90,20 @@ def test_the_shelf_follows_the_cooperative_decision(tmp_path, ml100k):
     assert shelf.path("SASRec") == base
     choice_path(base).write_text("{not json")
     assert shelf.path("SASRec") == base  # an unreadable decision: the base checkpoint
+
+
+def test_candidate_softmax_is_cross_entropy_over_the_positive_and_its_candidates():
+    from tools.cooperative import candidate_softmax_loss
+
+    torch.manual_seed(0)
+    items = torch.randn(11, 4)
+    user = torch.randn(3, 4)
+    positives = torch.tensor([1, 2, 3])
+    negatives = torch.tensor([[4, 5], [6, 2], [8, 9]])  # row 1 drew its own positive: left out of its softmax
+    got = candidate_softmax_loss(user, positives, negatives, items)
+    want = []
+    for n, (p, negs) in enumerate(zip(positives.tolist(), negatives.tolist(), strict=True)):
+        ids = [p] + [j for j in negs if j != p]
+        logits = items[ids] @ user[n]
+        want.append(-torch.log_softmax(logits, dim=0)[0])
+    assert torch.allclose(got, torch.stack(want).mean(), atol=1e-6)

@@ -8,6 +8,11 @@ Eq. 2 and Eq. 3 over the tag groups), with the pairwise loss of CDA4Rec Eq. 10:
 
     L = -sum_j log sigma(y_pos - y_j),   j ~ Uniform(C_u minus the user's own items)
 
+or, with `loss="ce"`, the softmax cross-entropy of the positive against the same sampled candidates (the
+objective the encoders were trained with, restricted to the items the device will actually order):
+
+    L = -y_pos + log(exp(y_pos) + sum_j exp(y_j))
+
 Training starts from the trained checkpoint, keeps the epoch with the best validation NDCG@10 (full
 ranking), and stops early like `train_encoder`.
 
@@ -60,6 +65,17 @@ def _pool_negatives(
     return torch.from_numpy(out)
 
 
+def candidate_softmax_loss(user: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                           items: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Mean cross-entropy of each positive against its sampled candidates: user [N, d], positives [N], negatives
+    [N, K] (item ids), items [V + 1, d]."""
+    y_pos = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
+    y_neg = torch.einsum("nd,nkd->nk", user, items[negatives])  # [N, K]
+    logits = torch.cat([y_pos, y_neg.masked_fill(negatives == positives[:, None], float("-inf"))], dim=1)
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(positives), dtype=torch.long,
+                                                                 device=logits.device))  # fmt: skip
+
+
 def cooperative_finetune(
     model: SequentialEncoder,
     splits: Splits,
@@ -70,13 +86,15 @@ def cooperative_finetune(
     lr: float = 2e-4,
     batch_size: int = 128,
     negatives: int = 4,
+    loss: str = "bpr",
     seed: int = 42,
     time_budget_s: float | None = None,
     max_valid: int | None = 2000,
     progress: bool = True,
     criterion: Callable[[SequentialEncoder], dict[str, float]] | None = None,
 ) -> CooperativeResult:
-    """Fine-tune `model` (in place, best epoch kept) with negatives from the cloud's candidate lists.
+    """Fine-tune `model` (in place, best epoch kept) with negatives from the cloud's candidate lists, by BPR
+    (`loss="bpr"`, CDA4Rec Eq. 10) or softmax CE over the sampled candidates (`loss="ce"`).
 
     Epochs are chosen by `criterion` (metrics of a model; `within_candidates` for the device's own criterion),
     by default full-ranking validation metrics over the first `max_valid` validation users."""
@@ -104,9 +122,10 @@ def cooperative_finetune(
             shape = (len(picked), out.shape[1], negatives)
             neg = _pool_negatives([pools[u] for u in picked], shape, model.item_emb.num_embeddings - 1, rng)
             keep = targets > 0  # [B, T]
-            loss = bpr_loss(out[keep], targets[keep], neg[keep], model.item_emb.weight)  # CDA4Rec Eq. 10
+            objective = bpr_loss if loss == "bpr" else candidate_softmax_loss
+            value = objective(out[keep], targets[keep], neg[keep], model.item_emb.weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
             with torch.no_grad():
                 model.item_emb.weight[0].zero_()

@@ -20,6 +20,7 @@ from ground.settings import get_settings
 from tandem.views import labelled, safe
 
 COOPERATIVE_VALID_USERS = 2000  # validation users the cooperative decision is made on
+COOPERATIVE_NEGATIVES = 4  # candidates sampled per position at least (--negatives raises it)
 
 
 class EncoderChoice(StrEnum):
@@ -60,7 +61,10 @@ def train(
         False
     ),
     cooperative: Annotated[bool, typer.Option(
-        help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists.")] = False,
+        help="LSC4Rec 3.2.2: fine-tune the trained encoder with negatives from the cloud's candidate lists "
+        "(--loss: bpr = Eq. 10, ce = softmax over the sampled candidates; --negatives per position, at least 4).")] = (
+        False
+    ),
     planner: Annotated[bool, typer.Option(
         "--planner", help="CDA4Rec Eq. 8: train the LoRA plan adapter of the cloud's Gemma on the hindsight labels "
         "(`tandem plans label`); --minutes is the time budget, --resume continues it.")] = False,
@@ -106,7 +110,7 @@ def train(
         _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
         return
     if cooperative:
-        _train_cooperative(ws, encoder.value, epochs, patience, minutes, console)
+        _train_cooperative(ws, encoder.value, loss.value, negatives, epochs, patience, minutes, console)
         return
     if recipe:
         config = recipe_config(recipe, seed=settings.seed, threads=threads, device=device,
@@ -212,7 +216,8 @@ def _train_chord(ws, encoder: str, minutes: float, threads: int | None, console:
                            f"({result.stopped_by}); checkpoint: {path}", "green"))  # fmt: skip
 
 
-def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: float | None, console: Console) -> None:
+def _train_cooperative(ws, encoder: str, loss: str, negatives: int, epochs: int, patience: int, minutes: float | None,
+                       console: Console) -> None:  # fmt: skip
     """LSC4Rec 3.2.2 on the trained checkpoint; the result is saved as <encoder>-coop.pt beside it, and the device
     uses it from then on only when it ranks validation items better within the cloud's candidates."""
     from agents.device.encoders import EncoderShelf  # deferred: loads the agents
@@ -236,11 +241,12 @@ def _train_cooperative(ws, encoder: str, epochs: int, patience: int, minutes: fl
     base = within_candidates(model, valid, valid_pools)
     result = cooperative_finetune(model, ws.splits, pools, epochs=min(epochs, 10), patience=min(patience, 3),
                                   time_budget_s=minutes * 60 if minutes else None, seed=ws.settings.seed,
+                                  loss=loss, negatives=max(negatives, COOPERATIVE_NEGATIVES),
                                   criterion=lambda m: within_candidates(m, valid, valid_pools))  # fmt: skip
     path = default_checkpoint(ws.settings.models_dir, encoder, ws.dataset, "coop")
     summary = TrainResult(model, result.best_valid, result.best_epoch, result.epochs_run,
                           result.seconds / max(1, result.epochs_run), [], path)  # fmt: skip
-    save_checkpoint(path, model, ws.dataset, TrainConfig(encoder=encoder, loss="bpr"), summary)
+    save_checkpoint(path, model, ws.dataset, TrainConfig(encoder=encoder, loss=loss), summary)
     tuned = within_candidates(model, valid, valid_pools)
     choice = write_choice(base_path, path, base, tuned, len(valid))
     test = evaluate(model, ws.splits.test, mask_seen=True, seen=ws.splits.train)
