@@ -30,7 +30,7 @@ from rich.progress import track
 from agents.backends import chat_model, describe
 from agents.cloud.planner import plan_strategy
 from agents.device.abstract import generate_abstract, history_from_ids
-from evals.jsonl import write_json
+from ground.files import write_json
 from ground.settings import Settings, StructuredMethod
 from tandem.batch import run_batch
 from tools.data import leave_one_out, load

@@ -31,9 +31,9 @@ from rich.progress import track
 from rich.table import Table
 
 from evals.digests import model_digests
-from evals.jsonl import write_json
 from graph.run import recommend
 from graph.runtime import TandemRuntime
+from ground.files import write_json
 from ground.settings import Settings
 from tools.chord import ChordConfig, train_chord
 

@@ -36,11 +36,11 @@ from rich.table import Table
 from agents.cloud.agent import CloudAgent
 from agents.cloud.neighbours import NeighbourPlanner
 from evals.hindsight import exemplars_path
-from evals.jsonl import write_json
 from evals.paired import paired_bootstrap
 from evals.plan_accuracy import AccuracyBench, per_user
 from evals.plan_suite import PlanCase
 from graph.runtime import evaluation_agents, plan_adapter_file
+from ground.files import write_json
 from ground.settings import get_settings
 from tools.checkpoints import file_digest
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_dir, labels_for, load_state

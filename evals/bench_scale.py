@@ -54,9 +54,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from evals.jsonl import write_json
 from evals.processes import ServerProcess, free_port
 from evals.synthetic import generate, plan_for
+from ground.files import write_json
 from ground.settings import Settings, get_settings
 from tools.tag_index import ExactTagIndex, TagGroups, TagIndex, TagRetriever, chroma_client
 from tools.workspace import Workspace

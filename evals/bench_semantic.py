@@ -29,9 +29,9 @@ from rich.table import Table
 from agents.cloud.semantic import TextSpace
 from agents.device.encoders import EncoderShelf
 from agents.pipeline import head_examples
-from evals.jsonl import write_json
 from evals.rec import full_ranking_ranks
 from graph.runtime import build_device
+from ground.files import write_json
 from ground.settings import get_settings
 from tools.checkpoints import file_digest
 from tools.compute import configure_torch

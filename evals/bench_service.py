@@ -35,8 +35,8 @@ import httpx
 import numpy as np
 
 from agents.device.abstract import generate_abstract, history_from_ids
-from evals.jsonl import write_json
 from evals.processes import ServerProcess, free_port
+from ground.files import write_json
 from ground.settings import Settings, get_settings
 from tools.workspace import Workspace
 

@@ -39,11 +39,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agents.cloud.agent import CloudAgent
 from agents.cloud.neighbours import abstract_vectors, neighbour_choice, selection_scores
 from agents.device.agent import DeviceAgent
-from evals.jsonl import write_json, write_text
 from evals.plan_pieces import executor_for, instance_pieces
 from evals.rec import EvalSet, planned, structured_scores
 from evals.rec_plans import PlanSetting, plan_instances
 from evals.rec_queries import fidelity_mode, with_fidelity
+from ground.files import write_json, write_text
 from tools.checkpoints import file_digest
 from tools.data import Fidelity
 from tools.data.queries import QUERIES_VERSION

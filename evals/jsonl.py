@@ -3,12 +3,11 @@
 An eval appends each finished case as one line; on rerun it reads back the complete lines and skips
 those cases, so an interrupted run resumes where it stopped. A line cut short by the interruption does
 not parse and is skipped (and redone). Summaries are written to a temporary file and renamed into place,
-so a reader never sees half a file.
+so a reader never sees half a file (`ground.files`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,16 +46,3 @@ class JsonlAppender:
 
     def __exit__(self, *exc: object) -> None:
         self._file.close()
-
-
-def write_json(path: Path, payload: dict | list) -> None:
-    """Write `payload` as indented JSON atomically (temporary file, then rename)."""
-    write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write text atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -21,7 +21,7 @@ from rich.table import Table
 from agents.cloud.agent import CloudAgent
 from agents.device.agent import DeviceAgent
 from agents.prompt_roles import role_of
-from evals.jsonl import JsonlAppender, write_json
+from evals.jsonl import JsonlAppender
 from evals.paired import paired_bootstrap
 from evals.plan_accuracy import AccuracyBench, per_user
 from evals.plan_compare import case_metrics, changed_plans, delta_table, paired_deltas, run_compare, verdict
@@ -37,6 +37,7 @@ from evals.plans import (
     summarise,
 )
 from ground.errors import TandemError
+from ground.files import write_json
 from prompts import get_prompt
 from tools.protocol import Abstract
 from tools.workspace import Workspace

@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from rich.table import Table
 
-from evals.jsonl import write_json, write_text
+from ground.files import write_json, write_text
 
 METRICS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")
 

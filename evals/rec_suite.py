@@ -15,6 +15,7 @@ from __future__ import annotations
 import platform
 from collections import Counter
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from rich.console import Console
 
 from agents.cloud.agent import CloudAgent
-from agents.cloud.semantic import TextSpace, semantic_user_embeddings
+from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from evals.digests import model_digests
 from evals.rec import (
@@ -166,7 +167,7 @@ class RecEval:
                               cloud_calls=1.0, notes="summary by the trained semantic head" if trained else
                               "summary by the PCA of Eq. 1 (no semantic head)"))  # fmt: skip
         if trained:  # what the head adds: the same row with the untrained Eq. 2
-            plain = semantic_user_embeddings(abstracts, [0.5] * len(abstracts), TextSpace(self.ws.semantics))
+            plain = self.untrained_cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
             rows.append(RowResult("semantic alone, untrained Eq. 2 (PCA)", "-",
                                   full_ranking_ranks(plain @ self.ws.semantics.table.T, inst), 0.0, cloud_calls=1.0,
                                   notes="summary by the PCA of Eq. 1"))  # fmt: skip
@@ -178,26 +179,28 @@ class RecEval:
                               "top 1,000 by e_sem, SASRec rerank, beta 0.5, no planning"))  # fmt: skip
         return rows
 
-    def pipeline(self, evalset: EvalSet, rows: np.ndarray, cases: dict[str, PlannedCase]) -> PipelineRun:
+    def pipeline(self, evalset: EvalSet, rows: np.ndarray, cases: dict[str, PlannedCase],
+                 cloud: CloudAgent | None = None) -> PipelineRun:  # fmt: skip
         abstracts, plans = planned(cases, evalset, rows)
-        run = run_pipeline(evalset, rows, abstracts, plans, self.cloud, self.device)
+        run = run_pipeline(evalset, rows, abstracts, plans, cloud or self.cloud, self.device)
         run.ms += planning_ms(cases, evalset, rows)
         return run
 
     def tandem(
-        self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting, name: str
+        self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting, name: str, cloud: CloudAgent | None = None
     ) -> tuple[RowResult, PipelineRun, dict[str, PlannedCase]]:
-        """Tandem with the plans of `setting`, plus LSC4Rec's re-request at the configured load.
+        """Tandem with the plans of `setting`, plus LSC4Rec's re-request at the configured load; Eq. 2-3 by `cloud`
+        (default: the evaluation's own).
 
         Returns the row, the first pass (before any re-request) and the plans it used.
         """
         cases = self.plans(evalset, rows, setting)
-        first = self.pipeline(evalset, rows, cases)
+        first = self.pipeline(evalset, rows, cases, cloud)
         fired = fire_at_load(first.inconsistency, self.config.load)
         ranks, ms = first.ranks.copy(), first.ms.copy()
         if fired.any():
             recent = replace(setting, recent_only=True)
-            again = self.pipeline(evalset, rows[fired], self.plans(evalset, rows[fired], recent))
+            again = self.pipeline(evalset, rows[fired], self.plans(evalset, rows[fired], recent), cloud)
             ranks[fired], ms[fired] = again.ranks, ms[fired] + again.ms
         row = RowResult(name, setting.planner, ranks, float(ms.mean()), 1.0 + float(fired.mean()),
                         f"re-request at load {self.config.load:g}")  # fmt: skip
@@ -208,12 +211,13 @@ class RecEval:
         head adds, paired); without one: nothing."""
         if self.cloud.space.head is None:
             return []
-        trained = self.cloud
-        self.cloud = replace(trained, space=TextSpace(self.ws.semantics))
-        try:
-            return [self.tandem(evalset, rows, setting, "Tandem, untrained Eq. 2 (PCA)")[0]]
-        finally:
-            self.cloud = trained
+        return [self.tandem(evalset, rows, setting, "Tandem, untrained Eq. 2 (PCA)", self.untrained_cloud)[0]]
+
+    @cached_property
+    def untrained_cloud(self) -> CloudAgent:
+        """The evaluation's cloud with the untrained Eq. 2 (summaries by the PCA), one text memo for every row
+        that measures what the semantic head adds."""
+        return replace(self.cloud, space=TextSpace(self.ws.semantics))
 
     def ablations(self, evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract]) -> list[RowResult]:
         """CDA4Rec Table IV settings v1-v7 (fixed plans, no planning, no re-request)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,7 @@ from tools.device_store import DeviceStore
 from tools.exemplar_index import ExemplarIndex
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
 from tools.quant import DeviceResources
-from tools.semantic_head import HeadError, head_path, read_head
+from tools.semantic_head import HeadError, SummaryHead, head_path, read_head, space_key
 from tools.tag_index import ExactTagIndex, chroma_client
 from tools.workspace import Workspace
 
@@ -168,24 +169,41 @@ def adapter_model(settings: Settings, ws: Workspace) -> BaseChatModel | None:
                       lora_name=f"plan adapter {adapter_digest(path)}")  # fmt: skip
 
 
-def text_space(settings: Settings, ws: Workspace) -> TextSpace:
-    """The cloud's text space (Eq. 2): with the trained semantic head of these item semantics when one exists and
-    the `semantic_head` setting is on, else the PCA of Eq. 1. An unreadable head is skipped with a warning."""
+def installed_head(settings: Settings, ws: Workspace) -> tuple[SummaryHead, str] | None:
+    """The trained semantic head of these item semantics and its digest, when one exists and the `semantic_head`
+    setting is on; None otherwise. An unreadable head is skipped with a warning. Read once per file version."""
     path = head_path(settings.models_dir, ws.semantics.key)
     if not settings.semantic_head or not path.is_file():
-        return TextSpace(ws.semantics)
+        return None
+    stat = path.stat()
+    return _read_installed_head(str(path), stat.st_mtime_ns, stat.st_size, ws.semantics.key)
+
+
+@lru_cache(maxsize=8)
+def _read_installed_head(path: str, mtime_ns: int, size: int, semantics_key: str) -> tuple[SummaryHead, str] | None:
     try:
-        head, _ = read_head(path, ws.semantics.key)
+        head, _ = read_head(Path(path), semantics_key)
     except HeadError as error:
         logging.getLogger(__name__).warning("%s; behaviour summaries use the PCA of Eq. 1", error)
+        return None
+    return head, file_digest(Path(path))
+
+
+def text_space(settings: Settings, ws: Workspace) -> TextSpace:
+    """A cloud's text space (Eq. 2), its own memo: with the installed semantic head (`installed_head`), else the
+    PCA of Eq. 1."""
+    found = installed_head(settings, ws)
+    if found is None:
         return TextSpace(ws.semantics)
-    return TextSpace(ws.semantics, head=head, head_digest=file_digest(path))
+    head, digest = found
+    return TextSpace(ws.semantics, head=head, head_digest=digest)
 
 
 def semantic_key(settings: Settings, ws: Workspace) -> str:
     """What the cloud's e_sem depends on (`TextSpace.key`: the item semantics and the semantic head in use): the
     key of the models fitted to e_sem, SCaLRec's calibrator and LSC4Rec's re-request threshold."""
-    return text_space(settings, ws).key
+    found = installed_head(settings, ws)
+    return space_key(ws.semantics.key, found[1] if found is not None else None)
 
 
 def build_device(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ground.errors import TandemError
+from ground.files import write_json
 from tools.data import Dataset
 from tools.encoders import SequentialEncoder, build_encoder
 
@@ -122,10 +123,7 @@ def threshold_path(models_dir: Path, semantics_key: str, load: float) -> Path:
 
 
 def save_threshold(path: Path, threshold: float, load: float, sample: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"threshold": threshold, "load": load, "sample": sample}))
-    tmp.replace(path)
+    write_json(path, {"threshold": threshold, "load": load, "sample": sample})
 
 
 def load_threshold(path: Path) -> float | None:

@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from rich.progress import track
 
+from ground.files import write_json
 from tools.data import EvalInstance, Splits
 from tools.encoders import SequentialEncoder, pad_left
 from tools.metrics import evaluate, metrics_from_ranks
-from tools.training import bpr_loss
+from tools.training import bpr_loss, pair_scores
 
 
 @dataclass
@@ -69,8 +70,7 @@ def candidate_softmax_loss(user: torch.Tensor, positives: torch.Tensor, negative
                            items: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Mean cross-entropy of each positive against its sampled candidates: user [N, d], positives [N], negatives
     [N, K] (item ids), items [V + 1, d]."""
-    y_pos = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
-    y_neg = torch.einsum("nd,nkd->nk", user, items[negatives])  # [N, K]
+    y_pos, y_neg = pair_scores(user, positives, negatives, items)
     logits = torch.cat([y_pos, y_neg.masked_fill(negatives == positives[:, None], float("-inf"))], dim=1)
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(positives), dtype=torch.long,
                                                                  device=logits.device))  # fmt: skip
@@ -157,7 +157,7 @@ def within_candidates(model: SequentialEncoder, instances: Sequence[EvalInstance
             scores = model.score_histories([inst.history for inst in part]).numpy()
             for row, inst in enumerate(part):
                 pool = pools.get(inst.user, np.zeros(0, dtype=np.int64))
-                if inst.target in set(pool.tolist()):
+                if np.any(pool == inst.target):
                     mine = scores[row, pool]
                     ranks[start + row] = int((mine > scores[row, inst.target]).sum())
     return metrics_from_ranks(ranks)
@@ -176,10 +176,7 @@ def write_choice(checkpoint: Path, cooperative: Path, base: dict[str, float], tu
     record = {"use": use, "base": str(checkpoint), "cooperative": str(cooperative), "validation_users": users,
               "criterion": "NDCG@10 of the validation item within the cloud's candidates (history masked)",
               "base_metrics": base, "cooperative_metrics": tuned}  # fmt: skip
-    path = choice_path(checkpoint)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(choice_path(checkpoint), record)
     return record
 
 

@@ -33,7 +33,7 @@ from tools.checkpoints import load_payload, save_payload
 from tools.data import Dataset, EvalInstance, Splits
 from tools.embeddings import PCA
 from tools.metrics import metrics_from_ranks, target_ranks
-from tools.training import LossName, make_objective
+from tools.training import LossName, make_objective, weights_snapshot
 
 HEAD_FORMAT = 2  # 2: with the output scale of `SummaryHead.calibrate_scale`
 CUTS_PER_USER = 8  # training summaries per user: the last training position and up to 7 more drawn (seeded)
@@ -44,6 +44,12 @@ class HeadError(TandemError):
 
 
 HEAD_GLOB = "semantic-head-*.pt"
+
+
+def space_key(semantics_key: str, head_digest: str | None) -> str:
+    """What the cloud's e_sem depends on: the item semantics, and the head's digest when summaries go through one
+    (the key of the text space, and of the models fitted to e_sem)."""
+    return semantics_key if head_digest is None else f"{semantics_key}+head-{head_digest[:12]}"
 
 
 def head_path(models_dir: Path, semantics_key: str) -> Path:
@@ -226,7 +232,7 @@ def train_head(
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     raw, targets = torch.from_numpy(train.raw), torch.from_numpy(train.targets)
     initial = evaluate_head(head, valid, table)
-    best, best_epoch, best_state, history = initial, 0, _state(head), []
+    best, best_epoch, best_state, history = initial, 0, weights_snapshot(head), []
     start, stale = time.perf_counter(), 0
     deadline = start + 60.0 * config.minutes if config.minutes else None
     with _bar(progress) as bar:
@@ -250,7 +256,7 @@ def train_head(
                             **metrics})  # validation metrics, one row per epoch (`tools.curves` reads these keys)
             bar.update(task, advance=1, description=f"semantic head: valid NDCG@10 {metrics['NDCG@10']:.4f}")
             if metrics["NDCG@10"] > best["NDCG@10"]:
-                best, best_epoch, best_state, stale = metrics, epoch, _state(head), 0
+                best, best_epoch, best_state, stale = metrics, epoch, weights_snapshot(head), 0
             else:
                 stale += 1
             if stale >= config.patience or (deadline is not None and time.perf_counter() >= deadline):
@@ -259,10 +265,6 @@ def train_head(
     head.eval()
     head.calibrate_scale(train.raw, pca)
     return HeadResult(head, config, best, best_epoch, initial, history, time.perf_counter() - start)
-
-
-def _state(head: nn.Module) -> dict[str, Tensor]:
-    return {name: value.detach().clone() for name, value in head.state_dict().items()}
 
 
 def _bar(enabled: bool) -> Progress:

@@ -54,9 +54,16 @@ def bpr_loss(user: Tensor, positives: Tensor, negatives: Tensor, items: Tensor) 
 
     user [N, d], positives [N], negatives [N, K] (item ids, however they were sampled), items [V + 1, d].
     """
+    y_pos, y_neg = pair_scores(user, positives, negatives, items)
+    return -F.logsigmoid(y_pos - y_neg).sum(1).mean()
+
+
+def pair_scores(user: Tensor, positives: Tensor, negatives: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+    """y = user . e_item of each positive [N, 1] and of its sampled negatives [N, K] (the scores the sampled
+    losses compare)."""
     y_pos = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
     y_neg = torch.einsum("nd,nkd->nk", user, items[negatives])  # [N, K]
-    return -F.logsigmoid(y_pos - y_neg).sum(1).mean()
+    return y_pos, y_neg
 
 
 def uniform_negatives(positives: Tensor, num_items: int, k: int) -> Tensor:
@@ -241,7 +248,7 @@ def train_encoder(
         masked = {"mask_seen": True, "seen": splits.train} if config.valid_mask_seen else {}
         return evaluate(model, valid, **masked).metrics
 
-    best_state, best_valid, best_epoch, stale = _state(model), {}, 0, 0
+    best_state, best_valid, best_epoch, stale = weights_snapshot(model), {}, 0, 0
     if init_from is not None:  # the checkpoint is the epoch to beat
         best_valid = validate()
     history: list[dict[str, float]] = []
@@ -303,7 +310,7 @@ def train_encoder(
             if on_epoch is not None:
                 on_epoch(row)
             if metrics["NDCG@10"] > best_valid.get("NDCG@10", -1.0):
-                best_state, best_valid, best_epoch, stale = _state(model), metrics, epoch, 0
+                best_state, best_valid, best_epoch, stale = weights_snapshot(model), metrics, epoch, 0
             else:
                 stale += 1
             out_of_time = config.time_budget_s is not None and clock() - started > config.time_budget_s
@@ -333,7 +340,7 @@ def _budget_clock(kind: BudgetClock, threads: int) -> Callable[[], float]:
     raise TandemError(f"unknown budget clock {kind!r}; choose wall or cpu")
 
 
-def _state(model: SequentialEncoder) -> dict[str, Tensor]:
+def weights_snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
     """A CPU copy of the weights (a snapshot that later steps do not change)."""
     return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from tools.embeddings import ItemSemantics, embed_texts
 from tools.protocol import Abstract
-from tools.semantic_head import SummaryHead
+from tools.semantic_head import SummaryHead, space_key
 
 EMPTY_SUMMARY = "no behaviour recorded"
 
@@ -47,7 +47,7 @@ class TextSpace:
     @property
     def key(self) -> str:
         """What e_sem depends on: the item semantics, and the head's digest when summaries go through one."""
-        return self.semantics.key if self.head is None else f"{self.semantics.key}+head-{self.head_digest[:12]}"
+        return space_key(self.semantics.key, self.head_digest if self.head is not None else None)
 
     def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raw = embed_texts(texts, encoder=self.semantics.encoder)
