@@ -231,6 +231,36 @@ def test_free_plan_and_line_prompt(tags) -> None:
     assert result.status == "parsed" and result.prompt == "plan@1" and llm.calls[0]["json_schema"] is None
 
 
+def test_exemplar_points_prompt_shows_points_nearest_last_and_parses_one_point(tags) -> None:
+    from prompts import PromptError
+    from tools.plan_point_answer import point_answer_schema
+
+    def plan(alpha: float, count: int, encoder: str, beta: float) -> dict:
+        return {"a": alpha, "n": 1000, "t": {tag: 1 for tag in tags[:count]}, "e": encoder, "b": beta, "w": "why"}
+
+    nearest_first = [{"abstract": f"Query: (none). Behavior: user {i}.", "plan": plan(alpha, count, "SASRec", 0.1)}
+                     for i, (alpha, count) in enumerate(((0.0, 3), (0.3, 5), (0.6, 10)))]  # fmt: skip
+    asked: list[int] = []
+
+    def exemplars(abstract: Abstract, k: int) -> list[dict]:
+        asked.append(k)
+        return nearest_first[:k]
+
+    llm = ScriptedChat(replies=['{"a":0.3,"k":5,"n":1000,"e":"SASRec","b":0.1}'])
+    result = plan_strategy(ABSTRACT, tags, llm, prompt="plan_exemplars@2", exemplars=exemplars)
+    prompt = llm.calls[0]["prompt"]
+    assert asked == [3] and llm.calls[0]["json_schema"] == point_answer_schema()
+    order = [prompt.index(text) for text in ("user 2.", "user 1.", "user 0.", ABSTRACT.as_text())]
+    assert order == sorted(order)  # nearest last, just before the request
+    assert 'Plan: {"a":0.0,"k":3,"n":1000,"e":"SASRec","b":0.1}' in prompt and '"t"' not in prompt
+    assert result.status == "parsed" and result.plan.alpha == 0.3 and len(result.plan.tags) == 5
+    assert result.prompt == "plan_exemplars@2" and result.stats["backend"] == "fake"
+
+    nearest_first[0]["plan"]["a"] = 0.7  # off the plan space's grid: one clear error, not a wrong example
+    with pytest.raises(PromptError, match="not a plan-space point"):
+        plan_strategy(ABSTRACT, tags, ScriptedChat(replies=["{}"]), prompt="plan_exemplars@2", exemplars=exemplars)
+
+
 def test_plan_model_failure_falls_back_to_rules(tags) -> None:
     result = plan_strategy(ABSTRACT, tags, ScriptedChat(error="connection refused"))
     assert result.status == "fallback" and result.violations[0].field == "model"

@@ -20,6 +20,7 @@ from evals.hindsight import (
 )
 from evals.rec import run_pipeline
 from graph.runtime import evaluation_agents
+from tools.plan_point_answer import PointAnswer, parse_point_answer
 from tools.plan_space import PlanPoint
 from tools.protocol import Plan
 
@@ -158,3 +159,15 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
     assert text.count("User abstract:") == 4 and examples[1]["abstract"] in text
     with pytest.raises(Exception, match="exemplars build"):
         render_plan_prompt(abstract, ready.dataset.catalog.tags(), "plan_exemplars@1", None)
+
+    # plan_exemplars@2: the same exemplars, nearest LAST, shown as plan-space points; the real embedded model
+    # answers one point under the point grammar
+    text = render_plan_prompt(abstract, ready.dataset.catalog.tags(), "plan_exemplars@2", cloud.nearest_exemplars)
+    shots = text.split("User abstract: ")[1:]
+    assert len(shots) == 4 and shots[2].startswith(abstract.as_text()) and shots[0].startswith(examples[2]["abstract"])
+    nearest = PointAnswer.of_compact(examples[0]["plan"]).text()
+    assert f"Plan: {nearest}\n" in shots[2] and '"t"' not in text  # points, not compact plans
+    result = replace(cloud, plan_prompt="plan_exemplars@2").plan(abstract)
+    assert result.status == "parsed" and result.prompt == "plan_exemplars@2", result
+    assert parse_point_answer(result.raw_text).point().plan_for(abstract, ready.dataset.catalog.tags()).tags == \
+        result.plan.tags  # the rule planner's tags for the model's point

@@ -27,8 +27,9 @@ from tools.data import Dataset
 from tools.plan_parsing import parse_plan
 
 # What the code fills in, per prompt name.
-FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS, **{f"{n}@1": f for n, f in PLAN_FIELDS.items()},
-          "plan_exemplars@1": PLAN_FIELDS["plan_json"]}
+FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS,
+          **{f"{n}@1": f for n, f in PLAN_FIELDS.items() if n != "plan_points"},
+          "plan_exemplars@1": PLAN_FIELDS["plan_json"], "plan_exemplars@2": PLAN_FIELDS["plan_points"]}
 FIG3 = ("Given the current user's query and interaction history, generate a two-part abstract: (1) a sanitized query "
         "that preserves intent while removing sensitive or overly specific content, and (2) a behavioral summary "
         "describing interaction sparsity and preference patterns without referencing specific items")  # fmt: skip
@@ -67,7 +68,8 @@ def test_code_refers_to_existing_versions() -> None:
 def test_faithful_to_the_paper_figures() -> None:
     for ref in ("abstract@1", "abstract@2"):
         assert FIG3 in get_prompt(ref).body and "Interaction History:" in get_prompt(ref).body
-    for name in ("plan", "plan_json", "plan_exemplars"):
+    for name in ("plan", "plan_json", "plan_exemplars@1"):  # the point-answer variants (plan_exemplars@2,
+        # plan_adapter@1) keep only the instruction line
         assert FIG4 in get_prompt(name).body
     line = get_prompt("plan").body
     assert "Tips for Decision Making:" in line and "Output Format:" in line

@@ -55,6 +55,15 @@ class PointAnswer(BaseModel):
     def of_point(cls, point: PlanPoint) -> PointAnswer:
         return cls(a=point.alpha, k=point.tag_count, n=point.candidate_size, e=point.encoder, b=point.beta)  # type: ignore[arg-type]
 
+    @classmethod
+    def of_compact(cls, plan: dict[str, Any]) -> PointAnswer:
+        """The point a compact plan (`tools.plan_schema`: a, n, t, e, b) makes: its tag count is len(t). A retrieved
+        exemplar's target plan is shown this way to a prompt that answers in points (ValueError when off the grid)."""
+        try:
+            return cls(a=plan["a"], k=len(plan["t"]), n=plan["n"], e=plan["e"], b=plan["b"])
+        except (KeyError, TypeError, ValidationError) as error:
+            raise ValueError(f"exemplar plan {json.dumps(plan)[:120]} is not a plan-space point: {error}") from None
+
     def point(self) -> PlanPoint:
         return PlanPoint(self.a, self.k, self.n, self.e, self.b)
 

@@ -2,10 +2,11 @@
 
 abstract + the domain's tag list -> `PlanResult`. The prompt is `plan_json@1` (compact JSON, few-shot),
 `plan_exemplars@1` (the same, its few-shot examples the labelled abstracts nearest the request's, retrieved from the
-plan exemplars), `plan_adapter@1` (zero-shot, for the LoRA plan adapter of Eq. 8: one plan-space point, under
-its own grammar, `tools.plan_point_answer`) or `plan@1` (the paper's line format); with `structured=True` the
-backend enforces the compact JSON schema through LangChain structured output (llama.cpp grammar, Ollama
-`format`, OpenAI `response_format`).
+plan exemplars), `plan_exemplars@2` (retrieved exemplars, the answer one plan-space point under the point grammar,
+`tools.plan_point_answer`: about 25 tokens instead of 80, tags and weights the rule planner's),
+`plan_adapter@1` (zero-shot, for the LoRA plan adapter of Eq. 8: one plan-space point, under its own grammar)
+or `plan@1` (the paper's line format); with `structured=True` the backend enforces the answer's JSON schema
+through LangChain structured output (llama.cpp grammar, Ollama `format`, OpenAI `response_format`).
 The answer goes through `tools.plan_parsing.resolve_plan`
 (parse -> repair -> rule fallback); any model failure (unreachable server, timeout, context overflow)
 falls back to the rule planner with the failure listed among the violations. The prompt's name@version
@@ -25,7 +26,7 @@ from agents.llm import LLMError, stats_of
 from ground.settings import StructuredMethod
 from prompts import PromptError, PromptTemplate, get_prompt
 from tools.plan_parsing import Embed, resolve_plan
-from tools.plan_point_answer import point_answer_schema, resolve_point_answer
+from tools.plan_point_answer import PointAnswer, point_answer_schema, resolve_point_answer
 from tools.plan_schema import plan_json_schema
 from tools.protocol import Abstract, PlanResult, Violation
 from tools.rule_planner import rule_plan, signals_from_abstract
@@ -33,7 +34,7 @@ from tools.rule_planner import rule_plan, signals_from_abstract
 PLAN_PROMPT = "plan_json@1"
 LINE_PLAN_PROMPT = "plan@1"
 PLAN_FIELDS = {"plan_json": frozenset({"tags", "examples", "abstract"}), "plan": frozenset({"tags", "abstract"}),
-               "plan_adapter": frozenset({"abstract"})}
+               "plan_adapter": frozenset({"abstract"}), "plan_points": frozenset({"examples", "abstract"})}
 EXEMPLAR_K = 3  # retrieved few-shot examples when the prompt's header does not say (`exemplar_k:`)
 Exemplars = Callable[[Abstract, int], list[dict]]
 """abstract, k -> the k labelled exemplars nearest to it, as few-shot examples {"abstract", "plan"}."""
@@ -59,11 +60,27 @@ def output_format(template: PromptTemplate) -> str:
 
 
 def format_examples(template: PromptTemplate, examples: Sequence[dict] | None = None) -> str:
-    """Few-shot examples (the template's own, or `examples`) as completed "User abstract / Plan" pairs."""
-    return "\n\n".join(
-        f"User abstract: {ex['abstract']}\nPlan: {json.dumps(ex['plan'], ensure_ascii=False)}"
-        for ex in (template.examples if examples is None else examples)
-    )
+    """Few-shot examples (the template's own, or `examples`) as completed "User abstract / Plan" pairs: the plan in
+    compact JSON, or as its plan-space point when the prompt answers in points (`output: plan-point`)."""
+    points = output_format(template) == "plan-point"
+
+    def answer(plan: dict) -> str:
+        if points:
+            try:
+                return PointAnswer.of_compact(plan).text()
+            except ValueError as error:
+                raise PromptError(f"{template.ref}: {error}") from None
+        return json.dumps(plan, ensure_ascii=False)
+
+    return "\n\n".join(f"User abstract: {ex['abstract']}\nPlan: {answer(ex['plan'])}"
+                       for ex in (template.examples if examples is None else examples))
+
+
+def retrieved_examples(template: PromptTemplate, abstract: Abstract, exemplars: Exemplars) -> list[dict]:
+    """The prompt's k exemplars for this abstract (header `exemplar_k`), nearest first, or nearest LAST when the
+    header says `exemplar_order: nearest-last` (a base model leans on the example just before the request)."""
+    examples = exemplars(abstract, int(template.header.get("exemplar_k", EXEMPLAR_K)))
+    return examples[::-1] if template.header.get("exemplar_order") == "nearest-last" else examples
 
 
 def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: str = PLAN_PROMPT,
@@ -78,7 +95,7 @@ def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: st
             if exemplars is None:
                 raise PromptError(f"{template.ref} retrieves its few-shot examples from plan exemplars, and this "
                                   "cloud has none: `tandem prompts exemplars build --data <data>`")  # fmt: skip
-            examples = exemplars(abstract, int(template.header.get("exemplar_k", EXEMPLAR_K)))
+            examples = retrieved_examples(template, abstract, exemplars)
         values["examples"] = format_examples(template, examples)
     return template.render(**values)
 
