@@ -255,6 +255,7 @@ def test_exemplar_points_prompt_shows_points_nearest_last_and_parses_one_point(t
     assert 'Plan: {"a":0.0,"k":3,"n":1000,"e":"SASRec","b":0.1}' in prompt and '"t"' not in prompt
     assert result.status == "parsed" and result.plan.alpha == 0.3 and len(result.plan.tags) == 5
     assert result.prompt == "plan_exemplars@2" and result.stats["backend"] == "fake"
+    assert "retrieved exemplars" in result.plan.explanations.semantic  # not the plan adapter's note
 
     nearest_first[0]["plan"]["a"] = 0.7  # off the plan space's grid: one clear error, not a wrong example
     with pytest.raises(PromptError, match="not a plan-space point"):

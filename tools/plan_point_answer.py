@@ -23,6 +23,7 @@ from tools.rule_planner import signals_from_abstract
 
 ANSWER_KEYS = ("a", "k", "n", "e", "b")
 WHY = "plan adapter (CDA4Rec Eq. 8): hindsight-trained plan point"
+EXEMPLARS_WHY = "language model after retrieved exemplars: the point that served the nearest labelled users"
 
 
 def space_betas(space: PlanSpace = DEFAULT_SPACE) -> tuple[float, ...]:
@@ -100,7 +101,7 @@ def parse_point_answer(text: str) -> PointAnswer:
 
 def resolve_point_answer(
     text: str, abstract: Abstract, known_tags: Sequence[str], *, embed: Embed | None = None, prompt: str | None = None,
-    stats: dict | None = None,
+    stats: dict | None = None, why: str = WHY,
 ) -> PlanResult:
     """The adapter's text -> a full plan: status "parsed" when it is one valid point (made into a plan with the
     rule planner's tags, `PlanPoint.plan_for`), else the general parse -> repair -> rule fallback."""
@@ -110,5 +111,5 @@ def resolve_point_answer(
     except ValueError:
         signals = signals_from_abstract(abstract, known)
         return resolve_plan(text, known, signals, embed=embed, prompt=prompt, stats=stats)
-    plan = answer.point().plan_for(abstract, known, why=WHY)
+    plan = answer.point().plan_for(abstract, known, why=why)
     return PlanResult(plan=plan, status="parsed", raw_text=text, prompt=prompt, stats=stats)

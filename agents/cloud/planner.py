@@ -26,7 +26,7 @@ from agents.llm import LLMError, stats_of
 from ground.settings import StructuredMethod
 from prompts import PromptError, PromptTemplate, get_prompt
 from tools.plan_parsing import Embed, resolve_plan
-from tools.plan_point_answer import PointAnswer, point_answer_schema, resolve_point_answer
+from tools.plan_point_answer import EXEMPLARS_WHY, WHY, PointAnswer, point_answer_schema, resolve_point_answer
 from tools.plan_schema import plan_json_schema
 from tools.protocol import Abstract, PlanResult, Violation
 from tools.rule_planner import rule_plan, signals_from_abstract
@@ -140,7 +140,8 @@ def plan_strategy(
     stats = stats_of(answer)
     if form == "plan-point":
         return resolve_point_answer(str(answer.content), abstract, known, embed=embed, prompt=template.ref,
-                                    stats=stats.model_dump() if stats else None)  # fmt: skip
+                                    stats=stats.model_dump() if stats else None,
+                                    why=EXEMPLARS_WHY if retrieves_exemplars(template) else WHY)  # fmt: skip
     return resolve_plan(
         str(answer.content), known, signals, embed=embed, prompt=template.ref,
         stats=stats.model_dump() if stats else None,
