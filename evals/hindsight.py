@@ -47,6 +47,7 @@ from ground.files import write_json, write_text
 from tools.checkpoints import file_digest
 from tools.data import Fidelity
 from tools.data.queries import QUERIES_VERSION
+from tools.exemplar_index import exemplars_path, hindsight_dir
 from tools.metrics import paired_bootstrap, per_user
 from tools.plan_space import DEFAULT_SPACE, PlanSpace
 from tools.protocol import Abstract
@@ -93,15 +94,6 @@ def label_key(device: DeviceAgent, cloud: CloudAgent, space: PlanSpace) -> str:
         info = getattr(device.encoders.get(name), "checkpoint_info", None) or {}
         parts.append(file_digest(Path(info["path"])) if info.get("path") else "untrained")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
-
-
-def hindsight_dir(home: Path, data: str) -> Path:
-    return home / "hindsight" / data
-
-
-def exemplars_path(home: Path, data: str) -> Path:
-    """Where the learned planners find the newest labels of a data set."""
-    return hindsight_dir(home, data) / "exemplars.npz"
 
 
 class Labeller:

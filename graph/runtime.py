@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -31,16 +31,17 @@ from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, file_digest, load_threshold, threshold_path
 from tools.chord import Chord
 from tools.device_store import DeviceStore
-from tools.exemplar_index import ExemplarIndex
+from tools.exemplar_index import ExemplarIndex, exemplars_path
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
 from tools.quant import DeviceResources
 from tools.semantic_head import HeadError, SummaryHead, head_path, read_head, space_key
-from tools.tag_index import ExactTagIndex, chroma_client
+from tools.tag_index import ExactTagIndex, chroma_call, chroma_client
 from tools.workspace import Workspace
 
 PlannerKind = Literal["llm", "rule"]
 PLANNERS: tuple[str, ...] = ("llm", "rule")
 DEFAULT_CLOUD_LOAD = 0.1  # LSC4Rec: the share of requests the re-request may send back to the cloud
+EXEMPLARS_PROMPT = "plan_exemplars@2"  # served by default where plan exemplars exist (measured on ML-1M, README)
 
 
 @dataclass
@@ -98,11 +99,11 @@ class TandemRuntime:
         plan_model = "base model" if planner == "llm" else "rules"
         if not cloud_url:
             cloud = build_cloud(settings, ws, shelf, planner)
-            plan_prompt = prompts.plan
-            if cloud.adapter_model is not None and prompts.plan == PromptChoice().plan:
-                plan_prompt = ADAPTER_PROMPT  # a trained plan adapter answers its own zero-shot prompt
-            cloud = replace(cloud, plan_prompt=plan_prompt)
+            cloud = replace(cloud, plan_prompt=served_plan_prompt(cloud, prompts.plan))
             plan_model = cloud.planning_adapter() or plan_model
+            if isinstance(cloud.exemplars, LazyExemplars) and cloud.exemplars.available() and \
+                    (source := cloud.exemplar_source()):
+                plan_model = f"{plan_model} with retrieved exemplars ({source.removeprefix('exemplars-')})"
         elif planner == "llm":
             plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
@@ -127,8 +128,9 @@ class TandemRuntime:
         if self.cloud_url:
             return f"cloud {self.cloud_url}"
         prompt = self.cloud.plan_prompt if self.cloud is not None and self.planner == "llm" else "-"
-        adapter = f", {self.plan_model}" if self.plan_model.startswith("plan adapter") else ""
-        return f"planner {self.planner}, prompt {prompt}{adapter}"
+        source = self.plan_model if self.plan_model.startswith("plan adapter") else \
+            self.cloud.exemplar_source() if self.cloud is not None and self.planner == "llm" else None
+        return f"planner {self.planner}, prompt {prompt}" + (f", {source}" if source else "")
 
     def with_cloud(self, cloud: CloudAgent) -> TandemRuntime:
         """The same device talking to another in-process cloud agent (tests force a plan this way)."""
@@ -254,9 +256,24 @@ def build_cloud(
                       adapter_model=adapter_model(settings, ws) if planner == "llm" else None)  # fmt: skip
 
 
+def served_plan_prompt(cloud: CloudAgent, asked: str) -> str:
+    """The planning prompt a language-model cloud answers: the one asked for, unless it is the code's default;
+    then the best this home can serve: the plan adapter's own zero-shot prompt when one is trained (CDA4Rec Eq. 8,
+    `tandem train --planner`), else retrieved exemplars answered as plan-space points when the data set has plan
+    exemplars (`tandem prompts exemplars build`), else the default few-shot prompt."""
+    if asked != PromptChoice().plan or cloud.planner_model is None:
+        return asked
+    if cloud.adapter_model is not None:
+        return ADAPTER_PROMPT
+    exemplars = cloud.exemplars
+    if isinstance(exemplars, LazyExemplars) and exemplars.available():
+        return EXEMPLARS_PROMPT
+    return asked
+
+
 class LazyExemplars:
-    """The plan exemplars of a data set, opened on the first request that needs them (a prompt that retrieves
-    its few-shot examples); a runtime whose prompt does not never touches Chroma for them."""
+    """The plan exemplars of a data set, opened when first needed (a prompt that retrieves its few-shot examples,
+    or `served_plan_prompt` asking whether they exist); a home without hindsight labels never opens Chroma for them."""
 
     def __init__(self, settings: Settings, data: str) -> None:
         self.settings, self.data = settings, data
@@ -268,9 +285,21 @@ class LazyExemplars:
             self._index = ExemplarIndex(chroma_client(self.settings.chroma_url, self.settings.chroma_dir), self.data)
         return self._index
 
-    @property
+    def available(self) -> bool:
+        """This data set has a readable exemplar collection (a missing one, or Chroma unreachable: False). An
+        embedded Chroma is not even opened when the home has no hindsight labels to have built it from."""
+        if not self.settings.chroma_url and not exemplars_path(self.settings.home, self.data).is_file():
+            return False
+        try:
+            with chroma_call("opening the plan exemplars"):
+                self.index.info()
+        except TandemError:
+            return False
+        return True
+
+    @cached_property
     def source(self) -> str:
-        """The labels the collection was built from (plans and caches made with it are keyed by it)."""
+        """The labels the collection was built from (plans and caches made with it are keyed by it; read once)."""
         return str(self.index.info()["source"])
 
     def __call__(self, vector, k: int) -> list[dict]:

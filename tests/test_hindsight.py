@@ -131,6 +131,7 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
     from typer.testing import CliRunner
 
     from agents.cloud.planner import render_plan_prompt
+    from graph.runtime import EXEMPLARS_PROMPT, LazyExemplars, served_plan_prompt
     from ground.settings import get_settings
     from tandem.cli import app
     from tools.exemplar_index import ExemplarIndex
@@ -147,6 +148,12 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
         listed = CliRunner().invoke(app, ["prompts", "exemplars", "list", "--data", "ml-100k"])
         assert "plan_exemplars@1" in listed.output and summary["key"] in listed.output
         index = ExemplarIndex(chroma_client(None, get_settings().chroma_dir), "ml-100k")
+        # a language-model cloud on the default prompt serves retrieved exemplars where they exist, nowhere else
+        labelled_home = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-100k"))
+        assert served_plan_prompt(labelled_home, "plan_json@1") == EXEMPLARS_PROMPT == "plan_exemplars@2"
+        assert served_plan_prompt(labelled_home, "plan_exemplars@1") == "plan_exemplars@1"  # asked for: kept
+        elsewhere = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-1m"))
+        assert served_plan_prompt(elsewhere, "plan_json@1") == "plan_json@1"
     finally:
         get_settings.cache_clear()
     cloud = replace(clouds["llm"], exemplars=index.nearest)

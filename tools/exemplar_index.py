@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,16 @@ ADD_BATCH = 1000
 
 class ExemplarsUnavailableError(TandemError):
     """No exemplar collection for this data set (or Chroma cannot be read)."""
+
+
+def hindsight_dir(home: Path, data: str) -> Path:
+    """Where `tandem plans label` keeps a data set's hindsight labels (`evals.hindsight`)."""
+    return home / "hindsight" / data
+
+
+def exemplars_path(home: Path, data: str) -> Path:
+    """Where the learned planners (and `tandem prompts exemplars build`) find the newest labels of a data set."""
+    return hindsight_dir(home, data) / "exemplars.npz"
 
 
 def collection_name(data: str) -> str:
