@@ -109,7 +109,8 @@ def _answer(text: str, stats: CallStats) -> ChatResult:
 
 _models: dict[tuple[str, int, int, str], Any] = {}
 _locks: dict[tuple[str, int, int, str], threading.Lock] = {}
-_grammars: dict[str, Any] = {}
+_grammars: OrderedDict[str, Any] = OrderedDict()
+GRAMMAR_CACHE = 64  # compiled grammars kept (a prompt that answers one of its retrieved plans has one per request)
 _prompt_states: dict[int, OrderedDict[tuple[int, ...], bytes]] = {}
 _cache_lock = threading.Lock()
 
@@ -171,14 +172,18 @@ def close_models() -> None:
 
 
 def grammar_for(schema: dict[str, Any]) -> Any:
-    """A llama.cpp grammar enforcing `schema` (cached by the schema's JSON text)."""
+    """A llama.cpp grammar enforcing `schema` (the last GRAMMAR_CACHE kept, by the schema's JSON text)."""
     key = json.dumps(schema, sort_keys=True)
     with _cache_lock:
-        if key not in _grammars:
-            from llama_cpp import LlamaGrammar
+        if key in _grammars:
+            _grammars.move_to_end(key)
+            return _grammars[key]
+        from llama_cpp import LlamaGrammar
 
-            _grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        return _grammars[key]
+        _grammars[key] = grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        while len(_grammars) > GRAMMAR_CACHE:
+            _grammars.popitem(last=False)
+        return grammar
 
 
 def complete_llama(

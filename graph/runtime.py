@@ -41,7 +41,7 @@ from tools.workspace import Workspace
 PlannerKind = Literal["llm", "rule"]
 PLANNERS: tuple[str, ...] = ("llm", "rule")
 DEFAULT_CLOUD_LOAD = 0.1  # LSC4Rec: the share of requests the re-request may send back to the cloud
-EXEMPLARS_PROMPT = "plan_exemplars@2"  # served by default where plan exemplars exist (measured on ML-1M, README)
+EXEMPLARS_PROMPT = "plan_exemplars@3"  # served by default where plan exemplars exist (measured on ML-1M, README)
 
 
 @dataclass

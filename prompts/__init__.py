@@ -2,8 +2,9 @@
 
 Each task has a file `<name>@<version>.txt`: a header of `key: value` lines (name, version, source,
 description, optional `examples: <name>@<version>`, optional `output: json-line|lines|plan-point` for planning
-prompts, optional `exemplars: plan-exemplars`, `exemplar_k: K` and `exemplar_order: nearest-last` for a planning
-prompt whose few-shot examples are retrieved per request from the plan exemplars, `tools.exemplar_index`;
+prompts, optional `exemplars: plan-exemplars`, `exemplar_k: K`, `exemplar_order: nearest-last` and
+`answer: one-of-exemplars` for a planning prompt whose few-shot examples are retrieved per request from the plan
+exemplars, `tools.exemplar_index` (the last: the answer's grammar admits only the retrieved plans' points);
 optional `adapter: plan-adapter` for a prompt the cloud answers with its LoRA plan adapter, `tools.plan_adapter`),
 a line `---`, then the body. Placeholders are `${name}` (string.Template), so the braces of the papers' output
 formats ("{query: α, ...}") stay literal. Few-shot examples live in their own JSON files `<name>@<version>.json`
@@ -24,6 +25,7 @@ Templates shipped:
 - plan_json@1 - CDA4Rec Fig. 4, compact JSON variant (examples in plan_json_examples@1.json)
 - plan_exemplars@1 - plan_json@1 with its examples the 3 labelled abstracts nearest the request's (retrieved exemplars)
 - plan_exemplars@2 - retrieved exemplars (k=3, nearest last), the answer one plan-space point (`output: plan-point`)
+- plan_exemplars@3 - plan_exemplars@2 whose answer must be one of the retrieved points (`answer: one-of-exemplars`)
 - plan_adapter@1 - zero-shot, one plan-space point; written for the LoRA plan adapter (CDA4Rec Eq. 8, header
                  `adapter: plan-adapter`, `output: plan-point`)
 - explain@1   - CDA4Rec Fig. 5 (device explanation generation)

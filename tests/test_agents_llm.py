@@ -233,7 +233,7 @@ def test_free_plan_and_line_prompt(tags) -> None:
 
 def test_exemplar_points_prompt_shows_points_nearest_last_and_parses_one_point(tags) -> None:
     from prompts import PromptError
-    from tools.plan_point_answer import point_answer_schema
+    from tools.plan_point_answer import PointAnswer, point_answer_schema, point_choice_schema
 
     def plan(alpha: float, count: int, encoder: str, beta: float) -> dict:
         return {"a": alpha, "n": 1000, "t": {tag: 1 for tag in tags[:count]}, "e": encoder, "b": beta, "w": "why"}
@@ -256,6 +256,14 @@ def test_exemplar_points_prompt_shows_points_nearest_last_and_parses_one_point(t
     assert result.status == "parsed" and result.plan.alpha == 0.3 and len(result.plan.tags) == 5
     assert result.prompt == "plan_exemplars@2" and result.stats["backend"] == "fake"
     assert "retrieved exemplars" in result.plan.explanations.semantic  # not the plan adapter's note
+
+    shown = [PointAnswer.of_compact(example["plan"]) for example in nearest_first]
+    assert llm.calls[0]["json_schema"] != point_choice_schema(shown)  # @2: any point of the space
+    chooser = ScriptedChat(replies=[shown[1].text()])
+    chosen = plan_strategy(ABSTRACT, tags, chooser, prompt="plan_exemplars@3", exemplars=exemplars)
+    assert chooser.calls[0]["json_schema"] == point_choice_schema(shown[::-1])  # @3: only the points shown
+    assert len(chooser.calls[0]["json_schema"]["oneOf"]) == 3 and chosen.status == "parsed"
+    assert chosen.plan.alpha == 0.3 and chosen.prompt == "plan_exemplars@3"
 
     nearest_first[0]["plan"]["a"] = 0.7  # off the plan space's grid: one clear error, not a wrong example
     with pytest.raises(PromptError, match="not a plan-space point"):

@@ -150,7 +150,7 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
         index = ExemplarIndex(chroma_client(None, get_settings().chroma_dir), "ml-100k")
         # a language-model cloud on the default prompt serves retrieved exemplars where they exist, nowhere else
         labelled_home = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-100k"))
-        assert served_plan_prompt(labelled_home, "plan_json@1") == EXEMPLARS_PROMPT == "plan_exemplars@2"
+        assert served_plan_prompt(labelled_home, "plan_json@1") == EXEMPLARS_PROMPT == "plan_exemplars@3"
         assert served_plan_prompt(labelled_home, "plan_exemplars@1") == "plan_exemplars@1"  # asked for: kept
         elsewhere = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-1m"))
         assert served_plan_prompt(elsewhere, "plan_json@1") == "plan_json@1"
@@ -178,3 +178,7 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
     assert result.status == "parsed" and result.prompt == "plan_exemplars@2", result
     assert parse_point_answer(result.raw_text).point().plan_for(abstract, ready.dataset.catalog.tags()).tags == \
         result.plan.tags  # the rule planner's tags for the model's point
+    # plan_exemplars@3: the grammar admits only the points shown, so the real model picks one of them
+    chosen = replace(cloud, plan_prompt="plan_exemplars@3").plan(abstract)
+    assert chosen.status == "parsed" and chosen.prompt == "plan_exemplars@3", chosen
+    assert parse_point_answer(chosen.raw_text) in {PointAnswer.of_compact(e["plan"]) for e in examples}

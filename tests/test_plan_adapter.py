@@ -211,3 +211,19 @@ def test_runtime_uses_the_adapter_when_trained_and_the_base_model_otherwise(sett
     rules = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "d.sqlite"),
                                  progress=False)  # fmt: skip
     assert rules.cloud.adapter_model is None and rules.plan_model == "rules"
+
+
+def test_point_choice_grammars_compile_and_the_grammar_cache_stays_bounded() -> None:
+    import agents.llm as llm_module
+    from tools.plan_point_answer import point_choice_schema
+
+    points = [PointAnswer.of_point(p) for p in DEFAULT_SPACE.points()]
+    schema = point_choice_schema([points[0], points[5], points[0]])
+    assert [alt["properties"]["a"]["const"] for alt in schema["oneOf"]] == [points[0].a, points[5].a]  # no duplicate
+    with pytest.raises(ValueError):
+        point_choice_schema([])
+    first = llm_module.grammar_for(schema)
+    assert llm_module.grammar_for(schema) is first  # cached
+    for i in range(llm_module.GRAMMAR_CACHE + 5):  # one choice per request: the cache keeps only the newest
+        llm_module.grammar_for(point_choice_schema(points[i : i + 3]))
+    assert len(llm_module._grammars) <= llm_module.GRAMMAR_CACHE

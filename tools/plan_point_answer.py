@@ -33,7 +33,7 @@ def space_betas(space: PlanSpace = DEFAULT_SPACE) -> tuple[float, ...]:
 class PointAnswer(BaseModel):
     """One plan-space point in the adapter's compact form: a alpha, k tag count, n candidates, e encoder, b beta."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     a: float
     k: int
@@ -89,6 +89,20 @@ def point_answer_schema(space: PlanSpace = DEFAULT_SPACE) -> dict[str, Any]:
         "required": list(ANSWER_KEYS),
         "additionalProperties": False,
     }
+
+
+def point_choice_schema(choices: Sequence[PointAnswer]) -> dict[str, Any]:
+    """The JSON schema (a llama.cpp grammar) of an answer that must be one of `choices` (duplicates dropped):
+    a union of objects whose five values are constants, so the model can only pick one of these points."""
+    unique = list(dict.fromkeys(choices))
+    if not unique:
+        raise ValueError("a choice of plan points needs at least one point")
+    return {
+        "title": "plan_point",
+        "description": "one of the plan-space points shown",
+        "oneOf": [{"type": "object", "properties": {key: {"const": getattr(p, key)} for key in ANSWER_KEYS},
+                   "required": list(ANSWER_KEYS), "additionalProperties": False} for p in unique],
+    }  # fmt: skip
 
 
 def parse_point_answer(text: str) -> PointAnswer:

@@ -26,7 +26,14 @@ from agents.llm import LLMError, stats_of
 from ground.settings import StructuredMethod
 from prompts import PromptError, PromptTemplate, get_prompt
 from tools.plan_parsing import Embed, resolve_plan
-from tools.plan_point_answer import EXEMPLARS_WHY, WHY, PointAnswer, point_answer_schema, resolve_point_answer
+from tools.plan_point_answer import (
+    EXEMPLARS_WHY,
+    WHY,
+    PointAnswer,
+    point_answer_schema,
+    point_choice_schema,
+    resolve_point_answer,
+)
 from tools.plan_schema import plan_json_schema
 from tools.protocol import Abstract, PlanResult, Violation
 from tools.rule_planner import rule_plan, signals_from_abstract
@@ -83,21 +90,37 @@ def retrieved_examples(template: PromptTemplate, abstract: Abstract, exemplars: 
     return examples[::-1] if template.header.get("exemplar_order") == "nearest-last" else examples
 
 
+def prompt_examples(template: PromptTemplate, abstract: Abstract, exemplars: Exemplars | None) -> list[dict] | None:
+    """The retrieved few-shot examples this prompt shows for this abstract, or None when it shows its own."""
+    if "examples" not in template.placeholders or not retrieves_exemplars(template):
+        return None
+    if exemplars is None:
+        raise PromptError(f"{template.ref} retrieves its few-shot examples from plan exemplars, and this "
+                          "cloud has none: `tandem prompts exemplars build --data <data>`")  # fmt: skip
+    return retrieved_examples(template, abstract, exemplars)
+
+
 def render_plan_prompt(abstract: Abstract, known_tags: Sequence[str], prompt: str = PLAN_PROMPT,
-                       exemplars: Exemplars | None = None) -> str:  # fmt: skip
-    """The filled planning prompt for this abstract (few-shot examples retrieved when the prompt asks for it)."""
+                       exemplars: Exemplars | None = None, examples: list[dict] | None = None) -> str:  # fmt: skip
+    """The filled planning prompt for this abstract (few-shot examples retrieved when the prompt asks for it,
+    unless `examples` already holds them)."""
     template = get_prompt(prompt)
     values = {"tags": ", ".join(known_tags), "abstract": abstract.as_text()}
     values = {key: value for key, value in values.items() if key in template.placeholders}
     if "examples" in template.placeholders:
-        examples = None
-        if retrieves_exemplars(template):
-            if exemplars is None:
-                raise PromptError(f"{template.ref} retrieves its few-shot examples from plan exemplars, and this "
-                                  "cloud has none: `tandem prompts exemplars build --data <data>`")  # fmt: skip
-            examples = retrieved_examples(template, abstract, exemplars)
-        values["examples"] = format_examples(template, examples)
+        shown = examples if examples is not None else prompt_examples(template, abstract, exemplars)
+        values["examples"] = format_examples(template, shown)
     return template.render(**values)
+
+
+def answer_schema(template: PromptTemplate, known_tags: Sequence[str], examples: list[dict] | None) -> dict:
+    """The JSON schema the answer is held to: the compact plan, or one plan-space point; with the header
+    `answer: one-of-exemplars`, one of the points of the retrieved examples (the model chooses, it cannot invent)."""
+    if output_format(template) != "plan-point":
+        return plan_json_schema(known_tags)
+    if template.header.get("answer") == "one-of-exemplars" and examples:
+        return point_choice_schema([PointAnswer.of_compact(example["plan"]) for example in examples])
+    return point_answer_schema()
 
 
 def plan_strategy(
@@ -123,10 +146,11 @@ def plan_strategy(
     if llm is None:
         return PlanResult(plan=rule_plan(signals, known), status="rule")
     template = get_prompt(prompt)
-    text = render_plan_prompt(abstract, known, prompt, exemplars)
+    examples = prompt_examples(template, abstract, exemplars)
+    text = render_plan_prompt(abstract, known, prompt, examples=examples)
     form = output_format(template)
     stop = ["\n"] if form in ("json-line", "plan-point") else ["\nUser abstract:", "\n\n\n"]
-    schema = point_answer_schema() if form == "plan-point" else plan_json_schema(known)
+    schema = answer_schema(template, known, examples)
     messages = [HumanMessage(text)]
     try:
         if structured:
