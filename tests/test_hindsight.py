@@ -147,6 +147,7 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
         assert f"{12 * len(FIDELITIES)} plan exemplars" in built.output
         listed = CliRunner().invoke(app, ["prompts", "exemplars", "list", "--data", "ml-100k"])
         assert "plan_exemplars@1" in listed.output and summary["key"] in listed.output
+        assert "serves plan_exemplars@3" in built.output
         index = ExemplarIndex(chroma_client(None, get_settings().chroma_dir), "ml-100k")
         # a language-model cloud on the default prompt serves retrieved exemplars where they exist, nowhere else
         labelled_home = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-100k"))

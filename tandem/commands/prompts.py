@@ -141,6 +141,7 @@ def exemplars_build(
     import numpy as np  # deferred: the other prompt commands do without
 
     from evals.hindsight import LabelLine, exemplars_path, hindsight_dir
+    from graph.runtime import EXEMPLARS_PROMPT
     from ground.settings import get_settings
     from tools.exemplar_index import ExemplarIndex
     from tools.plan_schema import plan_to_compact
@@ -158,9 +159,11 @@ def exemplars_build(
     plans = [plan_to_compact(Plan.model_validate(lines[k].target)) for k in keys]
     index = ExemplarIndex(chroma_client(settings.chroma_url, settings.chroma_dir), data)
     count = index.build(vectors, [lines[k].abstract for k in keys], plans, keys, f"hindsight-{key}")
+    users = [t.ref for t in load_prompts().all() if t.header.get("exemplars")]
     Console().print(safe(f"{count} plan exemplars for {data} (labels {key}) in "
-                         f"{settings.chroma_url or settings.chroma_dir}; prompts with `exemplars:` in their header "
-                         "(plan_exemplars@1) retrieve them"), highlight=False)  # fmt: skip
+                         f"{settings.chroma_url or settings.chroma_dir}; retrieved by {', '.join(users)}; a "
+                         f"language-model cloud on the default prompt now serves {EXEMPLARS_PROMPT}"),
+                    highlight=False)  # fmt: skip
 
 
 @exemplars_app.command("list")
