@@ -285,22 +285,27 @@ class LazyExemplars:
             self._index = ExemplarIndex(chroma_client(self.settings.chroma_url, self.settings.chroma_dir), self.data)
         return self._index
 
-    def available(self) -> bool:
-        """This data set has a readable exemplar collection (a missing one, or Chroma unreachable: False). An
-        embedded Chroma is not even opened when the home has no hindsight labels to have built it from."""
+    @cached_property
+    def _found(self) -> dict | None:
+        """The collection's info, read once; None when there is none (a missing collection, or Chroma unreachable).
+        An embedded Chroma is not even opened when the home has no hindsight labels to have built it from."""
         if not self.settings.chroma_url and not exemplars_path(self.settings.home, self.data).is_file():
-            return False
+            return None
         try:
             with chroma_call("opening the plan exemplars"):
-                self.index.info()
+                return self.index.info()
         except TandemError:
-            return False
-        return True
+            return None
 
-    @cached_property
+    def available(self) -> bool:
+        """This data set has a readable exemplar collection."""
+        return self._found is not None
+
+    @property
     def source(self) -> str:
-        """The labels the collection was built from (plans and caches made with it are keyed by it; read once)."""
-        return str(self.index.info()["source"])
+        """The labels the collection was built from (plans and caches made with it are keyed by it); without a
+        collection, the index's own one-line error naming the command that builds it."""
+        return str((self._found or self.index.info())["source"])
 
     def __call__(self, vector, k: int) -> list[dict]:
         return self.index.nearest(vector, k)

@@ -131,6 +131,11 @@ exemplars_app = typer.Typer(help="Plan exemplars: labelled abstracts retrieved a
 prompts_app.add_typer(exemplars_app, name="exemplars")
 
 
+def _retrievers() -> list[str]:
+    """The prompts whose header says they retrieve their few-shot examples from the plan exemplars."""
+    return [t.ref for t in load_prompts().all() if t.header.get("exemplars")]
+
+
 @exemplars_app.command("build")
 @_one_line_errors
 def exemplars_build(
@@ -140,10 +145,10 @@ def exemplars_build(
     abstract with its hindsight target plan in the prompt's compact JSON, embedded with Tandem's text space."""
     import numpy as np  # deferred: the other prompt commands do without
 
-    from evals.hindsight import LabelLine, exemplars_path, hindsight_dir
+    from evals.hindsight import LabelLine
     from graph.runtime import EXEMPLARS_PROMPT
     from ground.settings import get_settings
-    from tools.exemplar_index import ExemplarIndex
+    from tools.exemplar_index import ExemplarIndex, exemplars_path, hindsight_dir
     from tools.plan_schema import plan_to_compact
     from tools.protocol import Plan
     from tools.tag_index import chroma_client
@@ -159,9 +164,8 @@ def exemplars_build(
     plans = [plan_to_compact(Plan.model_validate(lines[k].target)) for k in keys]
     index = ExemplarIndex(chroma_client(settings.chroma_url, settings.chroma_dir), data)
     count = index.build(vectors, [lines[k].abstract for k in keys], plans, keys, f"hindsight-{key}")
-    users = [t.ref for t in load_prompts().all() if t.header.get("exemplars")]
     Console().print(safe(f"{count} plan exemplars for {data} (labels {key}) in "
-                         f"{settings.chroma_url or settings.chroma_dir}; retrieved by {', '.join(users)}; a "
+                         f"{settings.chroma_url or settings.chroma_dir}; retrieved by {', '.join(_retrievers())}; a "
                          f"language-model cloud on the default prompt now serves {EXEMPLARS_PROMPT}"),
                     highlight=False)  # fmt: skip
 
@@ -178,6 +182,5 @@ def exemplars_list(
 
     settings = get_settings()
     info = ExemplarIndex(chroma_client(settings.chroma_url, settings.chroma_dir), data).info()
-    users = [t.ref for t in load_prompts().all() if t.header.get("exemplars")]
     Console().print(safe(f"{info['collection']}: {info['count']} exemplars from {info['source']}; retrieved by "
-                         f"{', '.join(users) or 'no prompt'}"), highlight=False)  # fmt: skip
+                         f"{', '.join(_retrievers()) or 'no prompt'}"), highlight=False)  # fmt: skip
