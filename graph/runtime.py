@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 
 from agents.backends import chat_model
 from agents.cloud.agent import CloudAgent
+from agents.cloud.neighbours import NeighbourPlanner
 from agents.cloud.planner import needs_adapter
 from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
@@ -103,7 +104,9 @@ class TandemRuntime:
             plan_model = cloud.planning_adapter() or plan_model
             if isinstance(cloud.exemplars, LazyExemplars) and cloud.exemplars.available() and \
                     (source := cloud.exemplar_source()):
-                plan_model = f"{plan_model} with retrieved exemplars ({source.removeprefix('exemplars-')})"
+                kind = "the nearest labelled users' ranked plans" if source.startswith("ranking-") else \
+                    "retrieved exemplars"
+                plan_model = f"{plan_model} with {kind} ({source.split('-', 1)[1]})"
         elif planner == "llm":
             plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
@@ -309,6 +312,20 @@ class LazyExemplars:
 
     def __call__(self, vector, k: int) -> list[dict]:
         return self.index.nearest(vector, k)
+
+    @cached_property
+    def neighbours(self) -> NeighbourPlanner:
+        """The hindsight labels' reward table (read once), for prompts shown the neighbours' ranked plan points;
+        without labels, the one-line error naming `tandem plans label`."""
+        return NeighbourPlanner.load(exemplars_path(self.settings.home, self.data))
+
+    @property
+    def ranking_source(self) -> str:
+        return self.neighbours.source
+
+    def ranked(self, vector, count: int) -> list:
+        """`NeighbourPlanner.ranked`: the best plan points of the labelled abstracts nearest `vector`."""
+        return self.neighbours.ranked(vector, count)
 
 
 def evaluation_agents(settings: Settings, ws: Workspace) -> tuple[DeviceAgent, dict[str, CloudAgent]]:

@@ -26,6 +26,8 @@ Templates shipped:
 - plan_exemplars@1 - plan_json@1 with its examples the 3 labelled abstracts nearest the request's (retrieved exemplars)
 - plan_exemplars@2 - retrieved exemplars (k=3, nearest last), the answer one plan-space point (`output: plan-point`)
 - plan_exemplars@3 - plan_exemplars@2 whose answer must be one of the retrieved points (`answer: one-of-exemplars`)
+- plan_exemplars@4 - the 3 best plan points of the 100 nearest labelled abstracts (the kNN planner's ranking, best
+  last, with their mean rewards), the answer one of them (`exemplars: neighbour-ranking`)
 - plan_adapter@1 - zero-shot, one plan-space point; written for the LoRA plan adapter (CDA4Rec Eq. 8, header
                  `adapter: plan-adapter`, `output: plan-point`)
 - explain@1   - CDA4Rec Fig. 5 (device explanation generation)

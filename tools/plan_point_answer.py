@@ -24,6 +24,7 @@ from tools.rule_planner import signals_from_abstract
 ANSWER_KEYS = ("a", "k", "n", "e", "b")
 WHY = "plan adapter (CDA4Rec Eq. 8): hindsight-trained plan point"
 EXEMPLARS_WHY = "language model after retrieved exemplars: the point that served the nearest labelled users"
+RANKING_WHY = "language model choosing among the plan points that served the nearest labelled users best"
 
 
 def space_betas(space: PlanSpace = DEFAULT_SPACE) -> tuple[float, ...]:

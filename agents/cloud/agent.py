@@ -18,18 +18,21 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from agents.backends import describe, probe_model
-from agents.cloud.neighbours import NeighbourPlanner, abstract_vectors
-from agents.cloud.planner import PLAN_PROMPT, needs_adapter, plan_strategy, retrieves_exemplars
+from agents.cloud.neighbours import RETRIEVAL_TEXT, NeighbourPlanner, abstract_vectors
+from agents.cloud.planner import PLAN_PROMPT, needs_adapter, plan_strategy, ranks_neighbours, retrieves_exemplars
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from ground.settings import StructuredMethod
 from prompts import get_prompt
 from tools.chord import Chord, StrategyError
+from tools.plan_space import PlanPoint
 from tools.protocol import Abstract, ChordStrategy, Plan, PlanResult, StrategyRequest, UserProfile
 from tools.tag_index import TagRetriever
 
 ChordLoader = Callable[[str], Chord | None]
 ExemplarSource = Callable[[np.ndarray, int], list[dict]]
-"""An abstract's unit vector in the text space, k -> the k nearest plan exemplars (`tools.exemplar_index`)."""
+"""An abstract's unit vector in the text space, k -> the k nearest plan exemplars (`tools.exemplar_index`).
+A source that also has `ranked(vector, m)` (the m best plan points of the nearest labelled abstracts, with their
+mean rewards: `NeighbourPlanner.ranked`) and `ranking_source` serves prompts that show the neighbours' ranking."""
 
 
 @dataclass(frozen=True)
@@ -80,18 +83,23 @@ class CloudAgent:
         if self.learned is not None:
             return self.learned.plan(abstract, self.known_tags(), self.space)
         model = self.adapter_model if self._adapter_answers() else self.planner_model
+        ranking = self.ranked_points if hasattr(self.exemplars, "ranked") else None
         return plan_strategy(abstract, self.known_tags(), model, prompt=self.plan_prompt,
                              structured=self.structured_output, method=self.structured_method,
-                             exemplars=self.nearest_exemplars if self.exemplars is not None else None)  # fmt: skip
+                             exemplars=self.nearest_exemplars if self.exemplars is not None else None,
+                             ranking=ranking)  # fmt: skip
 
     def exemplar_source(self) -> str | None:
         """What this cloud's plans depend on beyond the prompt's text: the labels behind the retrieved few-shot
         examples when its prompt retrieves them (plan caches are keyed by it), else None."""
         if self.learned is not None or self.planner_model is None or self.exemplars is None:
             return None
-        if not retrieves_exemplars(get_prompt(self.plan_prompt)):
+        template = get_prompt(self.plan_prompt)
+        if not retrieves_exemplars(template):
             return None
-        return f"exemplars-{getattr(self.exemplars, 'source', 'custom')}"
+        if ranks_neighbours(template):
+            return f"ranking-{getattr(self.exemplars, 'ranking_source', 'custom')}-{RETRIEVAL_TEXT}"
+        return f"exemplars-{getattr(self.exemplars, 'source', 'custom')}-{RETRIEVAL_TEXT}"
 
     def _adapter_answers(self) -> bool:
         """The plan prompt was written for the plan adapter (CDA4Rec Eq. 8) and this cloud has one."""
@@ -116,6 +124,11 @@ class CloudAgent:
         if self.exemplars is None:
             return []
         return self.exemplars(abstract_vectors([abstract], self.space)[0], k)
+
+    def ranked_points(self, abstract: Abstract, count: int) -> list[tuple[PlanPoint, float]]:
+        """The `count` plan points that served the labelled abstracts nearest this one best, best first, with their
+        mean hindsight reward (the learned planner's ranking, `NeighbourPlanner.ranked`)."""
+        return self.exemplars.ranked(abstract_vectors([abstract], self.space)[0], count)  # type: ignore[union-attr]
 
     def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float]) -> np.ndarray:
         """CDA4Rec Eq. 2 for a batch: e_sem [B, d]."""

@@ -3,9 +3,9 @@
 Hindsight labels (`tandem plans label`, `evals.hindsight`) score every point of the discretised plan space
 (`tools.plan_space`) for every labelled validation user against that user's validation item. For a new
 abstract this planner finds the k labelled abstracts nearest to it (cosine similarity of the abstracts'
-text embedded by the cloud's own text space, CDA4Rec Eq. 1's encoder + PCA) and picks the point with the best
-mean reward over them (`neighbour_choice`, the same rule the labels' targets were derived and validated
-with), then makes it a plan for this abstract (`PlanPoint.plan_for`: the rule planner's tags and weights).
+retrieval texts, `retrieval_text`, in the cloud's own text space, CDA4Rec Eq. 1's encoder + PCA) and picks the
+point with the best mean reward over them (`neighbour_choice`, the same rule the labels' targets were derived
+and validated with), then makes it a plan for this abstract (`PlanPoint.plan_for`: the rule planner's tags and weights).
 The reward is NDCG@10 of the validation item; ties (most points score 0 for most users) are broken by the
 untruncated NDCG, so a plan that ranks the item 11th beats one that misses it. No test item is ever read.
 """
@@ -23,6 +23,7 @@ from ground.errors import TandemError
 from tools.plan_space import PlanPoint
 from tools.protocol import Abstract, PlanResult
 
+RETRIEVAL_TEXT = "facts"  # what neighbours are found by (`retrieval_text`); plan caches that retrieve are keyed by it
 TIE_BREAK = 1e-6  # weight of the untruncated NDCG in the selection score (below any NDCG@10 difference)
 
 
@@ -30,9 +31,20 @@ class ExemplarsMissingError(TandemError):
     """No hindsight labels for this data set yet."""
 
 
+def retrieval_text(abstract: Abstract) -> str:
+    """The part of an abstract that neighbours are found by: the query and the computed facts sentence, not the
+    SLM's prose clause before the facts. The labelled abstracts are rule-built (facts only), so an SLM-written
+    abstract is compared with them on what both carry; a prose clause (often naming tags the history does not
+    lean to) would otherwise pull in neighbours by wording. Without a facts sentence, the whole summary."""
+    facts = abstract.facts
+    behaviour = facts.to_text() if facts is not None else abstract.behavior_summary
+    return f"Query: {abstract.sanitized_query or '(none)'}. Behavior: {behaviour}"
+
+
 def abstract_vectors(abstracts: Sequence[Abstract], space: TextSpace) -> np.ndarray:
-    """The abstracts as unit vectors [N, d] in the cloud's text space (what nearest neighbours are taken in)."""
-    vectors = space.project([a.as_text() for a in abstracts]).astype(np.float32)
+    """The abstracts' retrieval texts as unit vectors [N, d] in the cloud's text space (what nearest neighbours
+    are taken in)."""
+    vectors = space.project([retrieval_text(a) for a in abstracts]).astype(np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
@@ -69,13 +81,22 @@ class NeighbourPlanner:
                                strict=True))  # fmt: skip
             return cls(data["vectors"], data["scores"], points, int(data["k"]), f"hindsight-{data['key']}-k{data['k']}")
 
-    def choose(self, vector: np.ndarray) -> tuple[PlanPoint, float]:
-        """The point for one abstract vector, and its mean reward over the neighbours."""
+    def neighbours(self, vector: np.ndarray) -> np.ndarray:
+        """The rows of the k labelled abstracts nearest one abstract vector (in no particular order)."""
         similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
         k = min(self.k, len(similarity))
-        neighbours = np.argpartition(-similarity, k - 1)[:k]
-        index = neighbour_choice(self.scores, neighbours)
-        return self.points[index], float(self.scores[neighbours, index].mean())
+        return np.argpartition(-similarity, k - 1)[:k]
+
+    def choose(self, vector: np.ndarray) -> tuple[PlanPoint, float]:
+        """The point for one abstract vector, and its mean reward over the neighbours."""
+        return self.ranked(vector, 1)[0]
+
+    def ranked(self, vector: np.ndarray, count: int) -> list[tuple[PlanPoint, float]]:
+        """The `count` points with the best mean selection score over this abstract's neighbours, best first
+        (ties in point order, as `neighbour_choice` breaks them), each with that mean."""
+        means = self.scores[self.neighbours(vector)].mean(axis=0)
+        order = np.argsort(-means, kind="stable")[:count]
+        return [(self.points[i], float(means[i])) for i in order.tolist()]
 
     def plan(self, abstract: Abstract, known_tags: Sequence[str], space: TextSpace) -> PlanResult:
         """CDA4Rec III-C without a language model: the hindsight-best plan of the nearest labelled abstracts."""

@@ -133,7 +133,7 @@ prompts_app.add_typer(exemplars_app, name="exemplars")
 
 def _retrievers() -> list[str]:
     """The prompts whose header says they retrieve their few-shot examples from the plan exemplars."""
-    return [t.ref for t in load_prompts().all() if t.header.get("exemplars")]
+    return [t.ref for t in load_prompts().all() if t.header.get("exemplars") == "plan-exemplars"]
 
 
 @exemplars_app.command("build")
