@@ -270,6 +270,35 @@ def test_exemplar_points_prompt_shows_points_nearest_last_and_parses_one_point(t
         plan_strategy(ABSTRACT, tags, ScriptedChat(replies=["{}"]), prompt="plan_exemplars@2", exemplars=exemplars)
 
 
+def test_neighbour_ranking_prompt_shows_ranked_points_best_last_and_admits_only_them(tags) -> None:
+    from prompts import PromptError
+    from tools.plan_point_answer import RANKING_WHY, PointAnswer, point_choice_schema
+    from tools.plan_space import PlanPoint
+
+    best_first = [(PlanPoint(0.0, 10, 2000, "SASRec", 0.0), 0.0912), (PlanPoint(0.3, 5, 1000, "SURGE", 0.1), 0.0875),
+                  (PlanPoint(0.6, 3, 500, "none", 1.0), 0.0451), (PlanPoint(1.0, 3, 500, "SASRec", 0.5), 0.01)]
+    asked: list[int] = []
+
+    def ranking(abstract: Abstract, count: int) -> list[tuple[PlanPoint, float]]:
+        asked.append(count)
+        return best_first[:count]
+
+    shown = [PointAnswer.of_point(point) for point, _ in best_first[:3]]
+    llm = ScriptedChat(replies=[shown[1].text()])
+    result = plan_strategy(ABSTRACT, tags, llm, prompt="plan_exemplars@4", ranking=ranking)
+    prompt = llm.calls[0]["prompt"]
+    assert asked == [3] and "User abstract:" in prompt and prompt.count("User abstract:") == 1  # no exemplar users
+    order = [prompt.index(f"mean NDCG@10 {reward:.3f} for them: {point.text()}")
+             for point, (_, reward) in zip(shown[::-1], best_first[:3][::-1], strict=True)]  # fmt: skip
+    assert order == sorted(order) and order[-1] < prompt.index(ABSTRACT.as_text())  # best last, before the request
+    assert llm.calls[0]["json_schema"] == point_choice_schema(shown[::-1])  # only the ranked points
+    assert best_first[3][0].label not in prompt and '"a":1.0' not in prompt  # the fourth is not offered
+    assert result.status == "parsed" and result.plan.encoder == "SURGE" and len(result.plan.tags) == 5
+    assert result.plan.explanations.semantic == RANKING_WHY and result.prompt == "plan_exemplars@4"
+    with pytest.raises(PromptError, match="plans label"):  # no labels: one clear line naming the command
+        plan_strategy(ABSTRACT, tags, ScriptedChat(replies=["{}"]), prompt="plan_exemplars@4")
+
+
 def test_plan_model_failure_falls_back_to_rules(tags) -> None:
     result = plan_strategy(ABSTRACT, tags, ScriptedChat(error="connection refused"))
     assert result.status == "fallback" and result.violations[0].field == "model"

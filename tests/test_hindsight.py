@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from agents.cloud.neighbours import NeighbourPlanner, neighbour_choice, selection_scores
+from agents.cloud.neighbours import (
+    NeighbourPlanner,
+    abstract_vectors,
+    neighbour_choice,
+    retrieval_text,
+    selection_scores,
+)
 from evals.hindsight import (
     FIDELITIES,
     Labeller,
@@ -123,6 +129,28 @@ def test_the_learned_planner_plans_from_the_labels(ready, agents, labelled):
     result = planner.plan(abstract, ready.dataset.catalog.tags(), clouds["rule"].space)
     assert result.status == "learned" and PlanPoint.of_plan(result.plan) in planner.points
     assert "nearest labelled abstracts" in result.plan.explanations.semantic
+    # the ranking behind plan_exemplars@4: best first, its first point the planner's choice, each a neighbour mean
+    vector = abstract_vectors([abstract], clouds["rule"].space)[0]
+    ranked = planner.ranked(vector, 5)
+    means = planner.scores[planner.neighbours(vector)].mean(axis=0)
+    rewards = [reward for _, reward in ranked]
+    assert ranked[0] == planner.choose(vector) and rewards == sorted(rewards, reverse=True)
+    assert all(abs(means[planner.points.index(point)] - reward) < 1e-6 for point, reward in ranked)
+
+
+def test_neighbours_are_found_by_the_query_and_the_facts_not_the_slm_prose(ready, agents):
+    device, clouds = agents
+    inst = ready.splits.valid[0]
+    rule = device.abstract("", inst.history, inst.history_ts, use_model=False).abstract
+    prose = f"a dense history that leans to horror. {rule.behavior_summary}"
+    written = rule.model_copy(update={"behavior_summary": prose})
+    assert retrieval_text(written) == retrieval_text(rule) == rule.as_text()  # labels are rule-built: facts only
+    space = clouds["rule"].space
+    assert np.allclose(abstract_vectors([written], space), abstract_vectors([rule], space))
+    queried = rule.model_copy(update={"sanitized_query": "something funny"})
+    assert retrieval_text(queried).startswith("Query: something funny. Behavior: Facts:")
+    no_facts = rule.model_copy(update={"behavior_summary": "a short history of comedies"})
+    assert retrieval_text(no_facts).endswith("Behavior: a short history of comedies")
 
 
 def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, labelled, monkeypatch):
@@ -155,6 +183,10 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
         assert served_plan_prompt(labelled_home, "plan_exemplars@1") == "plan_exemplars@1"  # asked for: kept
         elsewhere = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-1m"))
         assert served_plan_prompt(elsewhere, "plan_json@1") == "plan_json@1"
+        ranking_home = replace(labelled_home, plan_prompt="plan_exemplars@4")
+        assert ranking_home.exemplar_source() == f"ranking-hindsight-{summary['key']}-k{summary['k']}-facts"
+        with pytest.raises(Exception, match="plans label"):  # a data set without labels: the command to run
+            replace(elsewhere, plan_prompt="plan_exemplars@4").exemplar_source()
     finally:
         get_settings.cache_clear()
     cloud = replace(clouds["llm"], exemplars=index.nearest)
@@ -183,3 +215,8 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
     chosen = replace(cloud, plan_prompt="plan_exemplars@3").plan(abstract)
     assert chosen.status == "parsed" and chosen.prompt == "plan_exemplars@3", chosen
     assert parse_point_answer(chosen.raw_text) in {PointAnswer.of_compact(e["plan"]) for e in examples}
+    # plan_exemplars@4: the real model chooses one of the 3 best points of the nearest labelled abstracts
+    ranked = ranking_home.plan(abstract)
+    offered = {PointAnswer.of_point(p) for p, _ in ranking_home.ranked_points(abstract, 3)}
+    assert ranked.status == "parsed" and ranked.prompt == "plan_exemplars@4", ranked
+    assert len(offered) == 3 and parse_point_answer(ranked.raw_text) in offered

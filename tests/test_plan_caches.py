@@ -16,6 +16,7 @@ from evals.plans import results_path
 class Exemplars:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.ranking_source = f"{source}-k100"
 
     def __call__(self, vector, k: int) -> list[dict]:
         return []
@@ -30,7 +31,12 @@ def _cloud(prompt: str, source: str | None) -> CloudAgent:
 def test_retrieved_exemplars_key_the_plan_cache():
     device = SimpleNamespace(abstract_prompt="abstract@2", abstract_model=None)
     old, new = _cloud("plan_exemplars@1", "labels-a"), _cloud("plan_exemplars@1", "labels-b")
-    assert old.exemplar_source() == "exemplars-labels-a"
+    assert old.exemplar_source() == "exemplars-labels-a-facts"  # the labels, and what neighbours are found by
+    ranked = replace(old, plan_prompt="plan_exemplars@4")  # the neighbours' ranking: the reward table's labels
+    assert ranked.exemplar_source() == "ranking-labels-a-k100-facts"
+    assert results_path(Path("/tmp/x"), "ml-100k", SimpleNamespace(abstract_prompt="abstract@2", abstract_model=None),
+                        ranked) != results_path(Path("/tmp/x"), "ml-100k", SimpleNamespace(
+                            abstract_prompt="abstract@2", abstract_model=None), old)  # fmt: skip
     out = Path("/tmp/x")
     assert results_path(out, "ml-100k", device, old) != results_path(out, "ml-100k", device, new)
     fixed = _cloud("plan_json@1", "labels-a")  # a prompt with fixed examples ignores the collection
