@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from agents.backends import chat_model
 from agents.cloud.agent import CloudAgent
 from agents.cloud.neighbours import NeighbourPlanner
-from agents.cloud.planner import needs_adapter
+from agents.cloud.planner import needs_adapter, ranks_neighbours
 from agents.cloud.semantic import TextSpace
 from agents.device.agent import DeviceAgent
 from agents.device.encoders import ENCODER_FILES, EncoderShelf
@@ -42,7 +42,7 @@ from tools.workspace import Workspace
 PlannerKind = Literal["llm", "rule"]
 PLANNERS: tuple[str, ...] = ("llm", "rule")
 DEFAULT_CLOUD_LOAD = 0.1  # LSC4Rec: the share of requests the re-request may send back to the cloud
-EXEMPLARS_PROMPT = "plan_exemplars@3"  # served by default where plan exemplars exist (measured on ML-1M, README)
+EXEMPLARS_PROMPT = "plan_exemplars@4"  # served by default where hindsight labels exist (measured on ML-1M, README)
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TandemRuntime:
             cloud = build_cloud(settings, ws, shelf, planner)
             cloud = replace(cloud, plan_prompt=served_plan_prompt(cloud, prompts.plan))
             plan_model = cloud.planning_adapter() or plan_model
-            if isinstance(cloud.exemplars, LazyExemplars) and cloud.exemplars.available() and \
+            if isinstance(cloud.exemplars, LazyExemplars) and cloud.exemplars.serves(cloud.plan_prompt) and \
                     (source := cloud.exemplar_source()):
                 kind = "the nearest labelled users' ranked plans" if source.startswith("ranking-") else \
                     "retrieved exemplars"
@@ -262,14 +262,14 @@ def build_cloud(
 def served_plan_prompt(cloud: CloudAgent, asked: str) -> str:
     """The planning prompt a language-model cloud answers: the one asked for, unless it is the code's default;
     then the best this home can serve: the plan adapter's own zero-shot prompt when one is trained (CDA4Rec Eq. 8,
-    `tandem train --planner`), else retrieved exemplars answered as plan-space points when the data set has plan
-    exemplars (`tandem prompts exemplars build`), else the default few-shot prompt."""
+    `tandem train --planner`), else the choice among the nearest labelled users' best plan points when the data set
+    has hindsight labels (`tandem plans label`), else the default few-shot prompt."""
     if asked != PromptChoice().plan or cloud.planner_model is None:
         return asked
     if cloud.adapter_model is not None:
         return ADAPTER_PROMPT
     exemplars = cloud.exemplars
-    if isinstance(exemplars, LazyExemplars) and exemplars.available():
+    if isinstance(exemplars, LazyExemplars) and exemplars.serves(EXEMPLARS_PROMPT):
         return EXEMPLARS_PROMPT
     return asked
 
@@ -303,6 +303,18 @@ class LazyExemplars:
     def available(self) -> bool:
         """This data set has a readable exemplar collection."""
         return self._found is not None
+
+    def serves(self, prompt: str) -> bool:
+        """This data set has what `prompt` retrieves: the hindsight labels' reward table for a prompt shown the
+        neighbours' ranking, the exemplar collection for one shown exemplars."""
+        return self._has_labels if ranks_neighbours(get_prompt(prompt)) else self.available()
+
+    @cached_property
+    def _has_labels(self) -> bool:
+        try:
+            return self.neighbours is not None
+        except (TandemError, OSError, ValueError, KeyError):  # missing, or unreadable: the default prompt serves
+            return False
 
     @property
     def source(self) -> str:

@@ -170,16 +170,17 @@ def test_exemplars_are_built_and_retrieved_as_few_shot_examples(ready, agents, l
     monkeypatch.setenv("TANDEM_HOME", str(home))
     get_settings.cache_clear()
     try:
+        before = LazyExemplars(get_settings(), "ml-100k")  # labels only: the ranking prompt needs no collection
+        assert before.serves(EXEMPLARS_PROMPT) and not before.available() and not before.serves("plan_exemplars@3")
         built = CliRunner().invoke(app, ["prompts", "exemplars", "build", "--data", "ml-100k"])
         assert built.exit_code == 0, built.output
         assert f"{12 * len(FIDELITIES)} plan exemplars" in built.output
         listed = CliRunner().invoke(app, ["prompts", "exemplars", "list", "--data", "ml-100k"])
         assert "plan_exemplars@1" in listed.output and summary["key"] in listed.output
-        assert "serves plan_exemplars@3" in built.output
         index = ExemplarIndex(chroma_client(None, get_settings().chroma_dir), "ml-100k")
         # a language-model cloud on the default prompt serves retrieved exemplars where they exist, nowhere else
         labelled_home = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-100k"))
-        assert served_plan_prompt(labelled_home, "plan_json@1") == EXEMPLARS_PROMPT == "plan_exemplars@3"
+        assert served_plan_prompt(labelled_home, "plan_json@1") == EXEMPLARS_PROMPT == "plan_exemplars@4"
         assert served_plan_prompt(labelled_home, "plan_exemplars@1") == "plan_exemplars@1"  # asked for: kept
         elsewhere = replace(clouds["llm"], exemplars=LazyExemplars(get_settings(), "ml-1m"))
         assert served_plan_prompt(elsewhere, "plan_json@1") == "plan_json@1"

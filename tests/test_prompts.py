@@ -30,7 +30,7 @@ from tools.plan_parsing import parse_plan
 FILLED = {**ABSTRACT_FIELDS, "explain@1": EXPLAIN_FIELDS,
           **{f"{n}@1": f for n, f in PLAN_FIELDS.items() if n != "plan_points"},
           "plan_exemplars@1": PLAN_FIELDS["plan_json"], "plan_exemplars@2": PLAN_FIELDS["plan_points"],
-          "plan_exemplars@3": PLAN_FIELDS["plan_points"]}
+          "plan_exemplars@3": PLAN_FIELDS["plan_points"], "plan_exemplars@4": PLAN_FIELDS["plan_points"]}
 FIG3 = ("Given the current user's query and interaction history, generate a two-part abstract: (1) a sanitized query "
         "that preserves intent while removing sensitive or overly specific content, and (2) a behavioral summary "
         "describing interaction sparsity and preference patterns without referencing specific items")  # fmt: skip

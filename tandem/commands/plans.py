@@ -25,7 +25,7 @@ def label(
     """Score the discretised plan space for every validation user (every query fidelity level) against the
     user's validation item, derive generalising targets and write them (resumable: rerun to continue)."""
     from evals.hindsight import run_labels  # deferred: loads the agents (see `tandem.cli`)
-    from graph.runtime import evaluation_agents
+    from graph.runtime import EXEMPLARS_PROMPT, evaluation_agents
     from tools.workspace import Workspace
 
     if users < 0:
@@ -45,4 +45,6 @@ def label(
         table.add_row(safe(name), f"{entry['NDCG@10']:.4f}", f"{entry['HR@10']:.4f}", gap,
                       "target" if name == summary["chosen"] else "")  # fmt: skip
     console.print(table)
-    console.print(safe(f"labels: {folder / 'labels.jsonl'}\nselection: {folder / 'selection.json'}"))
+    console.print(safe(f"labels: {folder / 'labels.jsonl'}\nselection: {folder / 'selection.json'}\n"
+                       f"`tandem eval rec`'s kNN planner plans from them, and a language-model cloud on the default "
+                       f"prompt now serves {EXEMPLARS_PROMPT} (its 3 best plan points for each request)"))

@@ -146,7 +146,6 @@ def exemplars_build(
     import numpy as np  # deferred: the other prompt commands do without
 
     from evals.hindsight import LabelLine
-    from graph.runtime import EXEMPLARS_PROMPT
     from ground.settings import get_settings
     from tools.exemplar_index import ExemplarIndex, exemplars_path, hindsight_dir
     from tools.plan_schema import plan_to_compact
@@ -165,8 +164,7 @@ def exemplars_build(
     index = ExemplarIndex(chroma_client(settings.chroma_url, settings.chroma_dir), data)
     count = index.build(vectors, [lines[k].abstract for k in keys], plans, keys, f"hindsight-{key}")
     Console().print(safe(f"{count} plan exemplars for {data} (labels {key}) in "
-                         f"{settings.chroma_url or settings.chroma_dir}; retrieved by {', '.join(_retrievers())}; a "
-                         f"language-model cloud on the default prompt now serves {EXEMPLARS_PROMPT}"),
+                         f"{settings.chroma_url or settings.chroma_dir}; retrieved by {', '.join(_retrievers())}"),
                     highlight=False)  # fmt: skip
 
 
