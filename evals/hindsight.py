@@ -52,6 +52,7 @@ from tools.metrics import paired_bootstrap, per_user
 from tools.plan_space import DEFAULT_SPACE, PlanSpace
 from tools.protocol import Abstract
 from tools.rule_planner import RULES_VERSION, rule_tags, signals_from_abstract
+from tools.tag_index import RETRIEVAL_VERSION
 from tools.workspace import Workspace
 
 HINDSIGHT_VERSION = 1
@@ -88,8 +89,9 @@ class LabelSet:
 
 def label_key(device: DeviceAgent, cloud: CloudAgent, space: PlanSpace) -> str:
     """What the reward tables depend on: plan space, checkpoints, item embeddings and semantic head (the cloud's
-    text space), rule and query versions."""
+    text space), rule, query and retrieval (Eq. 3) versions."""
     parts = [f"v{HINDSIGHT_VERSION}", space.digest, cloud.space.key, f"rules{RULES_VERSION}", f"q{QUERIES_VERSION}"]
+    parts.append(f"eq3-{RETRIEVAL_VERSION}")  # Eq. 3 as retrieved (`tools.tag_index.fill_shares`)
     for name in ENCODERS:
         info = getattr(device.encoders.get(name), "checkpoint_info", None) or {}
         parts.append(file_digest(Path(info["path"])) if info.get("path") else "untrained")

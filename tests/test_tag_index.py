@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ground.errors import IndexMissingError, UnknownTagError
 from tests.chroma_server import chroma_server
-from tools.tag_index import ChromaUnavailableError, ExactTagIndex, TagIndex, chroma_client
+from tools.tag_index import ChromaUnavailableError, ExactTagIndex, TagIndex, chroma_client, fill_shares
 
 PLAN = {"Animation": 10, "Children's": 10, "Comedy": 20, "1990s": 15}
 
@@ -111,3 +113,28 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 
     with pytest.raises(ChromaUnavailableError, match="unreachable"):
         chroma_client(f"http://127.0.0.1:{free_port()}", tmp_path)
+
+
+def test_a_small_groups_unused_share_goes_to_the_other_groups(embedded_index, ml100k, ml100k_semantics):
+    fantasy = len(ml100k.catalog.items_with_tag("Fantasy"))  # 22 items on ML-100K
+    plan = {"Fantasy": 100, "Drama": 100, "Comedy": 0}
+    query = _query(ml100k_semantics)
+    got = embedded_index.retrieve(query, plan)
+    exact = ExactTagIndex(ml100k.catalog, ml100k_semantics.table)
+    assert [c.item_id for c in got] == [c.item_id for c in exact.retrieve(query, plan)]  # both backends fill alike
+    from_fantasy = {c.item_id for c in got if "Fantasy" in c.tags}
+    from_drama = [c for c in got if "Drama" in c.tags]
+    assert len(from_fantasy) == fantasy and len(from_drama) == 200 - fantasy  # Drama takes Fantasy's spare share
+    assert not any("Comedy" in c.tags for c in got)  # a group the plan gives 0 stays empty
+
+
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 2000)), min_size=1, max_size=20))
+def test_fill_shares_places_n_when_the_groups_hold_it(groups):
+    tags = [f"t{n}" for n in range(len(groups))]
+    want = {tag: n for tag, (n, _) in zip(tags, groups, strict=True)}
+    sizes = {tag: size for tag, (_, size) in zip(tags, groups, strict=True)}
+    shares = fill_shares(want, sizes)
+    assert set(shares) == set(want)
+    assert all(0 <= shares[t] <= sizes[t] for t in tags) and all(shares[t] == 0 for t in tags if want[t] == 0)
+    assert all(shares[t] >= min(want[t], sizes[t]) for t in tags)  # no group gets less than it asked and holds
+    assert sum(shares.values()) == min(sum(want.values()), sum(sizes[t] for t in tags if want[t] > 0))

@@ -26,7 +26,7 @@ import numpy as np
 from tools.fusion import rank_step
 from tools.plan_space import PlanPoint
 from tools.protocol import Plan, effective_beta
-from tools.tag_index import exact_scores
+from tools.tag_index import exact_scores, fill_shares
 
 
 @dataclass
@@ -75,6 +75,7 @@ class PlanExecutor:
 
     def __init__(self, tag_members: Mapping[str, np.ndarray], num_items: int) -> None:
         self.tag_members = {tag: np.asarray(m, dtype=np.int64) for tag, m in tag_members.items()}
+        self.sizes = {tag: len(members) for tag, members in self.tag_members.items()}
         self.miss = num_items + 1  # the rank of a target that is not in the list (as `EvalSet.miss_rank`)
 
     def _order(self, pieces: InstancePieces, alpha: float, tag: str) -> np.ndarray:
@@ -88,8 +89,10 @@ class PlanExecutor:
 
     def candidates(self, pieces: InstancePieces, alpha: float,
                    tags: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """CDA4Rec Eq. 3: the union of each tag's top-N_i, as ids sorted by id [C] and their scores [C]."""
-        parts = [self._order(pieces, alpha, tag)[: int(n)] for tag, n in tags.items() if n > 0]
+        """CDA4Rec Eq. 3: the union of each tag's top items (`fill_shares` of N_i, as the indexes retrieve), as ids
+        sorted by id [C] and their scores [C]."""
+        shares = fill_shares(tags, self.sizes)
+        parts = [self._order(pieces, alpha, tag)[:n] for tag, n in shares.items() if n > 0]
         ids = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         return ids, pieces.exact(alpha, ids)
 

@@ -17,6 +17,9 @@ Three backends answer the same `TagRetriever` contract, chosen by the `index_bac
 over a PersistentClient or an HttpClient). `retrieve_many` answers many requests in as few calls as the
 backend allows: exact search scores every request against every item in one matrix product; Chroma queries
 each tag collection once with the embeddings of every request that asked for that tag.
+
+Every backend (and the plan executor of the evaluations) retrieves each group's `fill_shares` of the plan's
+N_i: a group smaller than its N_i gives all it holds and its unused share goes to the plan's other groups.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ ADD_BATCH = 5000  # items per Chroma `add` (capped by the client's own maximum b
 # Chroma's recall also fell to 0.93-0.98), and the fitted curves cross at 3.5M items, rounded down here. Chroma
 # wins single shapes earlier (10 tags x 500-1000 at 1M, by 10-15%), which is why the average decides.
 EXACT_BELOW_ITEMS = 3_000_000
+
+# Eq. 3 as retrieved: 1 = each group's N_i as asked (capped at the group's size); 2 = `fill_shares` (a small
+# group's unused share goes to the other groups). Reward tables and oracle caches are keyed by it.
+RETRIEVAL_VERSION = 2
 
 Backend = Literal["exact", "chroma"]
 Plans = Sequence[Mapping[str, int]]
@@ -162,6 +169,36 @@ class TagRetriever(Protocol):
     def retrieve_ids(self, query: np.ndarray, tag_counts: Mapping[str, int]) -> Ranked: ...
 
     def retrieve_many(self, queries: np.ndarray, plans: Plans) -> list[Ranked]: ...
+
+
+def _split(total: int, weights: Mapping[str, int]) -> dict[str, int]:
+    """`total` split over the keys in proportion to `weights` (largest remainder; ties to the earlier key)."""
+    mass = sum(weights.values())
+    raw = {key: total * w / mass for key, w in weights.items()}
+    out = {key: int(r) for key, r in raw.items()}
+    order = sorted(raw, key=lambda key: -(raw[key] - out[key]))  # stable: earlier keys first on a tie
+    for key in order[: total - sum(out.values())]:
+        out[key] += 1
+    return out
+
+
+def fill_shares(tag_counts: Mapping[str, int], sizes: Mapping[str, int]) -> dict[str, int]:
+    """CDA4Rec Eq. 3's N_i as retrieved: each group's share of the plan's N = sum N_i, water-filled.
+
+    A group holding fewer items than its N_i gives all it holds, and the share it cannot use goes to the plan's
+    groups that still have items, in proportion to their N_i, until N is placed or every group is exhausted. So a
+    plan retrieves the N it asks for whenever its groups hold that many (items in several groups still count
+    once in the merged list); before this, a small group's unused share was lost and 20 tags x 5,000 candidates
+    retrieved about 2,000 of ML-1M's 3,706 items. Groups with N_i = 0 stay empty."""
+    want = {tag: max(int(n), 0) for tag, n in tag_counts.items()}
+    shares = {tag: min(n, int(sizes[tag])) for tag, n in want.items()}
+    while True:
+        spare = sum(want.values()) - sum(shares.values())
+        room = {tag: want[tag] for tag in shares if want[tag] > 0 and shares[tag] < sizes[tag]}
+        if spare <= 0 or not room:
+            return shares
+        for tag, extra in _split(spare, room).items():
+            shares[tag] = min(int(sizes[tag]), shares[tag] + extra)
 
 
 def _as_arrays(found: list[Candidate]) -> Ranked:
@@ -317,7 +354,7 @@ class TagIndex:
         """CDA4Rec Eq. 3: the top-N_i items of each tag group by e_sem . e_i, merged without duplicates.
 
         An item found in several groups keeps its (identical) score and lists every group that returned it.
-        Results are sorted by score, best first. N_i larger than a group returns the whole group.
+        Results are sorted by score, best first. Each group gives its `fill_shares` of the plan's N_i.
         """
         return self.retrieve_candidates(np.asarray(query, dtype=np.float32).reshape(1, -1), [tag_counts])[0]
 
@@ -332,8 +369,7 @@ class TagIndex:
         vectors = np.asarray(queries, dtype=np.float32).reshape(len(plans), -1)
         asks: dict[str, list[tuple[int, int]]] = {}
         for row, plan in enumerate(plans):
-            for tag, count in plan.items():
-                n = min(int(count), manifest["counts"][tag])
+            for tag, n in fill_shares(plan, manifest["counts"]).items():
                 if n > 0:
                     asks.setdefault(tag, []).append((row, n))
         found: list[dict[int, tuple[float, list[str]]]] = [{} for _ in plans]
@@ -428,9 +464,15 @@ class ExactTagIndex:
         exact = exact_scores(self.table, members, query)
         return members[np.lexsort((members, -exact))[:count]]
 
+    @cached_property
+    def sizes(self) -> dict[str, int]:
+        """Each tag group's size (for `fill_shares`)."""
+        return {tag: len(self.catalog.tag_members(tag)) for tag in self.tags()}
+
     def _tops(self, scores: np.ndarray, query: np.ndarray, tag_counts: Mapping[str, int]) -> dict[str, np.ndarray]:
-        """Each tag group's top-N_i ids, best first (Eq. 3), given every item's score e_sem . e_i [V + 1]."""
-        return {tag: self._group_top(scores, query, tag, int(n)) for tag, n in tag_counts.items() if n > 0}
+        """Each tag group's top ids, best first (Eq. 3, `fill_shares` of N_i), given every item's e_sem . e_i."""
+        shares = fill_shares(tag_counts, self.sizes)
+        return {tag: self._group_top(scores, query, tag, n) for tag, n in shares.items() if n > 0}
 
     def _merge(self, query: np.ndarray, tops: dict[str, np.ndarray]) -> Ranked:
         ids = np.unique(np.concatenate(list(tops.values()))) if tops else np.zeros(0, dtype=np.int64)
