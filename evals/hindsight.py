@@ -10,17 +10,18 @@ checkpoints, the item embeddings and the rule and query versions, so nothing is 
 - `ranks-<fidelity>-<first>-<end>.npz`: the reward table, the validation item's 0-based rank under every point
   (the plan executor, `tools.plan_executor`, through the one rank step) and under the rule planner's own plan,
   written a chunk of users at a time (an interrupted run resumes at the first missing chunk);
-- `selection.json`: how the generalising target was chosen, measured on validation leave-one-out;
+- `selection.json`: how the generalising target was chosen, measured on validation leave-one-user-out;
 - `labels.jsonl`: one line per labelled instance (abstract text, target plan JSON, reward summary), for people;
 - `exemplars.npz` (and a copy at `$TANDEM_HOME/hindsight/<data>/exemplars.npz`): what the learned planners load.
 
 The target. A single instance's argmax is noise (one item; hundreds of points tie at 0). The target of an
-instance is the point with the best mean reward over its k nearest OTHER labelled abstracts (cosine in the
-cloud's text space, pooled over fidelity levels: a planner cannot tell an exact query from a habit one), with k
-chosen on validation leave-one-out among `K_CHOICES`, beside the alternatives it has to beat: the per-user
+instance is the point with the best mean reward over its k nearest labelled abstracts of OTHER users (cosine in
+the cloud's text space, pooled over fidelity levels: a planner cannot tell an exact query from a habit one), with
+k chosen on validation leave-one-user-out among `K_CHOICES`, beside the alternatives it has to beat: the per-user
 argmax carried over from the nearest neighbour, the best point per facts bucket, one best fixed point, and the
-rule planner. The instance itself is never among its own neighbours, so the score of a target is what a
-planner that had never seen the instance would get.
+rule planner. Neither the instance nor its user's other fidelity levels (the same history and validation item:
+the nearest neighbours of all, until version 2) are ever among its neighbours or in its bucket's sums, so the
+score of a target is what a planner that had never seen the user would get.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +57,7 @@ from tools.rule_planner import RULES_VERSION, rule_tags, signals_from_abstract
 from tools.tag_index import RETRIEVAL_VERSION
 from tools.workspace import Workspace
 
-HINDSIGHT_VERSION = 1
+HINDSIGHT_VERSION = 2  # 2: targets chosen leave-one-USER-out (a user's fidelity levels share its validation item)
 FIDELITIES: tuple[Fidelity, ...] = ("none", "habit", "partial", "exact")
 PHRASING = "dev"  # labels are made on development phrasings; evaluation uses the test families
 K_CHOICES = (5, 10, 25, 50, 100, 200, 400)
@@ -198,11 +200,18 @@ class Labeller:
 # ------------------------------------------------------------------------------------------- targets
 
 
-def leave_one_out_neighbours(vectors: np.ndarray, count: int) -> np.ndarray:
-    """The `count` nearest other rows of every row [M, count], nearest first (the row itself excluded)."""
+def leave_one_out_neighbours(vectors: np.ndarray, count: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """The `count` nearest other rows of every row [M, count], nearest first: never the row itself, and with
+    `groups` (each row's user) never a row of the same group. A user is labelled at every fidelity level against
+    one validation item, so its other rows would hand a row its own reward (as a near neighbour: same facts)."""
     similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -np.inf)
-    count = min(count, len(vectors) - 1)
+    if groups is None:
+        np.fill_diagonal(similarity, -np.inf)
+        count = min(count, len(vectors) - 1)
+    else:
+        groups = np.asarray(groups)
+        similarity[groups[:, None] == groups[None, :]] = -np.inf
+        count = min(count, len(vectors) - int(np.unique(groups, return_counts=True)[1].max()))
     part = np.argpartition(-similarity, count - 1, axis=1)[:, :count]
     order = np.argsort(-np.take_along_axis(similarity, part, axis=1), axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1)
@@ -216,10 +225,17 @@ def facts_bucket(abstract: Abstract) -> str:
     return f"{'query' if abstract.sanitized_query.strip() else 'no query'}, {density}, {recent}"
 
 
+def label_users(keys: Sequence[str]) -> np.ndarray:
+    """The user of each labelled instance (keys are "<fidelity>:<user>")."""
+    return np.array([key.split(":", 1)[1] for key in keys])
+
+
 def derive(labels: LabelSet) -> dict[str, np.ndarray]:
-    """Each target derivation's chosen point per labelled instance, chosen without the instance's own rewards."""
+    """Each target derivation's chosen point per labelled instance, chosen without the rewards of the instance's
+    user (its own row and its rows at the other fidelity levels, which share its validation item)."""
     scores = selection_scores(labels.ranks, labels.miss)
-    neighbours = leave_one_out_neighbours(labels.vectors, max(K_CHOICES))
+    users = label_users(labels.keys)
+    neighbours = leave_one_out_neighbours(labels.vectors, max(K_CHOICES), users)
     out: dict[str, np.ndarray] = {"per-user argmax of the nearest neighbour": scores[neighbours[:, 0]].argmax(axis=1)}
     for k in K_CHOICES:
         out[f"kNN mean, k={k}"] = np.array([neighbour_choice(scores, neighbours[u, :k]) for u in range(len(scores))])
@@ -229,10 +245,11 @@ def derive(labels: LabelSet) -> dict[str, np.ndarray]:
         rows = np.array([n for n, b in enumerate(buckets) if b == bucket])
         total = scores[rows].sum(axis=0)
         for row in rows.tolist():
-            chosen[row] = int(np.argmax(total - scores[row]))
+            chosen[row] = int(np.argmax(total - scores[rows[users[rows] == users[row]]].sum(axis=0)))
     out["best point per facts bucket"] = chosen
     total = scores.sum(axis=0)
-    out["one best fixed point"] = np.array([int(np.argmax(total - scores[u])) for u in range(len(scores))])
+    out["one best fixed point"] = np.array([int(np.argmax(total - scores[users == users[u]].sum(axis=0)))
+                                            for u in range(len(scores))])  # fmt: skip
     return out
 
 
@@ -303,7 +320,8 @@ def write_labels(labeller: Labeller, labels: LabelSet, derived: dict[str, np.nda
                      "split": "validation (second-to-last item); test items never read"},
         "reward": "NDCG@10 of the validation item (full ranking, history masked); ties broken by the untruncated NDCG",
         "neighbours": "cosine of the rule abstracts' text in the cloud's text space, pooled over fidelity levels, "
-                      "leave-one-out (an instance is never its own neighbour)",
+                      "leave-one-user-out (no instance of the same user: its fidelity levels share one validation "
+                      "item)",
         "selection": report, "chosen": chosen, "k": k,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "loadavg": list(os.getloadavg()),
     }  # fmt: skip

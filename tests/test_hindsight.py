@@ -107,15 +107,20 @@ def test_targets_never_use_the_instance_itself():
 
     labels = Fake()
     labels.ranks, labels.miss, labels.vectors = ranks, 1683, vectors
-    labels.abstracts = []
+    labels.keys = [f"{('none', 'habit', 'exact')[n // 10]}:u{n % 10}" for n in range(30)]  # 10 users x 3 levels
     from tools.protocol import Abstract
 
     labels.abstracts = [Abstract(sanitized_query="", behavior_summary="x")] * 30
     derived = derive(labels)
     own = ranks[np.arange(30), derived["kNN mean, k=5"]]
-    # with its own row added back, an instance may prefer another point; its target came from the others only
+    # a user's rows at its other fidelity levels share its validation item: never its neighbours either
+    users = np.array([key.split(":")[1] for key in labels.keys])
+    others = leave_one_out_neighbours(vectors, 10, users)
+    assert not (users[others] == users[:, None]).any() and others.shape == (30, 10)
     for u in range(30):
-        assert derived["kNN mean, k=5"][u] == neighbour_choice(scores, neighbours[u, :5])
+        assert derived["kNN mean, k=5"][u] == neighbour_choice(scores, others[u, :5])
+        fixed = scores[users != users[u]].sum(axis=0).argmax()  # the fixed point without the user's rows
+        assert derived["one best fixed point"][u] == fixed
     assert own.shape == (30,)
 
 
