@@ -1,10 +1,16 @@
 """Behaviour pinned across the architecture refactor: the same recommendations for the same inputs.
 
-`tests/data/pinned_requests.json` was written by the code before the refactor (commit "Pin five seeded
+`tests/data/pinned_requests.json` was first written by the code before the refactor (commit "Pin five seeded
 requests ..."): five rule-planner requests through the graph with seeded, untrained SASRec and SURGE encoders
 (each also answered a second time from the SCaLRec cache), and the eval pipeline's target ranks for 60 test
 users with and without a query. The graph and the evaluation now share one rank step and one Eq. 2-3 path;
 these must give exactly what the three former copies gave.
+
+Re-pinned once since, on purpose: Eq. 3 as retrieved (`tools.tag_index.fill_shares`, RETRIEVAL_VERSION 2) gives
+a small tag group's unused share to the plan's other groups, so candidate lists grew and ranks moved; the code
+just before that change still gave the old pins. `python -m tests.test_pinned` rewrites the file from the
+current code (only for such a deliberate change, said in its commit). Text precision is float32 here: the pins
+are float32 numerics.
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ from graph.run import recommend
 from graph.runtime import TandemRuntime, build_cloud
 from tools.encoders import build_encoder
 
-PINNED = json.loads((Path(__file__).parent / "data" / "pinned_requests.json").read_text())
+PINNED_PATH = Path(__file__).parent / "data" / "pinned_requests.json"
+PINNED = json.loads(PINNED_PATH.read_text())
+# Eq. 11 is a weighted count over scores that float32 noise moves by about 1e-7 (the text encoder, BLAS); across
+# CPUs (AVX2 vs AVX-512 kernels) a pinned inconsistency moved by 1.1e-5
+INCONSISTENCY_TOL = 5e-5
 
 
 def seeded_encoders(ws) -> dict:
@@ -33,13 +43,33 @@ def seeded_encoders(ws) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def pinned_runtime(settings, built_index, tmp_path_factory) -> TandemRuntime:
-    store = tmp_path_factory.mktemp("pinned") / "device.sqlite"
-    rt = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(store), progress=False)
+def make_runtime(settings, store: Path) -> TandemRuntime:
+    """The rule-planner runtime with the seeded encoders, Eq. 2 in float32 (as pinned)."""
+    own = settings.model_copy(update={"text_precision": "fp32"})
+    rt = TandemRuntime.create(own, "ml-100k", planner="rule", store_path=str(store), progress=False)
     for name, model in seeded_encoders(rt.workspace).items():
         rt.device.encoders.put(name, model)
     return rt
+
+
+@pytest.fixture(scope="module")
+def pinned_runtime(settings, built_index, tmp_path_factory) -> TandemRuntime:
+    return make_runtime(settings, tmp_path_factory.mktemp("pinned") / "device.sqlite")
+
+
+def eval_ranks(rt: TandemRuntime, mode: str, count: int) -> dict:
+    """Target positions (num_items + 1 when missed) and inconsistencies of the first `count` test users."""
+    cloud = build_cloud(rt.settings, rt.workspace, rt.device.encoders, "rule", exact=True)
+    instances = rt.workspace.splits.test[:count]
+    miss = rt.device.catalog.num_items + 1
+    ranks, incons = [], []
+    for inst in instances:
+        query = inst.query if mode == "query" else ""
+        _, ranking = rank_request(rt.device, cloud, query, inst.history, inst.history_ts)
+        position = ranking.position(inst.target)
+        ranks.append(miss if position is None else position)
+        incons.append(round(ranking.inconsistency, 6))
+    return {"users": [int(i.user) for i in instances], "ranks": ranks, "inconsistency": incons}
 
 
 def same_up_to_ties(got: list[int], got_scores: list[float], want: list[int], want_scores: list[float],
@@ -76,7 +106,7 @@ def test_requests_give_what_they_gave_before(pinned_runtime, case):
     assert np.allclose(state["ranked_scores"], case["scores"], atol=5e-6, rtol=0)
     assert len(state["candidates"]) == case["candidates"]
     assert state["plan_result"].plan.model_dump() == case["plan"]
-    assert abs(state["inconsistency"] - case["inconsistency"]) <= 1e-5
+    assert abs(state["inconsistency"] - case["inconsistency"]) <= INCONSISTENCY_TOL
     again = recommend(pinned_runtime, case["user"], case["query"], allow_rerequest=False)
     assert again["source"] == case["cached_source"]
     assert again["ranked"] == case["cached_ranked"] or again["ranked"] == state["ranked"]
@@ -85,21 +115,11 @@ def test_requests_give_what_they_gave_before(pinned_runtime, case):
 @pytest.mark.parametrize("mode", ["query", "none"])
 def test_the_evaluation_ranks_through_the_served_rank_step(pinned_runtime, mode):
     """The eval's former copy of the rank step gave these ranks; the served one must give the same."""
-    rt = pinned_runtime
-    cloud = build_cloud(rt.settings, rt.workspace, rt.device.encoders, "rule", exact=True)
     expected = PINNED["eval"][mode]
-    instances = rt.workspace.splits.test[: len(expected["ranks"])]
-    miss = rt.device.catalog.num_items + 1
-    ranks, incons = [], []
-    for inst in instances:
-        query = inst.query if mode == "query" else ""
-        _, ranking = rank_request(rt.device, cloud, query, inst.history, inst.history_ts)
-        position = ranking.position(inst.target)
-        ranks.append(miss if position is None else position)
-        incons.append(round(ranking.inconsistency, 6))
-    assert [int(i.user) for i in instances] == expected["users"]
-    assert ranks == expected["ranks"]
-    assert np.allclose(incons, expected["inconsistency"], atol=1e-5)  # float32 noise of the text encoder, as above
+    got = eval_ranks(pinned_runtime, mode, len(expected["ranks"]))
+    assert got["users"] == expected["users"]
+    assert got["ranks"] == expected["ranks"]
+    assert np.allclose(got["inconsistency"], expected["inconsistency"], atol=INCONSISTENCY_TOL)
 
 
 def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtime, monkeypatch):
@@ -140,3 +160,31 @@ def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtim
     assert sorted(n for c, n in calls if c == "threshold sample") == lengths
     assert sorted(n for c, n in calls if c == "evaluation") == lengths
     assert len(state["ranked"]) == 10
+
+
+def write_pins() -> None:
+    """Rewrite `tests/data/pinned_requests.json` from the current code: the same users, queries and counts."""
+    import tempfile
+
+    from ground.settings import get_settings
+
+    with tempfile.TemporaryDirectory() as folder:
+        rt = make_runtime(get_settings(), Path(folder) / "device.sqlite")
+        requests = []
+        for case in PINNED["requests"]:
+            state = recommend(rt, case["user"], case["query"], allow_rerequest=False)
+            again = recommend(rt, case["user"], case["query"], allow_rerequest=False)
+            requests.append({
+                "user": case["user"], "query": case["query"], "ranked": [int(i) for i in state["ranked"]],
+                "scores": [round(float(x), 6) for x in state["ranked_scores"]], "candidates": len(state["candidates"]),
+                "plan": state["plan_result"].plan.model_dump(), "inconsistency": round(state["inconsistency"], 6),
+                "cached_ranked": [int(i) for i in again["ranked"]], "cached_source": again["source"],
+            })  # fmt: skip
+        pins = {"requests": requests,
+                "eval": {mode: eval_ranks(rt, mode, len(PINNED["eval"][mode]["ranks"])) for mode in ("query", "none")}}
+    PINNED_PATH.write_text(json.dumps(pins, indent=1) + "\n")
+    print(f"wrote {PINNED_PATH}")
+
+
+if __name__ == "__main__":
+    write_pins()
