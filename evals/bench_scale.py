@@ -15,8 +15,9 @@ Sections (each merges its key into evals/results/scale.json, so one can be rerun
   under a bounded closed-loop load (`--concurrency` clients, `--service-requests` plan + semantic exchanges in
   all): throughput, p50/p95 latency of an exchange, errors. The load generator shares the machine's cores.
 - `request`: the rule-planner request on ML-1M in process, minus the device encoder, per backend and wire
-  (before: Chroma + wire 1; after: exact + wire 2), split into abstract, /plan, /semantic and the device's read
-  + rank step.
+  (before: Chroma + wire 1; after: exact + wire 2) with Eq. 2's text encoder in float32, and (now) exact + wire 2
+  with the text encoder at `Settings.text_precision` where that is not float32, split into abstract, /plan, Eq. 2's
+  text embedding, the rest of /semantic and the device's read + rank step.
 - `wire`: bytes down per /semantic answer for seeded ML-100K and ML-1M test users under the rule planner, in
   the JSON wire of protocol version 1 and the compact wire of version 2, and whether the device's ranking is
   identical (the same top-10 from both).
@@ -59,6 +60,7 @@ from evals.synthetic import generate, plan_for
 from ground.files import write_json
 from ground.settings import Settings, get_settings
 from tools.tag_index import ExactTagIndex, TagGroups, TagIndex, TagRetriever, chroma_client
+from tools.text_encoders import native_bf16, resolve_text_precision
 from tools.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
@@ -512,11 +514,15 @@ def run_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     test = ws.splits.test
     picked = [test[i] for i in rng.choice(len(test), size=min(args.request_users, len(test)), replace=False)]
     runs: dict[str, Any] = {}
-    setups = (("before: chroma embedded, wire 1", ws.index, 1), ("after: exact, wire 2", ws.retriever, 2),
-              ("chroma embedded, wire 2", ws.index, 2), ("exact, wire 1", ws.retriever, 1))  # fmt: skip
+    fast = resolve_text_precision(settings.text_precision)
+    setups = [("before: chroma embedded, wire 1", ws.index, 1, "fp32"),
+              ("after: exact, wire 2", ws.retriever, 2, "fp32"), ("chroma embedded, wire 2", ws.index, 2, "fp32"),
+              ("exact, wire 1", ws.retriever, 1, "fp32")]  # fmt: skip
+    if fast != "fp32":
+        setups.append((f"now: exact, wire 2, text {fast}", ws.retriever, 2, fast))
     load_before = os.getloadavg()
-    for label, index, wire in setups:
-        cloud = CloudAgent(space=TextSpace(ws.semantics), index=index)  # a fresh text memo
+    for label, index, wire, precision in setups:
+        cloud = CloudAgent(space=TextSpace(ws.semantics, precision=precision), index=index)  # a fresh text memo
         handlers = cloud_handlers(cloud)
         parts: dict[str, list[float]] = {"abstract": [], "plan": [], "eq2_text_embedding": [],
                                          "semantic_retrieval_and_wire": [], "device_read_rank": [],
@@ -550,7 +556,9 @@ def run_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     return {"torch_threads": torch.get_num_threads(),
             "protocol": f"{len(picked)} seeded ML-1M test users, rule planner, in process through the service's "
             "byte handlers; excludes the device's structured encoder (no ML-1M device checkpoints here) and the "
-            "graph's own overhead", "machine": {**machine(), "load_avg_before": load_before}, "runs": runs}  # fmt: skip
+            "graph's own overhead; Eq. 2's text encoder in float32 unless the run says otherwise (text precision "
+            f"{settings.text_precision} resolves to {fast} here; native bf16: {native_bf16()})",
+            "machine": {**machine(), "load_avg_before": load_before}, "runs": runs}  # fmt: skip
 
 
 def track_users(users: list[Any], label: str) -> Any:

@@ -219,7 +219,7 @@ class RecEval:
     def untrained_cloud(self) -> CloudAgent:
         """The evaluation's cloud with the untrained Eq. 2 (summaries by the PCA), one text memo for every row
         that measures what the semantic head adds."""
-        return replace(self.cloud, space=TextSpace(self.ws.semantics))
+        return replace(self.cloud, space=TextSpace(self.ws.semantics, precision=self.cloud.space.precision))
 
     def ablations(self, evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract]) -> list[RowResult]:
         """CDA4Rec Table IV settings v1-v7 (fixed plans, no planning, no re-request)."""
@@ -371,7 +371,10 @@ class RecEval:
     def language_models(self) -> dict[str, str]:
         """Backend and model of each role, and the text encoder of Eq. 1-2, as the report names them."""
         roles = {role: self.settings.model_spec(role).label() for role in ("device", "cloud")}
-        return roles | {"text encoder": self.settings.embedding_spec().label()}
+        encoder = self.settings.embedding_spec().label()
+        if self.cloud.space.precision != "fp32":  # Eq. 2's request texts (the item table is float32)
+            encoder += f" (requests in {self.cloud.space.precision})"
+        return roles | {"text encoder": encoder}
 
     def prompts(self) -> dict[str, str]:
         """The prompts of the language-model sample (name@version#digest) and what else its plans depend on: the

@@ -35,8 +35,9 @@ from tools.device_store import DeviceStore
 from tools.exemplar_index import ExemplarIndex, exemplars_path
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
 from tools.quant import DeviceResources
-from tools.semantic_head import HeadError, SummaryHead, head_path, read_head, space_key
+from tools.semantic_head import HeadError, SummaryHead, head_path, read_head
 from tools.tag_index import ExactTagIndex, chroma_call, chroma_client
+from tools.text_encoders import resolve_text_precision
 from tools.workspace import Workspace
 
 PlannerKind = Literal["llm", "rule"]
@@ -196,19 +197,20 @@ def _read_installed_head(path: str, mtime_ns: int, size: int, semantics_key: str
 
 def text_space(settings: Settings, ws: Workspace) -> TextSpace:
     """A cloud's text space (Eq. 2), its own memo: with the installed semantic head (`installed_head`), else the
-    PCA of Eq. 1."""
+    PCA of Eq. 1; request texts encoded at `Settings.text_precision`."""
+    precision = resolve_text_precision(settings.text_precision)
     found = installed_head(settings, ws)
     if found is None:
-        return TextSpace(ws.semantics)
+        return TextSpace(ws.semantics, precision=precision)
     head, digest = found
-    return TextSpace(ws.semantics, head=head, head_digest=digest)
+    return TextSpace(ws.semantics, head=head, head_digest=digest, precision=precision)
 
 
 def semantic_key(settings: Settings, ws: Workspace) -> str:
-    """What the cloud's e_sem depends on (`TextSpace.key`: the item semantics and the semantic head in use): the
-    key of the models fitted to e_sem, SCaLRec's calibrator and LSC4Rec's re-request threshold."""
-    found = installed_head(settings, ws)
-    return space_key(ws.semantics.key, found[1] if found is not None else None)
+    """What the cloud's e_sem depends on (`TextSpace.key`: the item semantics, the semantic head in use and the
+    request-time text precision): the key of the models fitted to e_sem, SCaLRec's calibrator and LSC4Rec's
+    re-request threshold."""
+    return text_space(settings, ws).key
 
 
 def build_device(

@@ -73,6 +73,7 @@ def test_listing_commands_print_json_for_scripts(built_index):
     roles = ["device language model", "cloud language model", "cloud plan adapter (Eq. 8)", "text encoder (Eq. 1-2)",
              "cloud semantic head (Eq. 2 + 10)"]
     assert [row["role"] for row in listed] == roles
+    assert listed[3]["request_precision"] in ("fp32", "bf16") and listed[3]["request_precision"] in listed[3]["model"]
 
 
 def test_models_probe_exits_1_when_an_endpoint_is_down():

@@ -7,6 +7,7 @@ packaged Gemma, mean-pooled. Fakes appear only where a test is about parsing an 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,31 @@ def test_an_openai_compatible_embedding_server_answers_unit_vectors(settings, tm
         rows = encoder.encode(["a funny film", "a scary film", "a funny film"])
     assert rows.shape == (3, 640) and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     assert rows[0] @ rows[2] > 0.9999 and rows[0] @ rows[1] < 0.9999
+
+
+def test_text_precision_resolves_from_the_cpu_and_names_the_space(ml100k_semantics, monkeypatch, tmp_path):
+    """`TANDEM_TEXT_PRECISION`: auto is bf16 only where the CPU multiplies bf16 natively; a bf16 text space says so
+    in its key (calibrators, thresholds and labels fitted to float32 e_sem are not reused); an endpoint encoder is
+    never switched; a bad value is one line naming the variable."""
+    import tools.text_encoders as encoders
+    from agents.cloud.semantic import TextSpace
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(encoders, "native_bf16", lambda native=native: native)
+        assert encoders.resolve_text_precision("auto") == expected
+        assert encoders.resolve_text_precision("fp32") == "fp32" and encoders.resolve_text_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="unknown text precision"):
+        encoders.resolve_text_precision("int4")
+    fast, plain = TextSpace(ml100k_semantics, precision="bf16"), TextSpace(ml100k_semantics)
+    assert fast.key == f"{ml100k_semantics.key}+bf16" and plain.key == ml100k_semantics.key
+    assert isinstance(fast.encoder, LocalMiniLM) and fast.encoder.precision == "bf16"
+    assert plain.encoder is ml100k_semantics.encoder
+    vectors = fast.project(["a funny animated movie"]), plain.project(["a funny animated movie"])
+    cosine = float((vectors[0] * vectors[1]).sum() / np.linalg.norm(vectors[0]) / np.linalg.norm(vectors[1]))
+    assert cosine > 0.999
+    endpoint = EndpointEncoder(EmbeddingSpec(backend="ollama", model="m", url="http://127.0.0.1:9"), None)
+    remote = replace(ml100k_semantics, key="endpoint-key", encoder=endpoint)
+    assert TextSpace(remote, precision="bf16").precision == "fp32"  # an endpoint's precision is its own
+    monkeypatch.setenv("TANDEM_TEXT_PRECISION", "int4")
+    with pytest.raises(SettingsError, match="TANDEM_TEXT_PRECISION"):
+        load_settings(home=tmp_path)

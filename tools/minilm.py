@@ -6,6 +6,10 @@ non-padding tokens (the AVG of Eq. 1) -> L2 normalisation, exactly the three mod
 `modules.json` names. Importing sentence-transformers pulls in scikit-learn and SciPy, several seconds of a
 cold `tandem recommend`; this needs only torch, tokenizers and safetensors. `tests/test_minilm.py` checks the
 vectors against sentence-transformers itself.
+
+`precision="bf16"` runs the encoder with bfloat16 weights and activations (pooling and normalisation in float32):
+on a CPU that multiplies bf16 natively (AMX, AVX512-BF16) a request's few short texts encode about 1.5x faster,
+and the vectors keep a cosine of about 0.9999 to the float32 ones (`tools.text_encoders.resolve_text_precision`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +25,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
+Precision = Literal["fp32", "bf16"]
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length
 PACK_MAX_TOKENS = 512  # batches up to this many real tokens are packed into one row instead of padded
 
@@ -102,7 +109,7 @@ class MiniLM(nn.Module):
 class MiniLMEncoder:
     """Sentence embeddings [N, 384] from the packaged MiniLM folder: tokenize, encode, mean-pool, normalise."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, precision: Precision = "fp32") -> None:
         config = json.loads((folder / "config.json").read_text())
         self.dim = int(config["hidden_size"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -110,7 +117,8 @@ class MiniLMEncoder:
         self.tokenizer.enable_padding(pad_id=config.get("pad_token_id", 0))
         self.model = MiniLM(config)
         self.model.load_bert(load_file(str(folder / "model.safetensors")))
-        self.model.eval()
+        self.precision = precision
+        self.model.to(DTYPES[precision]).eval()
 
     def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
         """L2-normalised mean-pooled embeddings, float32 [N, dim].
@@ -128,7 +136,7 @@ class MiniLMEncoder:
                     continue
                 ids = torch.tensor([e.ids for e in batch], dtype=torch.long)
                 mask = torch.tensor([e.attention_mask for e in batch], dtype=torch.long)
-                states = self.model(ids, mask)
+                states = self.model(ids, mask).float()
                 weights = mask[..., None].to(states.dtype)
                 pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
                 out.append(nn.functional.normalize(pooled, dim=-1).numpy())
@@ -141,8 +149,9 @@ class MiniLMEncoder:
         ids = torch.tensor([token for piece in pieces for token in piece], dtype=torch.long)[None]
         positions = torch.cat([torch.arange(len(p)) for p in pieces])[None]
         same = segment[:, None] == segment[None, :]  # [L, L]
-        bias = torch.zeros(same.shape).masked_fill(~same, torch.finfo(torch.float32).min)[None, None]
-        states = self.model(ids, torch.ones_like(ids), positions, bias)[0]  # [L, H]
+        dtype = DTYPES[self.precision]
+        bias = torch.zeros(same.shape, dtype=dtype).masked_fill(~same, torch.finfo(dtype).min)[None, None]
+        states = self.model(ids, torch.ones_like(ids), positions, bias)[0].float()  # [L, H]
         pooled = torch.zeros(len(pieces), states.shape[1]).index_add_(0, segment, states)
         pooled = pooled / torch.tensor([max(1, len(p)) for p in pieces], dtype=states.dtype)[:, None]
         return nn.functional.normalize(pooled, dim=-1).numpy()

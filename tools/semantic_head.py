@@ -46,10 +46,12 @@ class HeadError(TandemError):
 HEAD_GLOB = "semantic-head-*.pt"
 
 
-def space_key(semantics_key: str, head_digest: str | None) -> str:
-    """What the cloud's e_sem depends on: the item semantics, and the head's digest when summaries go through one
-    (the key of the text space, and of the models fitted to e_sem)."""
-    return semantics_key if head_digest is None else f"{semantics_key}+head-{head_digest[:12]}"
+def space_key(semantics_key: str, head_digest: str | None, precision: str = "fp32") -> str:
+    """What the cloud's e_sem depends on: the item semantics, the head's digest when summaries go through one, and
+    the request-time text encoder's precision when it is not float32 (the key of the text space, and of the models
+    fitted to e_sem)."""
+    key = semantics_key if head_digest is None else f"{semantics_key}+head-{head_digest[:12]}"
+    return key if precision == "fp32" else f"{key}+{precision}"
 
 
 def head_path(models_dir: Path, semantics_key: str) -> Path:

