@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--llm-users", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chord-seconds", type=float, default=60.0)
+    parser.add_argument("--out", default="", help="results file (default evals/results/graph_<data>.json)")
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,6 +120,7 @@ def main() -> None:
         "protocol": "seeded test-split users, leave-one-out history + generated query, fresh device store each",
         "machine": f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, CPU only; embedded Gemma 3 "
         "270M Q4_K_M via llama.cpp for both agents",
+        "text_precision": rule.cloud.space.precision if rule.cloud is not None else None,
         "load_avg_before_after": [load_before, os.getloadavg()],
         "digests": model_digests(settings, rule.workspace, rule.device, with_language_models=args.llm_users > 0),
         "full_path_llm": llm_full,
@@ -126,7 +128,7 @@ def main() -> None:
         "cached_path": {"after_llm_request": llm_cached, "after_rule_request": rule_cached},
         "chord_path_rule_planner": chord_full,
     }
-    out = RESULTS / f"graph_{args.data}.json"
+    out = Path(args.out) if args.out else RESULTS / f"graph_{args.data}.json"
     write_json(out, result)
     table = Table(title=f"graph latency ({args.data})")
     for column in ("path", "node", "p50 ms", "p95 ms"):

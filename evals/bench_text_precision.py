@@ -68,10 +68,12 @@ def measure_fidelity(ws: Workspace, settings: Settings, fidelity: Fidelity, user
     rng = np.random.default_rng(seed)
     test = ws.splits.test
     picked = [test[i] for i in rng.choice(len(test), size=min(users, len(test)), replace=False)]
-    picked, _ = with_fidelity(picked, fidelity, ws.dataset, seed) if fidelity != "none" else (picked, [])
+    picked, _ = with_fidelity(picked, fidelity, ws.dataset, seed)  # none: the query emptied
     reference = CloudAgent(space=_space(ws, settings, "fp32"), index=ws.retriever)
     times: dict[str, list[float]] = {"fp32": [], precision: []}
     vectors: dict[str, list[np.ndarray]] = {"fp32": [], precision: []}
+    for which in times:  # load each encoder before anything is timed
+        _space(ws, settings, which).project(["a warm-up text"])
     same_candidates = same_top10 = 0
     score_gaps, cosines = [], []
     for n, inst in enumerate(track(picked, description=f"{fidelity}: fp32 vs {precision}", console=console)):
