@@ -59,6 +59,8 @@ class TandemRuntime:
     cloud_url: str | None = None
     request_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
+    """What this home lacks and what follows (no calibrator, no threshold, no labels): shown once by each entry
+    point (`tandem.views.runtime_notes`), never per request."""
     plan_model: str = "base model"
     """What plans with the language-model planner: "plan adapter <digest>" (CDA4Rec Eq. 8) or "base model"."""
     wire_downgraded: bool = False
@@ -119,6 +121,10 @@ class TandemRuntime:
         if threshold is None:
             notes.append(f"no LSC4Rec re-request threshold: re-requests are off (`tandem setup --data "
                          f"{ws.dataset.name}` samples it)")  # fmt: skip
+        if cloud is not None and planner == "llm" and cloud.plan_prompt == PromptChoice().plan:
+            notes.append(f"no hindsight labels for {ws.dataset.name}: the base model plans from fixed few-shot "
+                         f"examples (`tandem plans label --data {ws.dataset.name}` lets it choose among the plans "
+                         "that served the nearest labelled users best)")  # fmt: skip
         if cloud is not None and planner == "llm" and needs_adapter(get_prompt(cloud.plan_prompt)) and \
                 cloud.adapter_model is None:
             notes.append(f"{cloud.plan_prompt} is written for the plan adapter and {ws.dataset.name} has none: the "

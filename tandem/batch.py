@@ -22,6 +22,7 @@ from graph.run import recommend
 from graph.runtime import TandemRuntime
 from ground.errors import TandemError
 from ground.settings import Settings
+from tandem import views
 from tandem.session import result_json
 
 
@@ -73,6 +74,7 @@ def run_batch(
     runtime = TandemRuntime.create(settings, data, planner=planner, cloud_url=cloud_url,  # type: ignore[arg-type]
                                    store_path=store_path)  # fmt: skip
     catalog = runtime.device.catalog
+    views.runtime_notes(runtime.notes, console or Console(stderr=True))
     answered = failed = 0
     start = time.perf_counter()
     columns = (TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

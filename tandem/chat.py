@@ -54,6 +54,7 @@ class ChatSession:
         saver = sqlite_checkpointer(runtime.settings.home / "device" / "sessions.sqlite", runtime.settings.db_timeout)
         for notice in saver.notices:
             console.print(views.labelled("notice: ", notice, "yellow"))
+        views.runtime_notes(runtime.notes, console)
         graph = builder.compile(checkpointer=saver, name="tandem-chat")
         session_id = session_id or uuid.uuid4().hex[:8]
         previous = graph.get_state({"configurable": {"thread_id": session_id}}).values

@@ -251,6 +251,7 @@ def cloud_serve(
     name = runtime.workspace.dataset.name
     replicas = f" ({workers} worker processes)" if workers > 1 else ""
     console.print(views.safe(f"Tandem cloud for {name} on http://{host}:{port}{replicas}"))
+    views.runtime_notes(runtime.notes, console)
     if workers == 1:
         serve(runtime.cloud, name, settings, host, port)
         return

@@ -33,6 +33,7 @@ def run_demo(ws: Workspace, console: Console, user: str = DEMO_USER, query: str 
     runtime = TandemRuntime.create(ws.settings, ws.data)
     prompt = runtime.cloud.plan_prompt if runtime.cloud is not None else "-"
     console.print(views.labelled("cloud planner: ", f"{runtime.plan_model}, prompt {prompt}", "bold"))
+    views.runtime_notes(runtime.notes, console)
     if runtime.cloud is not None:
         space = runtime.cloud.space
         tower = f"semantic head {space.head_digest[:12]}" if space.head is not None else \

@@ -38,7 +38,7 @@ def request_once(
                                    prompts=prompts)
     runtime.workspace.dataset.user_index(user)  # unknown user -> one clear line
     state = recommend(runtime, user, query, explain=explain, top_k=top, use_cache=use_cache)
-    return state, runtime.device.catalog
+    return {**state, "notes": list(runtime.notes)}, runtime.device.catalog
 
 
 def _plain(value: Any) -> Any:
@@ -54,7 +54,7 @@ def result_json(state: Mapping[str, Any], catalog: Catalog) -> dict[str, Any]:
     items = [{"item_id": i, "score": s, "title": catalog[i].title, "tags": list(catalog[i].tags)}
              for i, s in zip(state.get("ranked", []), state.get("ranked_scores", []), strict=True)]  # fmt: skip
     keys = ("user", "source", "abstract", "plan_result", "inconsistency", "rerequests", "cache", "precision",
-            "route", "crossings", "timings", "warnings", "explanation", "constraints", "replaced")  # fmt: skip
+            "route", "crossings", "timings", "warnings", "notes", "explanation", "constraints", "replaced")  # fmt: skip
     out = {key: _plain(state.get(key)) for key in keys}
     out["plan"] = out.pop("plan_result")
     out["recommendations"] = items
@@ -79,5 +79,6 @@ def print_result(state: Mapping[str, Any], catalog: Catalog, console: Console, a
     console.print(views.route_summary(state))
     for warning in state.get("warnings", []):
         console.print(views.labelled("warning: ", warning, "yellow"))
+    views.runtime_notes(state.get("notes", []), console)
     if state.get("explanation"):
         console.print(Panel(views.safe(state["explanation"]), title="why these"))

@@ -44,6 +44,12 @@ def labelled(label: str, text: object, style: str = "", *, multiline: bool = Tru
     return Text.assemble((label, style), safe(text, multiline=multiline))
 
 
+def runtime_notes(notes: list[str], console: Console) -> None:
+    """A runtime's notes on what its home lacks (`TandemRuntime.notes`), one yellow line each."""
+    for note in notes:
+        console.print(labelled("note: ", note, "yellow"))
+
+
 def error_line(exc: BaseException | str, label: str = "error: ") -> Text:
     """One red line for an error message, whatever characters it holds."""
     return Text.assemble((label, "bold red"), one_line(exc))

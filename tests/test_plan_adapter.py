@@ -197,6 +197,7 @@ def test_runtime_uses_the_adapter_when_trained_and_the_base_model_otherwise(sett
                                 progress=False)  # fmt: skip
     assert base.cloud.adapter_model is None and base.plan_model == "base model"
     assert base.cloud.plan_prompt == "plan_json@1"
+    assert any("no hindsight labels for ml-100k" in n and "tandem plans label" in n for n in base.notes)  # says why
 
     trained = real_shape_adapter(tmp_path / "plan-adapter.gguf", 0.0)
     monkeypatch.setattr(runtime_module, "adapter_gguf", lambda *_: trained)
@@ -205,12 +206,14 @@ def test_runtime_uses_the_adapter_when_trained_and_the_base_model_otherwise(sett
     assert rt.cloud.plan_prompt == ADAPTER_PROMPT and rt.cloud.adapter_model.lora_path == str(trained)
     assert rt.plan_model.startswith("plan adapter ") and rt.plan_model in rt.cache_scope
     assert rt.cloud.planner_model.lora_path is None  # other prompts keep the base model
+    assert not any("no hindsight labels" in n for n in rt.notes)
     chosen = TandemRuntime.create(settings, "ml-100k", planner="llm", store_path=str(tmp_path / "c.sqlite"),
                                   progress=False, prompts=choose_prompts(["plan_exemplars@1"]))
     assert chosen.cloud.plan_prompt == "plan_exemplars@1" and chosen.plan_model == "base model"
     rules = TandemRuntime.create(settings, "ml-100k", planner="rule", store_path=str(tmp_path / "d.sqlite"),
                                  progress=False)  # fmt: skip
     assert rules.cloud.adapter_model is None and rules.plan_model == "rules"
+    assert not any("no hindsight labels" in n for n in rules.notes + chosen.notes)  # nothing was left to the default
 
 
 def test_point_choice_grammars_compile_and_the_grammar_cache_stays_bounded() -> None:
