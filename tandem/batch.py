@@ -22,7 +22,6 @@ from graph.run import recommend
 from graph.runtime import TandemRuntime
 from ground.errors import TandemError
 from ground.settings import Settings
-from tandem import views
 from tandem.session import result_json
 
 
@@ -44,6 +43,7 @@ class BatchSummary(BaseModel):
     failed: int
     seconds: float
     users_per_s: float
+    notes: list[str] = []  # what the runtime's home lacks (`TandemRuntime.notes`), reported with the summary
 
 
 def read_requests(path: Path) -> Iterator[tuple[int, BatchRequest | str]]:
@@ -74,7 +74,6 @@ def run_batch(
     runtime = TandemRuntime.create(settings, data, planner=planner, cloud_url=cloud_url,  # type: ignore[arg-type]
                                    store_path=store_path)  # fmt: skip
     catalog = runtime.device.catalog
-    views.runtime_notes(runtime.notes, console or Console(stderr=True))
     answered = failed = 0
     start = time.perf_counter()
     columns = (TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -97,4 +96,5 @@ def run_batch(
     seconds = time.perf_counter() - start
     total = answered + failed
     return BatchSummary(requests=total, answered=answered, failed=failed, seconds=round(seconds, 3),
-                        users_per_s=round(answered / seconds, 3) if seconds > 0 else 0.0)  # fmt: skip
+                        users_per_s=round(answered / seconds, 3) if seconds > 0 else 0.0,
+                        notes=list(runtime.notes))  # fmt: skip

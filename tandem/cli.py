@@ -207,6 +207,7 @@ def _recommend_batch(path: Path, out: Path | None, data: str, planner: str, clou
             sink.close()
     err_console.print(f"{summary.answered} of {summary.requests} requests answered in {summary.seconds:.1f} s "
                       f"({summary.users_per_s:.2f} users/s); {summary.failed} failed", highlight=False)  # fmt: skip
+    views.runtime_notes(summary.notes, err_console)
     if summary.failed:
         raise typer.Exit(1)
 
