@@ -35,12 +35,12 @@ from agents.cloud.agent import CloudAgent
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from agents.device.abstract import generate_abstract, history_from_ids
 from evals.rec_queries import with_fidelity
-from graph.runtime import installed_head
+from graph.runtime import installed_head, text_space
 from ground.files import write_json
 from ground.settings import Settings, get_settings
 from tools.data.queries import Fidelity
 from tools.fusion import rank_step
-from tools.metrics import paired_bootstrap, target_ranks
+from tools.metrics import paired_bootstrap, per_user, target_ranks
 from tools.text_encoders import native_bf16
 from tools.workspace import Workspace
 
@@ -50,11 +50,8 @@ console = Console()
 
 
 def _space(ws: Workspace, settings: Settings, precision: str) -> TextSpace:
-    """A fresh text space (empty memo) at `precision`, with the installed semantic head if there is one."""
-    found = installed_head(settings, ws)
-    if found is None:
-        return TextSpace(ws.semantics, precision=precision)  # type: ignore[arg-type]
-    return TextSpace(ws.semantics, head=found[0], head_digest=found[1], precision=precision)  # type: ignore[arg-type]
+    """A fresh text space (empty memo) as the runtime builds it (`graph.runtime.text_space`), at `precision`."""
+    return text_space(settings.model_copy(update={"text_precision": precision}), ws)
 
 
 def _ms(values: list[float]) -> dict[str, float]:
@@ -102,11 +99,10 @@ def measure_fidelity(ws: Workspace, settings: Settings, fidelity: Fidelity, user
     mask = torch.zeros(len(picked), table.shape[0], dtype=torch.bool)
     for row, inst in enumerate(picked):
         mask[row, torch.as_tensor(inst.history, dtype=torch.long)] = True
-    per_user: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
     for which, rows in vectors.items():
         ranks = target_ranks(torch.from_numpy(np.stack(rows) @ table.T), targets, mask).numpy()
-        per_user[which] = {"HR@10": (ranks < 10).astype(float),
-                           "NDCG@10": np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)}  # fmt: skip
+        scores[which] = {metric: per_user(ranks, metric) for metric in ("HR@10", "NDCG@10")}
     n = len(picked)
     return {
         "users": n,
@@ -116,10 +112,10 @@ def measure_fidelity(ws: Workspace, settings: Settings, fidelity: Fidelity, user
         "max_score_difference_when_identical": round(float(np.nanmax(score_gaps)), 6) if same_candidates else None,
         "identical_top10_semantic_rank": f"{same_top10}/{n}",
         "semantic_alone_full_ranking": {
-            metric: {"fp32": round(float(per_user["fp32"][metric].mean()), 4),
-                     precision: round(float(per_user[precision][metric].mean()), 4),
-                     f"{precision} minus fp32": paired_bootstrap(per_user[precision][metric],
-                                                                 per_user["fp32"][metric], seed=seed).text()}
+            metric: {"fp32": round(float(scores["fp32"][metric].mean()), 4),
+                     precision: round(float(scores[precision][metric].mean()), 4),
+                     f"{precision} minus fp32": paired_bootstrap(scores[precision][metric],
+                                                                 scores["fp32"][metric], seed=seed).text()}
             for metric in ("HR@10", "NDCG@10")
         },  # fmt: skip
     }
