@@ -1,6 +1,6 @@
 """SASRec recipe benchmark: time-to-accuracy of a named training recipe on MovieLens (issue 14).
 
-    python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce            # 45 min, snapshots at 10, 20
+    python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce@2          # 45 min, snapshots at 10, 20
     python -m evals.bench_sasrec --data ml-1m --label no-mask --set mask_history=false --minutes 12 --scratch
 
 Trains the recipe on the leave-one-out training split `tandem eval rec` uses (seeded; 10% of users held out),
@@ -34,7 +34,7 @@ from tools.data import leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import build_encoder
 from tools.metrics import PopularityScorer, evaluate
-from tools.recipes import RECIPES, recipe_config
+from tools.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
 from tools.training import train_encoder
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -62,6 +62,14 @@ def time_to_accuracy(history: list[dict[str, float]]) -> dict[str, dict[str, flo
         row = next((r for r in history if r["HR@10"] >= threshold), None)
         out[f"HR@10>={threshold}"] = {"epoch": row["epoch"], "seconds": round(row["elapsed"], 1)} if row else None
     return out
+
+
+def _flat(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`--set` form of the overrides: the model's settings as model.NAME (only those differing from the recipe's
+    are worth reading, but all are listed so the command is complete)."""
+    flat = {k: v for k, v in overrides.items() if k != "model"}
+    flat.update({f"model.{k}": v for k, v in overrides.get("model", {}).items()})
+    return flat
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -110,7 +118,7 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
         "recipe": recipe,
         "overrides": {k: v for k, v in overrides.items()},
         "command": f"python -m evals.bench_sasrec --data {data} --recipe {recipe} --label {label}"
-        + "".join(f" --set {k}={v}" for k, v in overrides.items()) + (" --resume" if resumed else ""),
+        + "".join(f" --set {k}={v}" for k, v in _flat(overrides).items()) + (" --resume" if resumed else ""),
         "resumed_from": resumed,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "snapshot_s"},
         **final,
@@ -163,10 +171,11 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="ml-1m", choices=["ml-100k", "ml-1m"])
-    parser.add_argument("--recipe", default="sasrec-full-ce", choices=sorted(RECIPES))
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES))
     parser.add_argument("--label", default=None, help="name of this run in the results (default: the recipe)")
     parser.add_argument("--minutes", type=float, default=None, help="time budget (default: the recipe's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe setting (model.NAME=VALUE for the architecture)")
     parser.add_argument("--snapshots", default="10,20", help="minutes at which to keep the best checkpoint so far")
     parser.add_argument("--scratch", action="store_true", help="write the checkpoint to <home>/scratch, not the "
                         "standard location")  # fmt: skip
@@ -180,9 +189,15 @@ def main(argv: list[str] | None = None) -> None:
         print(plot(json.loads(out.read_text()), out.with_suffix(".png")))
         return
     overrides: dict[str, Any] = {}
+    model: dict[str, Any] = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = parse_value(value)
+        if key.startswith("model."):  # e.g. model.dim=128: one architecture setting, the others the recipe's
+            model[key.removeprefix("model.")] = parse_value(value)
+        else:
+            overrides[key] = parse_value(value)
+    if model:
+        overrides["model"] = {**RECIPES[args.recipe]["model"], **model}
     if args.minutes:
         overrides["time_budget_s"] = args.minutes * 60
     snapshots = tuple(float(m) for m in args.snapshots.split(",") if m.strip())

@@ -12,7 +12,7 @@ user it evaluates, so the export writes:
   are left out too (RecBole would make them test users); `manifest.json` counts both.
 - `<name>.item`: every catalog item (`item_id:token movie_title:token_seq`), so both rank the same items.
 - `<name>.yaml`: the RecBole config of the split (LS valid_and_test, time order, full ranking, history of
-  up to `max_len` items, HR@10 / NDCG@10) and of SASRec as the `sasrec-full-ce` recipe sets it up.
+  up to `max_len` items, HR@10 / NDCG@10) and of SASRec as the `sasrec-full-ce@2` recipe sets it up.
 
 `read_recbole_split` rebuilds the split from the files the way RecBole's LS split reads them.
 """
@@ -66,16 +66,16 @@ def recbole_config(name: str, folder: Path, max_len: int, seed: int) -> str:
         "topk: [10]",
         "valid_metric: NDCG@10",
         f"seed: {seed}",
-        "# SASRec as Tandem's recipe sasrec-full-ce trains it (full softmax CE, no sampled negatives). RecBole",
+        "# SASRec as Tandem's recipe sasrec-full-ce@2 builds it (full softmax CE, no sampled negatives). RecBole",
         "# batches prefixes (one target each) where Tandem batches whole sequences (every position a target).",
         "loss_type: CE",
         "train_neg_sample_args: ~",
         "n_layers: 2",
         "n_heads: 2",
-        "hidden_size: 64",
-        "inner_size: 64",
-        "hidden_dropout_prob: 0.2",
-        "attn_dropout_prob: 0.2",
+        "hidden_size: 128",
+        "inner_size: 128",
+        "hidden_dropout_prob: 0.1",
+        "attn_dropout_prob: 0.1",
         "learning_rate: 0.002",
         "",
     ])  # fmt: skip
