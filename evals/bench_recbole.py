@@ -9,8 +9,9 @@
 3. `evals/recbole_runner.py` trains RecBole's SASRec inside that environment for the same wall-clock budget,
    with the architecture of the Tandem run it is compared with (layers, heads, width, feed-forward width,
    dropout, history length, learning rate) and RecBole's own training loop otherwise (one prefix per sample,
-   `--batch-size` prefixes per step), validating every epoch with RecBole's full-ranking evaluator (history
-   masked); the best checkpoint known at each snapshot moment is tested as well.
+   `--batch-size` prefixes per step), validating with RecBole's full-ranking evaluator (history masked) every
+   `--validate-every` seconds of training (`recbole_runner.Rounds`: the same pass over the data, validated
+   more often than once per epoch); the best checkpoint known at each snapshot moment is tested as well.
 4. The Tandem side is the run `--tandem-run` of `evals/results/sasrec_<data>.json` (written by
    `evals.bench_sasrec` on this machine): its validation curve, its 10- and 20-minute cuts and its test
    figures.
@@ -130,7 +131,7 @@ def run_recbole(python: Path, spec: dict[str, Any], log: Path) -> dict[str, Any]
 
 
 def run(data: str, minutes: float, snapshots: tuple[float, ...], batch_size: int, tandem_label: str | None,
-        out: Path, threads: int | None) -> dict[str, Any]:  # fmt: skip
+        out: Path, threads: int | None, validate_every_s: float = 120.0) -> dict[str, Any]:  # fmt: skip
     settings = Settings()
     label, tandem = tandem_side(RESULTS_DIR / f"sasrec_{data}.json", tandem_label)
     dataset = load(data, settings.data_dir)
@@ -142,7 +143,8 @@ def run(data: str, minutes: float, snapshots: tuple[float, ...], batch_size: int
     budget = minutes * 60
     moments = sorted({*(m * 60 for m in snapshots if m * 60 < budget), budget})
     spec = {"config_file": str(export.config), "overrides": recbole_overrides(tandem["config"], batch_size,
-            settings.seed), "budget_s": budget, "snapshots_s": moments, "threads": threads or tandem_threads(tandem),
+            settings.seed), "budget_s": budget, "snapshots_s": moments, "validate_every_s": validate_every_s,
+            "threads": threads or tandem_threads(tandem),
             "out": str(root / "result.json"), "workdir": str(root / "work")}  # fmt: skip
     load_start = os.getloadavg()
     recbole = run_recbole(python, spec, root / "runner.log")
@@ -159,7 +161,7 @@ def run(data: str, minutes: float, snapshots: tuple[float, ...], batch_size: int
         "on this machine, the two runs one after the other",
         "thresholds": list(THRESHOLDS),
         "command": f"python -m evals.bench_recbole --data {data} --minutes {minutes:g} --tandem-run {label} "
-        f"--batch-size {batch_size}",
+        f"--batch-size {batch_size} --validate-every {validate_every_s:g}",
         "export": {"users": export.users, "interactions": export.interactions, "items": export.items},
         "recbole": recbole,
         "tandem": {"run": label, "command": tandem["command"], "config": tandem["config"],
@@ -205,12 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tandem-run", default=None, help="label of the Tandem run in sasrec_<data>.json "
                         "(default: the best on validation)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the Tandem run's)")
+    parser.add_argument("--validate-every", type=float, default=120.0, help="seconds of RecBole training between "
+                        "validations (an ML-1M epoch outlasts the budget on 2 cores)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     snapshots = tuple(float(m) for m in args.snapshots.split(",") if m.strip())
     out = args.out or RESULTS_DIR / f"recbole_{args.data}.json"
     try:
-        run(args.data, args.minutes, snapshots, args.batch_size, args.tandem_run, out, args.threads)
+        run(args.data, args.minutes, snapshots, args.batch_size, args.tandem_run, out, args.threads,
+            args.validate_every)
     except TandemError as exc:
         raise SystemExit(f"error: {exc}") from None
 

@@ -5,11 +5,12 @@ Tandem, only RecBole, PyTorch and the standard library).
     <scratch venv>/bin/python evals/recbole_runner.py SPEC.json
 
 SPEC.json: {"config_file": the export's YAML, "overrides": RecBole settings on top, "budget_s": seconds,
-"snapshots_s": [seconds, ...], "threads": N, "out": result JSON, "workdir": folder for RecBole's logs and
-checkpoints}. The result holds the validation curve (each epoch's HR@10 / NDCG@10, training loss, seconds on
-the wall clock since training started), the best epoch, and the test metrics of the best checkpoint at the end
-and of the best checkpoint known at each snapshot moment (what a shorter budget would have kept), all from
-RecBole's own full-ranking evaluator (the user's history masked).
+"snapshots_s": [seconds, ...], "validate_every_s": seconds of training between validations (`Rounds`),
+"threads": N, "out": result JSON, "workdir": folder for RecBole's logs and checkpoints}. The result holds
+the validation curve (per validation: HR@10 / NDCG@10, epochs trained so far, mean training loss of the
+round, seconds on the wall clock since training started), the best epoch, and the test metrics of the best
+checkpoint at the end and of the best checkpoint known at each snapshot moment (what a shorter budget would
+have kept), all from RecBole's own full-ranking evaluator (the user's history masked).
 """
 
 from __future__ import annotations
@@ -26,17 +27,39 @@ class BudgetSpent(Exception):
     """Raised between epochs once the wall-clock budget is used up."""
 
 
-class Budgeted:
-    """RecBole's training data loader, cut short when the wall clock passes `deadline`: the epoch then ends
-    early and is validated, as Tandem's trainer does with a budget (other attributes are the loader's)."""
+class Rounds:
+    """RecBole's training data as rounds of at most `every_s` seconds, each followed by RecBole's validation.
 
-    def __init__(self, loader, deadline: float) -> None:
-        self.loader, self.deadline = loader, deadline
+    RecBole validates once per epoch, and on 2 CPU cores one epoch of ML-1M (a sample per prefix, each padded to
+    the full history length) takes longer than the budgets compared; so each of RecBole's "epochs" here is a
+    round that takes the next batches of the SAME pass over the data (one iterator, reshuffled only when a pass
+    ends, as RecBole does), until `every_s` seconds pass, a pass ends or the wall clock reaches `deadline`.
+    The training itself is unchanged; only validation is more frequent. Other attributes are the loader's.
+    """
+
+    def __init__(self, loader, deadline: float, every_s: float) -> None:
+        self.loader, self.deadline, self.every_s = loader, deadline, every_s
+        self.iterator = None
+        self.samples = 0  # samples trained on so far, over all rounds
+        self.batches = 0  # batches of the current round
 
     def __iter__(self):
-        for batch in self.loader:
-            if time.perf_counter() > self.deadline:
+        self.batches, started = 0, time.perf_counter()
+        while True:
+            now = time.perf_counter()
+            if now > self.deadline or (self.batches and now - started > self.every_s):
                 return
+            if self.iterator is None:
+                self.iterator = iter(self.loader)
+            try:
+                batch = next(self.iterator)
+            except StopIteration:  # a pass over the data ended: so does the round
+                self.iterator = None
+                if self.batches:
+                    return
+                continue
+            self.batches += 1
+            self.samples += len(batch)
             yield batch
 
     def __len__(self) -> int:
@@ -84,24 +107,29 @@ def main(spec_path: str) -> None:
     curve: list[dict[str, float]] = []
     snapshots: dict[float, dict[str, float]] = {}
 
+    epoch_samples = len(train_data.dataset)
+
     class BudgetTrainer(Trainer):
-        """RecBole's trainer, stopped between epochs when the budget is spent; records each validation."""
+        """RecBole's trainer in validation rounds (`Rounds`), stopped when the budget is spent; records each
+        validation with the epochs trained so far (a fraction: samples seen / samples per epoch)."""
 
         started = 0.0
+        rounds: Rounds | None = None
 
         def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
             if time.perf_counter() - self.started > budget:
                 raise BudgetSpent
-            return super()._train_epoch(Budgeted(train_data, self.started + budget), epoch_idx, loss_func,
-                                        show_progress)  # fmt: skip
+            if self.rounds is None:
+                self.rounds = Rounds(train_data, self.started + budget, float(spec.get("validate_every_s", 120)))
+            return super()._train_epoch(self.rounds, epoch_idx, loss_func, show_progress)
 
         def _valid_epoch(self, valid_data, show_progress=False):
             score, result = super()._valid_epoch(valid_data, show_progress)
-            epoch = len(curve) + 1
-            loss = self.train_loss_dict.get(epoch - 1, float("nan"))
-            elapsed = time.perf_counter() - self.started
-            curve.append({"epoch": epoch, "loss": float(loss), "HR@10": float(result["hit@10"]),
-                          "NDCG@10": float(result["ndcg@10"]), "elapsed": elapsed})  # fmt: skip
+            done = self.rounds
+            total = self.train_loss_dict.get(len(curve), float("nan"))  # RecBole sums the batches' mean losses
+            curve.append({"epoch": round(done.samples / epoch_samples, 3), "loss": float(total) / max(1, done.batches),
+                          "HR@10": float(result["hit@10"]), "NDCG@10": float(result["ndcg@10"]),
+                          "elapsed": time.perf_counter() - self.started, "samples": done.samples})  # fmt: skip
             return score, result
 
     trainer = BudgetTrainer(config, model)
@@ -152,10 +180,11 @@ def main(spec_path: str) -> None:
     Path(spec["out"]).write_text(json.dumps(out, indent=1) + "\n")
 
 
-def _best_epoch(curve: list[dict[str, float]], until: float) -> int:
-    """The epoch with the best validation NDCG@10 among those finished by `until` seconds (0 if none)."""
+def _best_epoch(curve: list[dict[str, float]], until: float) -> float:
+    """The epoch (fractional: epochs trained when validated) with the best validation NDCG@10 among the
+    validations done by `until` seconds (0 if none)."""
     done = [row for row in curve if row["elapsed"] <= until + 1e-9]
-    return int(max(done, key=lambda row: row["NDCG@10"])["epoch"]) if done else 0
+    return max(done, key=lambda row: row["NDCG@10"])["epoch"] if done else 0
 
 
 def _metrics(result) -> dict[str, float]:

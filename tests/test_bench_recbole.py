@@ -8,12 +8,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from evals import bench_recbole
-from evals.recbole_runner import _best_epoch
+from evals.recbole_runner import Rounds, _best_epoch
 from ground.errors import TandemError
 from tools.recipes import recipe_config
 
@@ -86,3 +87,19 @@ def test_the_runner_keeps_the_best_validation_epoch_known_at_a_moment() -> None:
     assert _best_epoch(curve, 199.0) == 2
     assert _best_epoch(curve, 500.0) == 4
     assert _best_epoch(curve, 10.0) == 0
+
+
+def test_rounds_continue_one_pass_over_the_data_and_stop_at_the_deadline() -> None:
+    class Loader(list):
+        dataset = "the loader's"
+
+    loader = Loader([[i] * 2 for i in range(5)])  # 5 batches of 2 samples
+    rounds = Rounds(loader, deadline=time.perf_counter() + 60, every_s=0.0)  # a round = one batch here
+    seen = [batch[0] for _ in range(7) for batch in rounds]
+    assert seen == [0, 1, 2, 3, 4, 0, 1]  # the pass goes on across rounds, then starts again
+    assert rounds.samples == 14 and rounds.batches == 1 and len(rounds) == 5
+    assert rounds.dataset == "the loader's"  # RecBole's trainer reads the loader's attributes through it
+    whole = Rounds(loader, deadline=time.perf_counter() + 60, every_s=60.0)
+    assert [batch[0] for batch in whole] == [0, 1, 2, 3, 4]  # a pass's end ends the round
+    late = Rounds(loader, deadline=time.perf_counter() - 1, every_s=60.0)
+    assert list(late) == [] and late.samples == 0
