@@ -118,7 +118,8 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
         "recipe": recipe,
         "overrides": {k: v for k, v in overrides.items()},
         "command": f"python -m evals.bench_sasrec --data {data} --recipe {recipe} --label {label}"
-        + "".join(f" --set {k}={v}" for k, v in _flat(overrides).items()) + (" --resume" if resumed else ""),
+        + "".join(f" --set {k}={v}" for k, v in _flat(overrides).items()) + (" --resume" if resumed else "")
+        + (" --scratch" if scratch else ""),
         "resumed_from": resumed,
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "snapshot_s"},
         **final,
