@@ -74,8 +74,8 @@ def recbole_config(name: str, folder: Path, max_len: int, seed: int) -> str:
         "n_heads: 2",
         "hidden_size: 128",
         "inner_size: 128",
-        "hidden_dropout_prob: 0.1",
-        "attn_dropout_prob: 0.1",
+        "hidden_dropout_prob: 0.2",
+        "attn_dropout_prob: 0.2",
         "learning_rate: 0.002",
         "",
     ])  # fmt: skip
