@@ -168,7 +168,7 @@ def main(spec_path: str) -> None:
                                                    "enable_amp", "seed")},  # fmt: skip
         "items": int(dataset.item_num),
         "users": int(dataset.user_num),
-        "training_samples": len(train_data.dataset),
+        "training_samples": epoch_samples,
         "prepare_seconds": round(prepare_s, 1),
         "train_seconds": round(train_s, 1),
         "stopped_by": stopped_by,
