@@ -9,6 +9,7 @@ The words are the ones the rule planner reads back as tags (`tools.constraints.T
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 # Genres said as an adjective before the noun.
 ADJECTIVES: dict[str, str] = {"Animation": "animated", "Romance": "romantic", "Film-Noir": "noir"}
@@ -30,6 +31,11 @@ def _is_decade(tag: str) -> bool:
 
 def describe(tags: Sequence[str], year: int | None = None) -> str:
     """"an animated children's comedy from the 1990s": genres as adjective, modifiers and head noun, then decade."""
+    return _describe(tuple(tags), year)
+
+
+@lru_cache(maxsize=65_536)
+def _describe(tags: tuple[str, ...], year: int | None) -> str:  # a request describes its whole history
     genres = [t for t in tags if not _is_decade(t) and t != "Uncategorized"]
     head_tag = next((t for t in HEADS if t in genres), None)
     adjectives = [ADJECTIVES[t] for t in genres if t in ADJECTIVES]

@@ -42,7 +42,7 @@ from functools import lru_cache
 from pydantic import BaseModel, Field
 
 from ground.text import normalize_for_matching, skeleton
-from tools.data.queries import could_contain, mentions_title, normalise_title
+from tools.data.queries import mentions_title, normalise_title
 
 CATEGORIES: tuple[str, ...] = ("email", "phone", "url", "name", "title", "item_id", "injection")
 # Cost of one leaked occurrence in the audit score (1.0 = nothing got through).
@@ -65,6 +65,11 @@ INJECTION_RE = re.compile(
     r"previous|everything)\b[^.!?\n]*[.!?]?|[^.!?\n]*\b(?:you are now|system prompt|act as|new instructions)\b"
     r"[^.!?\n]*[.!?]?",
     re.IGNORECASE,
+)
+# A word INJECTION_RE cannot match without: a cheap linear test run first (the full pattern backtracks over each
+# sentence, about 0.7 ms for a 200-character text, and almost no text carries an injection).
+INJECTION_CUE_RE = re.compile(
+    r"\b(?:ignore|disregard|forget|override|you are now|system prompt|act as|new instructions)\b", re.IGNORECASE
 )
 _CAP = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _NAME = rf"{_CAP}(?:\s+{_CAP})?"
@@ -189,15 +194,36 @@ def _written_as_title(text: str, start: int, end: int) -> bool:
     return not opens_sentence or not re.match(r"\s+(?:movies?|films?|shows?|stuff|flicks?|content)\b", after, re.I)
 
 
-def _title_matchers(titles: Iterable[str], keep: set[str]) -> list[tuple[str, str, bool]]:
-    """(form, title, ordinary) for every form of every title, longest form first."""
+@lru_cache(maxsize=65_536)
+def _matchable(title: str) -> str:
+    """A title as the matchers compare it: normalised, every look-alike letter folded (`ground.text.skeleton`)."""
+    return skeleton(normalize_for_matching(title))
+
+
+@lru_cache(maxsize=32)
+def _title_matchers(titles: tuple[str, ...], keep: frozenset[str]) -> list[tuple[str, str, bool, str | None]]:
+    """(form, title, ordinary, probe) for every form of every title, longest form first; `probe` is the form
+    lower-cased when it is ASCII (`_probe`). Memoised: one abstract scrubs several texts against one history."""
     found: dict[str, tuple[str, bool]] = {}
     for title in titles:
         for form in _title_forms(title):
             if form.casefold() not in keep:
                 found.setdefault(form, (title, _ordinary(form)))
     ordered = sorted(found, key=len, reverse=True)
-    return [(form, *found[form]) for form in ordered]
+    return [(form, *found[form], _probe(form)) for form in ordered]
+
+
+def _probe(form: str) -> str | None:
+    """The form lower-cased when it is ASCII, else None: an ASCII form can only match an ASCII text that holds
+    it as a substring once both are lower-cased (`tools.data.queries.could_contain`)."""
+    return form.lower() if form.isascii() else None
+
+
+@lru_cache(maxsize=65_536)
+def _title_probes(title: str) -> tuple[str, ...] | None:
+    """Every form of a title lower-cased, or None when one of them is not ASCII (no cheap test for it)."""
+    probes = tuple(_probe(form) for form in _title_forms(title))
+    return None if None in probes else probes  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=16_384)
@@ -211,9 +237,9 @@ def _title_spans(text: str, titles: Iterable[str], keep: set[str]) -> list[tuple
     """(start, end, title) of every history title written in the text, without overlaps."""
     spans: list[tuple[int, int, str]] = []
     lowered = text.lower() if text.isascii() else None
-    for form, title, ordinary in _title_matchers(titles, keep):
-        if not could_contain(lowered, form):
-            continue
+    for form, title, ordinary, probe in _title_matchers(tuple(titles), frozenset(keep)):
+        if lowered is not None and probe is not None and probe not in lowered:
+            continue  # `could_contain`, with the form lower-cased once per history
         for m in _form_pattern(form).finditer(text):
             if any(s < m.end() and m.start() < e for s, e, _ in spans):
                 continue
@@ -245,7 +271,7 @@ def scrub(
     their descriptions (`descriptions`, title -> text) or "[title]". The text is normalised first (NFKC, invisible
     characters, look-alike letters), and titles are found on its skeleton, so disguised titles are caught."""
     text = normalize_for_matching(text)
-    originals = {skeleton(normalize_for_matching(t)): t for t in titles}
+    originals = {_matchable(t): t for t in titles}
     counts = dict.fromkeys(CATEGORIES, 0)
     replaced: list[tuple[str, str]] = []
     titles = list(originals)
@@ -259,7 +285,8 @@ def scrub(
 
         return pattern.sub(repl, source)
 
-    text = sub(INJECTION_RE, "injection", " ", text)
+    if INJECTION_CUE_RE.search(text):
+        text = sub(INJECTION_RE, "injection", " ", text)
     text = sub(EMAIL_RE, "email", "[email]", text)
     text = sub(URL_RE, "url", "[url]", text)
 
@@ -301,12 +328,15 @@ def audit_leakage(
     text: str, titles: Iterable[str] = (), item_ids: Iterable[int] = (), keep: Iterable[str] = ()
 ) -> LeakageAudit:
     """Score a text (an abstract) for identifiers that got through; uses the scrubber's own detectors."""
-    text, titles = normalize_for_matching(text), [skeleton(normalize_for_matching(t)) for t in titles]
+    text, titles = normalize_for_matching(text), [_matchable(t) for t in titles]
     folded = skeleton(text)  # titles are looked for with every look-alike letter folded
+    lowered = folded.lower() if folded.isascii() else None
     keep_set = {k.casefold() for k in keep}
     found: list[str] = []
     counts = dict.fromkeys(CATEGORIES, 0)
     for category, pattern in (("email", EMAIL_RE), ("url", URL_RE), ("injection", INJECTION_RE)):
+        if category == "injection" and not INJECTION_CUE_RE.search(text):
+            continue
         source = EMAIL_RE.sub(" ", text) if category == "url" else text
         for match in pattern.finditer(source):
             if match.group(0).strip():
@@ -322,6 +352,9 @@ def audit_leakage(
             counts["item_id"] += 1
             found.append(f"item_id:{match.group(0)}")
     for title in titles:
+        probes = _title_probes(title)
+        if lowered is not None and probes is not None and not any(p in lowered for p in probes):
+            continue  # no form of it is in the text: neither check below can match (they only read these forms)
         if title.casefold() in keep_set or normalise_title(title).casefold() in keep_set:
             continue
         ordinary = all(_ordinary(form) for form in _title_forms(title))
