@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tools.embeddings import ItemSemantics, embed_texts
+from tools.inference_thread import on_inference_thread
 from tools.protocol import Abstract
 from tools.semantic_head import SummaryHead, space_key
 from tools.text_encoders import LocalMiniLM, Precision
@@ -57,7 +58,7 @@ class TextSpace:
         return space_key(self.semantics.key, self.head_digest if self.head is not None else None, self.precision)
 
     def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        raw = embed_texts(texts, encoder=self.encoder)
+        raw = on_inference_thread(embed_texts, texts, encoder=self.encoder)
         by_pca = self.semantics.pca.transform(raw)
         by_head = self.head.project(raw).astype(np.float32) if self.head is not None else by_pca
         return {text: (a, b) for text, a, b in zip(texts, by_pca, by_head, strict=True)}

@@ -30,6 +30,7 @@ from tools.constraints import RequestConstraints, parse_request
 from tools.data import Catalog
 from tools.device_store import CachedSemantics, DeviceStore, query_key
 from tools.fusion import Ranking, SeedScores, StructuredScores, rank_step
+from tools.inference_thread import on_inference_thread
 from tools.protocol import (
     Abstract,
     ChordStrategy,
@@ -266,6 +267,9 @@ class DeviceAgent:
 
     def encode(self, name: str, history: Sequence[int], strategy: ChordStrategy | None = None) -> Encoding:
         """CDA4Rec Eq. 4: e_str of the history, at full precision or quantized to CHORD's strategy (Eq. 2-4)."""
+        return on_inference_thread(self._encode, name, history, strategy)
+
+    def _encode(self, name: str, history: Sequence[int], strategy: ChordStrategy | None) -> Encoding:
         model, precision = self.encoders.get(name), FULL_PRECISION
         if strategy is not None:
             model, bits = self.encoders.quantized(name, strategy, self.resources)
@@ -280,11 +284,11 @@ class DeviceAgent:
         encoder = self.encoders.get(name)
         user = torch.tensor(np.asarray([e_str], dtype=np.float32))
 
-        def scores(candidates: np.ndarray) -> np.ndarray:
+        def on_thread(candidates: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return encoder.candidate_scores(user, torch.from_numpy(candidates))[0].numpy()
 
-        return scores
+        return lambda candidates: on_inference_thread(on_thread, candidates)
 
     # -- request constraints (tools.constraints) --------------------------------------------------------------
     def constraints(self, query: str) -> RequestConstraints:

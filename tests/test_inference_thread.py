@@ -1,0 +1,49 @@
+"""`tools.inference_thread`: every request-time torch call runs on one long-lived thread."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tools.inference_thread import on_inference_thread
+
+
+def test_calls_run_on_one_daemon_thread_and_return_their_result():
+    seen = {on_inference_thread(lambda: threading.get_ident()) for _ in range(5)}
+    assert len(seen) == 1 and threading.get_ident() not in seen
+    worker = next(t for t in threading.enumerate() if t.ident in seen)
+    assert worker.daemon and worker.name == "tandem-inference"
+    assert on_inference_thread(lambda a, b=0: a + b, 2, b=3) == 5
+
+
+def test_an_exception_reaches_the_caller_and_the_thread_keeps_serving():
+    def fail() -> None:
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        on_inference_thread(fail)
+    assert on_inference_thread(lambda: "still here") == "still here"
+
+
+def test_a_call_from_the_thread_itself_runs_directly():
+    """Re-entrant use (an encoder calling a helper that also dispatches) must not wait on itself."""
+    outer = on_inference_thread(lambda: (threading.get_ident(), on_inference_thread(threading.get_ident)))
+    assert outer[0] == outer[1]
+
+
+def test_callers_on_many_threads_are_served_in_turn():
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def call(n: int) -> None:
+        value = on_inference_thread(lambda: n * n)
+        with lock:
+            results.append(value)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert sorted(results) == [n * n for n in range(16)]

@@ -1,0 +1,60 @@
+"""One long-lived thread for the PyTorch work of requests (the cloud's Eq. 2 text encoder, the device's Eq. 4
+encoder and Eq. 6 scores).
+
+PyTorch on the CPU parallelises an operation with OpenMP, and an OpenMP team belongs to the thread that starts
+it. A request touches torch from several threads: the in-process transport runs each cloud call on a thread of
+its own, and LangGraph runs parallel branches on threads it makes for each request. Measured with the packaged
+MiniLM on a query and a summary (2 cores, 2 torch threads): 9.1 ms on one thread, 16.3 ms on a fresh thread per
+call, and 17 ms on EVERY thread once two long-lived threads have used torch, because libgomp counts more team
+threads than cores and stops spinning between parallel regions. Running every request-time torch call on this
+one thread keeps one team, at full speed, and serialises the device's and the cloud's work, which on a shared
+CPU is what the cores can do anyway.
+
+`on_inference_thread(fn, ...)` runs `fn` there and returns its result (or raises its exception); a call made on
+that thread runs directly. The thread is a daemon, started on first use, so it never keeps a process alive.
+Thread-local torch state (grad mode, autocast) is the thread's own: callees set what they need themselves.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_tasks: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple, dict]] = queue.SimpleQueue()
+_worker: threading.Thread | None = None
+_start_lock = threading.Lock()
+
+
+def _serve() -> None:
+    while True:
+        future, fn, args, kwargs = _tasks.get()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            future.set_exception(exc)
+
+
+def _ensure_worker() -> threading.Thread:
+    global _worker
+    with _start_lock:
+        if _worker is None or not _worker.is_alive():
+            _worker = threading.Thread(target=_serve, name="tandem-inference", daemon=True)
+            _worker.start()
+        return _worker
+
+
+def on_inference_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `fn(*args, **kwargs)` on the process's inference thread and return what it returns."""
+    worker = _ensure_worker()
+    if threading.current_thread() is worker:
+        return fn(*args, **kwargs)
+    future: Future[T] = Future()
+    _tasks.put((future, fn, args, kwargs))
+    return future.result()
