@@ -48,12 +48,12 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, ffn: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:  # [B, L, d] -> [B, L, d]
@@ -76,17 +76,20 @@ class SASRec(SequentialEncoder):
         layers: int = 2,
         heads: int = 2,
         dropout: float = 0.2,
+        ffn: int | None = None,
     ) -> None:
         super().__init__(num_items, dim, max_len, item_table)
         self.layers, self.heads, self.dropout = layers, heads, dropout
+        self.ffn_width = ffn or dim  # the feed-forward layer's inner width (the original SASRec: the model width)
         self.pos_emb = nn.Embedding(max_len, dim)  # [L_max, d], index 0 = newest item
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.emb_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, self.ffn_width) for _ in range(layers))
         self.final_norm = nn.LayerNorm(dim)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "layers": self.layers, "heads": self.heads, "dropout": self.dropout}
+        wider = {"ffn": self.ffn_width} if self.ffn_width != self.dim else {}  # recorded only when it is not the width
+        return {**super().config(), "layers": self.layers, "heads": self.heads, "dropout": self.dropout, **wider}
 
     def sequence_output(self, seqs: Tensor) -> Tensor:
         """Hidden state at every position: [B, L] -> [B, L, d] (zeros at padding)."""
