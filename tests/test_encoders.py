@@ -154,6 +154,19 @@ def test_checkpoint_round_trip_and_refusal_of_other_data(name: str, ml100k, tmp_
         load_encoder(path, other)
 
 
+def test_sasrec_feed_forward_width_is_a_setting_that_checkpoints_keep(ml100k, tmp_path: Path) -> None:
+    """`ffn`: the inner width of each block's feed-forward layer; left out of the config when it is the width, so
+    checkpoints written before the setting existed load unchanged."""
+    plain = build_encoder("sasrec", ml100k.catalog.num_items, dim=16, max_len=20)
+    assert "ffn" not in plain.config() and plain.blocks[0].ffn[0].out_features == 16
+    wide = build_encoder("sasrec", ml100k.catalog.num_items, dim=16, max_len=20, ffn=64).eval()
+    assert wide.config()["ffn"] == 64 and wide.blocks[0].ffn[0].weight.shape == (64, 16)
+    loaded = load_encoder(save_checkpoint(tmp_path / "wide.pt", wide, ml100k, TrainConfig()), ml100k)
+    assert loaded.config() == wide.config()
+    histories = [np.array([5, 9, 33, 2])]
+    torch.testing.assert_close(loaded.encode(histories), wide.encode(histories))
+
+
 def test_missing_or_foreign_checkpoint_is_a_clear_error(ml100k, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no encoder checkpoint"):
         load_encoder(tmp_path / "absent.pt", ml100k)
