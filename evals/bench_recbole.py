@@ -40,7 +40,7 @@ from ground.errors import TandemError
 from ground.settings import Settings
 from tools.curves import plot_training_curves
 from tools.data import leave_one_out, load
-from tools.data.export import export_recbole
+from tools.data.export import export_recbole, recbole_sasrec
 
 RESULTS_DIR = Path(__file__).parent / "results"
 RUNNER = Path(__file__).with_name("recbole_runner.py")
@@ -85,21 +85,15 @@ def tandem_side(results_file: Path, label: str | None) -> tuple[str, dict[str, A
 
 
 def recbole_overrides(tandem_config: dict[str, Any], batch_size: int, seed: int) -> dict[str, Any]:
-    """RecBole settings with the architecture and learning rate of a Tandem SASRec run (`TrainConfig` as saved).
-
-    Tandem's feed-forward layer is width x width, so RecBole's inner_size is the width too; RecBole trains
-    until the budget stops it (no early stopping), with autocast when the Tandem run used it; how often it
-    validates is the runner's (`recbole_runner.Rounds`).
+    """RecBole settings with the architecture and learning rate of a Tandem SASRec run (`TrainConfig` as saved;
+    `tools.data.export.recbole_sasrec`); RecBole trains until the budget stops it (no early stopping), with
+    autocast when the Tandem run used it; how often it validates is the runner's (`recbole_runner.Rounds`).
     """
     model = tandem_config["model"]
-    dropout = float(model.get("dropout", 0.2))
     return {
-        "MAX_ITEM_LIST_LENGTH": int(model.get("max_len", 200)), "hidden_size": int(model.get("dim", 64)),
-        "inner_size": int(model.get("dim", 64)), "n_layers": int(model.get("layers", 2)),
-        "n_heads": int(model.get("heads", 2)), "hidden_dropout_prob": dropout, "attn_dropout_prob": dropout,
-        "hidden_act": "gelu", "loss_type": "CE", "train_neg_sample_args": None,
-        "learning_rate": float(tandem_config["lr"]), "train_batch_size": batch_size, "eval_batch_size": 1024,
-        "epochs": 100_000, "stopping_step": 100_000, "eval_step": 1, "seed": seed, "reproducibility": True,
+        **recbole_sasrec(model, tandem_config["lr"]), "MAX_ITEM_LIST_LENGTH": int(model.get("max_len", 200)),
+        "train_batch_size": batch_size, "eval_batch_size": 1024, "epochs": 100_000, "stopping_step": 100_000,
+        "eval_step": 1, "seed": seed, "reproducibility": True,
         "enable_amp": tandem_config.get("precision") == "bf16",  # autocast as Tandem's run (bf16 on a CPU)
     }  # fmt: skip
 

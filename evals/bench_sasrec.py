@@ -1,7 +1,8 @@
 """SASRec recipe benchmark: time-to-accuracy of a named training recipe on MovieLens (issue 14).
 
-    python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce@2          # 45 min, snapshots at 10, 20
+    python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce@3          # 45 min, snapshots at 10, 20
     python -m evals.bench_sasrec --data ml-1m --label no-mask --set mask_history=false --minutes 12 --scratch
+    python -m evals.bench_sasrec --data ml-1m --compare RUN_A RUN_B    # RUN_B minus RUN_A, paired over test users
 
 Trains the recipe on the leave-one-out training split `tandem eval rec` uses (seeded; 10% of users held out),
 with the epoch chosen on validation only, and writes the checkpoint where `tandem train` and the runtime look
@@ -33,9 +34,9 @@ from tools.curves import plot_training_curves
 from tools.data import leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import build_encoder
-from tools.metrics import PopularityScorer, evaluate
+from tools.metrics import PopularityScorer, evaluate, paired_bootstrap, per_user
 from tools.recipes import DEFAULT_RECIPE, RECIPES, recipe_config
-from tools.training import train_encoder
+from tools.training import load_encoder, train_encoder
 
 RESULTS_DIR = Path(__file__).parent / "results"
 THRESHOLDS = (0.25, 0.28, 0.30, 0.31)  # validation HR@10 (history masked) for epochs-to-accuracy
@@ -160,6 +161,40 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
     return entry
 
 
+def compare(out: Path, base: str, other: str) -> dict[str, Any]:
+    """`other` minus `base` on the test users with paired 95% bootstrap intervals over users (HR@10, NDCG@10,
+    history masked), from the two runs' checkpoints (their digests must still match the results file); stored
+    under `comparisons` in the results file."""
+    results = json.loads(out.read_text())
+    settings = Settings()
+    dataset = load(results["data"], settings.data_dir)
+    splits = leave_one_out(dataset, seed=settings.seed, max_len=settings.max_seq_len,
+                           fewshot_fraction=settings.fewshot_fraction)  # fmt: skip
+    ranks, digests = {}, {}
+    for label in (base, other):
+        run_entry = results["runs"].get(label)
+        if run_entry is None:
+            raise SystemExit(f"no run {label!r} in {out}; runs: {', '.join(results['runs'])}")
+        path = Path(run_entry["checkpoint"])
+        digests[label] = file_digest(path) if path.is_file() else None
+        if digests[label] != run_entry["checkpoint_digest"]:
+            raise SystemExit(f"the checkpoint of {label!r} ({path}) is missing or no longer the one the run wrote")
+        model = load_encoder(path, dataset)
+        ranks[label] = evaluate(model, splits.test, mask_seen=True, seen=splits.train).ranks
+    entry = {"protocol": f"{other} minus {base}, {len(splits.test)} test users, history masked, full ranking; "
+             "paired 95% bootstrap over users (2,000 resamples)", "checkpoints": digests}  # fmt: skip
+    for metric in ("HR@10", "NDCG@10"):
+        a, b = per_user(ranks[base], metric), per_user(ranks[other], metric)
+        entry[metric] = {base: round(float(a.mean()), 4), other: round(float(b.mean()), 4),
+                         "difference": paired_bootstrap(b, a).text()}  # fmt: skip
+    results.setdefault("comparisons", {})[f"{other} minus {base}"] = entry
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out)
+    print(json.dumps(entry, indent=1))
+    return entry
+
+
 def plot(results: dict[str, Any], path: Path) -> Path:
     """Every run's validation curve; a resumed run starts where the run it continues ended."""
     curves = {name: [{**row, "elapsed": row["elapsed"] + entry.get("curve_offset_s", 0.0)} for row in entry["curve"]]
@@ -184,7 +219,12 @@ def main(argv: list[str] | None = None) -> None:
                         "(a fresh optimiser and schedule; the checkpoint is the epoch to beat)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the results file and stop")
+    parser.add_argument("--compare", nargs=2, metavar=("BASE", "OTHER"), help="OTHER minus BASE (two run labels) on "
+                        "the test users, paired intervals over users; stored in the results file, no training")
     args = parser.parse_args(argv)
+    if args.compare:
+        compare(args.out or RESULTS_DIR / f"sasrec_{args.data}.json", *args.compare)
+        return
     if args.plot_only:
         out = args.out or RESULTS_DIR / f"sasrec_{args.data}.json"
         print(plot(json.loads(out.read_text()), out.with_suffix(".png")))

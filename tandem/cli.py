@@ -119,12 +119,15 @@ def data_export(
     out: Annotated[Path, typer.Option(help="Folder to write <out>/tandem-<data>/ into.")] = Path("export"),
 ) -> None:
     """Write the data set and Tandem's exact leave-one-out split for another toolkit (RecBole 1.2)."""
-    from tools.data.export import export_recbole
+    from tools.data.export import export_recbole, recbole_sasrec
+    from tools.recipes import DEFAULT_RECIPE, RECIPES
 
     if fmt != "recbole":
         raise typer.BadParameter(f"unknown format {fmt!r}; the one format is recbole", param_hint="--format")
     ws = _workspace(data)
-    report = export_recbole(ws.dataset, ws.splits, out, seed=ws.settings.seed)
+    recipe = RECIPES[DEFAULT_RECIPE]
+    report = export_recbole(ws.dataset, ws.splits, out, seed=ws.settings.seed, recipe=DEFAULT_RECIPE,
+                            sasrec=recbole_sasrec(recipe["model"], recipe["lr"]))  # fmt: skip
     console.print(views.labelled("exported", f" {report.users} users, {report.interactions} interactions, "
                                  f"{report.items} items to {report.folder} ({report.skipped_heldout} held-out "
                                  f"users left out); RecBole config: {report.config}", "green"))  # fmt: skip

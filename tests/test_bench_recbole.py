@@ -46,7 +46,9 @@ def test_recbole_gets_the_architecture_and_learning_rate_of_the_tandem_run() -> 
     saved = dataclasses.asdict(config)  # what a results file holds
     overrides = bench_recbole.recbole_overrides(saved, batch_size=512, seed=7)
     assert overrides["MAX_ITEM_LIST_LENGTH"] == 150 and overrides["n_layers"] == 3 and overrides["n_heads"] == 1
-    assert overrides["hidden_size"] == overrides["inner_size"] == 96  # Tandem's feed-forward is width x width
+    assert overrides["hidden_size"] == overrides["inner_size"] == 96  # the feed-forward width defaults to the width
+    saved["model"]["ffn"] = 384
+    assert bench_recbole.recbole_overrides(saved, batch_size=2048, seed=7)["inner_size"] == 384
     assert overrides["hidden_dropout_prob"] == overrides["attn_dropout_prob"] == 0.1
     assert overrides["learning_rate"] == 0.0015 and overrides["train_batch_size"] == 512
     assert overrides["loss_type"] == "CE" and overrides["train_neg_sample_args"] is None  # full softmax, as Tandem

@@ -43,5 +43,11 @@ def test_export_command_writes_files_and_refuses_unknown_formats(tmp_path: Path,
     result = runner.invoke(app, ["data", "export", "--data", "ml-100k", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tandem-ml-100k" / "tandem-ml-100k.inter").is_file()
+    from tools.recipes import DEFAULT_RECIPE, RECIPES
+
+    config = (tmp_path / "tandem-ml-100k" / "tandem-ml-100k.yaml").read_text()
+    model = RECIPES[DEFAULT_RECIPE]["model"]
+    assert f"recipe {DEFAULT_RECIPE} " in config and f"hidden_size: {model['dim']}\n" in config
+    assert f"inner_size: {model.get('ffn', model['dim'])}\n" in config and "train_neg_sample_args: ~" in config
     bad = runner.invoke(app, ["data", "export", "--data", "ml-100k", "--format", "csv", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown format" in bad.output

@@ -12,7 +12,8 @@ user it evaluates, so the export writes:
   are left out too (RecBole would make them test users); `manifest.json` counts both.
 - `<name>.item`: every catalog item (`item_id:token movie_title:token_seq`), so both rank the same items.
 - `<name>.yaml`: the RecBole config of the split (LS valid_and_test, time order, full ranking, history of
-  up to `max_len` items, HR@10 / NDCG@10) and of SASRec as the `sasrec-full-ce@2` recipe sets it up.
+  up to `max_len` items, HR@10 / NDCG@10) and, when given, of SASRec as a Tandem recipe sets it up
+  (`recbole_sasrec`; `tandem data export` writes the default recipe's).
 
 `read_recbole_split` rebuilds the split from the files the way RecBole's LS split reads them.
 """
@@ -20,8 +21,10 @@ user it evaluates, so the export writes:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +47,30 @@ class RecBoleExport:
         return self.folder / f"{self.name}.yaml"
 
 
-def recbole_config(name: str, folder: Path, max_len: int, seed: int) -> str:
-    """RecBole config (YAML) for the exported split: sequential, leave-one-out by time, full ranking."""
+def recbole_sasrec(model: Mapping[str, Any], lr: float) -> dict[str, Any]:
+    """RecBole 1.2's SASRec settings for a Tandem SASRec architecture (`model`, as a recipe or a checkpoint's
+    config holds it) and learning rate: full softmax CE (no sampled negatives), the same width, feed-forward width
+    (`ffn`, the width when unset), blocks, heads and dropout (RecBole's hidden and attention dropout both)."""
+    dim, dropout = int(model.get("dim", 64)), float(model.get("dropout", 0.2))
+    return {
+        "loss_type": "CE", "train_neg_sample_args": None, "hidden_size": dim,
+        "inner_size": int(model.get("ffn") or dim), "n_layers": int(model.get("layers", 2)),
+        "n_heads": int(model.get("heads", 2)), "hidden_dropout_prob": dropout, "attn_dropout_prob": dropout,
+        "hidden_act": "gelu", "learning_rate": float(lr),
+    }  # fmt: skip
+
+
+def _yaml_value(value: Any) -> str:
+    return "~" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def recbole_config(name: str, folder: Path, max_len: int, seed: int, sasrec: Mapping[str, Any] | None = None,
+                   recipe: str = "") -> str:  # fmt: skip
+    """RecBole config (YAML) for the exported split: sequential, leave-one-out by time, full ranking; with
+    `sasrec` (`recbole_sasrec`), the model settings too."""
+    model = [f"# SASRec as Tandem's recipe {recipe or '(unnamed)'} builds it. RecBole batches prefixes (one target",
+             "# each) where Tandem batches whole sequences (every position a target).",
+             *(f"{key}: {_yaml_value(value)}" for key, value in (sasrec or {}).items())] if sasrec else []  # fmt: skip
     return "\n".join([
         f"# Tandem's leave-one-out split of {name} (tandem data export --format recbole).",
         f"data_path: {folder.parent}",
@@ -66,25 +91,17 @@ def recbole_config(name: str, folder: Path, max_len: int, seed: int) -> str:
         "topk: [10]",
         "valid_metric: NDCG@10",
         f"seed: {seed}",
-        "# SASRec as Tandem's recipe sasrec-full-ce@2 builds it (full softmax CE, no sampled negatives). RecBole",
-        "# batches prefixes (one target each) where Tandem batches whole sequences (every position a target).",
-        "loss_type: CE",
-        "train_neg_sample_args: ~",
-        "n_layers: 2",
-        "n_heads: 2",
-        "hidden_size: 128",
-        "inner_size: 128",
-        "hidden_dropout_prob: 0.2",
-        "attn_dropout_prob: 0.2",
-        "learning_rate: 0.002",
+        *model,
         "",
     ])  # fmt: skip
 
 
 def export_recbole(
-    dataset: Dataset, splits: Splits, out: Path, seed: int = 42, name: str | None = None
+    dataset: Dataset, splits: Splits, out: Path, seed: int = 42, name: str | None = None,
+    sasrec: Mapping[str, Any] | None = None, recipe: str = "",
 ) -> RecBoleExport:
-    """Write `<out>/<name>/` (atomic files + config) for `splits`; `name` defaults to "tandem-<data>"."""
+    """Write `<out>/<name>/` (atomic files + config) for `splits`; `name` defaults to "tandem-<data>"; `sasrec`
+    (`recbole_sasrec` of recipe `recipe`) adds the model's settings to the config."""
     name = name or f"tandem-{dataset.name}"
     folder = Path(out).resolve() / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +116,7 @@ def export_recbole(
     items = ["item_id:token\tmovie_title:token_seq"]
     items.extend(f"{item.item_id}\t{item.title.replace(chr(9), ' ')}" for item in dataset.catalog.items)
     _write(folder / f"{name}.item", "\n".join(items) + "\n")
-    _write(folder / f"{name}.yaml", recbole_config(name, folder, splits.max_len, seed))
+    _write(folder / f"{name}.yaml", recbole_config(name, folder, splits.max_len, seed, sasrec, recipe))
     short = sum(1 for user in range(dataset.num_users) if user not in splits.heldout_users and user not in tested)
     report = RecBoleExport(folder, name, len(tested), interactions, len(dataset.catalog.items),
                            len(splits.heldout_users), short)  # fmt: skip

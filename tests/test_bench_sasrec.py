@@ -1,0 +1,41 @@
+"""`evals.bench_sasrec --compare`: two runs' checkpoints on the same test users, paired intervals over users."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from evals import bench_sasrec
+from tools.checkpoints import file_digest
+from tools.encoders import build_encoder
+from tools.training import TrainConfig, save_checkpoint
+
+
+def _run(ml100k, tmp_path: Path, label: str, seed: int) -> dict:
+    torch.manual_seed(seed)
+    model = build_encoder("sasrec", ml100k.catalog.num_items, dim=16, max_len=20).eval()
+    path = save_checkpoint(tmp_path / f"{label}.pt", model, ml100k, TrainConfig())
+    return {"checkpoint": str(path), "checkpoint_digest": file_digest(path)}
+
+
+def test_compare_pairs_the_runs_on_every_test_user_and_checks_their_checkpoints(ml100k, ml100k_splits, tmp_path):
+    runs = {"a": _run(ml100k, tmp_path, "a", 0), "b": _run(ml100k, tmp_path, "b", 1)}
+    runs["a-again"] = dict(runs["a"])
+    out = tmp_path / "sasrec_ml-100k.json"
+    out.write_text(json.dumps({"data": "ml-100k", "runs": runs}))
+
+    same = bench_sasrec.compare(out, "a", "a-again")
+    assert same["HR@10"]["difference"] == "+0.0000 [+0.0000, +0.0000]"
+    other = bench_sasrec.compare(out, "a", "b")
+    assert set(other["HR@10"]) == {"a", "b", "difference"} and str(len(ml100k_splits.test)) in other["protocol"]
+    stored = json.loads(out.read_text())["comparisons"]
+    assert set(stored) == {"a-again minus a", "b minus a"} and stored["b minus a"]["checkpoints"]["b"]
+
+    Path(runs["b"]["checkpoint"]).write_bytes(b"not the run's checkpoint")
+    with pytest.raises(SystemExit, match="no longer the one the run wrote"):
+        bench_sasrec.compare(out, "a", "b")
+    with pytest.raises(SystemExit, match="no run 'c'"):
+        bench_sasrec.compare(out, "a", "c")
