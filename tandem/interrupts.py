@@ -7,7 +7,8 @@ dropped, so the load carries on and the run exits 0. `install` replaces the hand
 
 - the first SIGINT raises `Interrupted`, a `BaseException` that no `except Exception` and no click handler
   catches, so `finally` blocks and rollbacks run on the way up; the CLI's `main` prints the one line and ends
-  the process with 130 at once (`exit_now`: an interpreter shutdown may take seconds);
+  the process with 130 at once (`exit_now`: an interpreter shutdown may take seconds); during an import (a
+  C extension's initialisation would turn the exception into a C++ abort) it ends the process at once;
 - if that exception is swallowed in a C callback, `sys.unraisablehook` sees it and ends the process there;
 - a watchdog thread, woken through `signal.set_wakeup_fd` by Python's C-level handler, ends the process
   `grace` seconds after the signal whatever happens (the main thread stuck in one long C call, where no
@@ -91,10 +92,24 @@ def _watch(read_fd: int, grace: float) -> None:
             deadline = time.monotonic() + grace
 
 
+def _importing(frame: FrameType | None) -> bool:
+    """True when the interrupted code runs inside an import (a frame of importlib's bootstrap on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _signalled.is_set():
         exit_now()
     _signalled.set()
+    if _importing(frame):
+        # an exception raised inside an import can cross a C extension's initialisation (PyTorch's), where it
+        # becomes a C++ exception and aborts the process (SIGABRT, seen once in a fresh-ci run); an import has
+        # nothing to unwind, so the process ends here
+        exit_now()
     raise Interrupted()
 
 

@@ -133,3 +133,30 @@ def test_ctrl_c_during_a_training_loop(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and err.strip().splitlines() == ["interrupted"], err[-2000:]
     assert time.monotonic() - sent < PROMPT_EXIT
+
+
+def test_ctrl_c_inside_an_import_ends_the_process_instead_of_raising(tmp_path, monkeypatch):
+    """An exception raised while a module is imported can cross PyTorch's C++ initialisation and abort the
+    process (SIGABRT instead of 130): inside an import the handler ends the process at once; elsewhere it raises."""
+    import sys
+
+    from tandem import interrupts
+
+    class Ended(Exception):  # stands in for os._exit, which never returns
+        pass
+
+    def exit_now() -> None:
+        raise Ended
+
+    monkeypatch.setattr(interrupts, "exit_now", exit_now)
+    monkeypatch.setattr(interrupts, "_signalled", type("NeverSignalled", (), {"is_set": bool, "set": bool})())
+    module = tmp_path / "module_interrupted_while_imported.py"
+    module.write_text("import signal, sys\nfrom tandem import interrupts\n"
+                      "assert interrupts._importing(sys._getframe())\n"
+                      "interrupts._handle(signal.SIGINT, sys._getframe())\n")  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(Ended):
+        import module_interrupted_while_imported  # noqa: F401
+    assert not interrupts._importing(sys._getframe())
+    with pytest.raises(interrupts.Interrupted):
+        interrupts._handle(signal.SIGINT, sys._getframe())
