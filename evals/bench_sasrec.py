@@ -1,6 +1,6 @@
 """SASRec recipe benchmark: time-to-accuracy of a named training recipe on MovieLens (issue 14).
 
-    python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce@3          # 45 min, snapshots at 10, 20
+    python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce@4          # 45 min, snapshots at 10, 20
     python -m evals.bench_sasrec --data ml-1m --label no-mask --set mask_history=false --minutes 12 --scratch
     python -m evals.bench_sasrec --data ml-1m --compare RUN_A RUN_B    # RUN_B minus RUN_A, paired over test users
 

@@ -50,7 +50,7 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch.")] = 128,
     negatives: Annotated[int, typer.Option(min=1, help="Sampled negatives per positive (bpr only).")] = 1,
     minutes: Annotated[float | None, typer.Option(help="Stop after this much training time.")] = None,
-    recipe: Annotated[str | None, typer.Option(help="A named recipe (e.g. sasrec-full-ce@3) setting every option "
+    recipe: Annotated[str | None, typer.Option(help="A named recipe (e.g. sasrec-full-ce@4) setting every option "
                                                "above; --minutes, --threads and --device still apply.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch CPU threads (default: every available core; "
                                                 "setting torch_threads).")] = None,
