@@ -42,7 +42,7 @@ from functools import lru_cache
 from pydantic import BaseModel, Field
 
 from ground.text import normalize_for_matching, skeleton
-from tools.data.queries import mentions_title, normalise_title
+from tools.data.queries import could_contain, mentions_title, normalise_title
 
 CATEGORIES: tuple[str, ...] = ("email", "phone", "url", "name", "title", "item_id", "injection")
 # Cost of one leaked occurrence in the audit score (1.0 = nothing got through).
@@ -201,29 +201,16 @@ def _matchable(title: str) -> str:
 
 
 @lru_cache(maxsize=32)
-def _title_matchers(titles: tuple[str, ...], keep: frozenset[str]) -> list[tuple[str, str, bool, str | None]]:
-    """(form, title, ordinary, probe) for every form of every title, longest form first; `probe` is the form
-    lower-cased when it is ASCII (`_probe`). Memoised: one abstract scrubs several texts against one history."""
+def _title_matchers(titles: tuple[str, ...], keep: frozenset[str]) -> list[tuple[str, str, bool]]:
+    """(form, title, ordinary) for every form of every title, longest form first (memoised: one abstract scrubs
+    several texts against the same history)."""
     found: dict[str, tuple[str, bool]] = {}
     for title in titles:
         for form in _title_forms(title):
             if form.casefold() not in keep:
                 found.setdefault(form, (title, _ordinary(form)))
     ordered = sorted(found, key=len, reverse=True)
-    return [(form, *found[form], _probe(form)) for form in ordered]
-
-
-def _probe(form: str) -> str | None:
-    """The form lower-cased when it is ASCII, else None: an ASCII form can only match an ASCII text that holds
-    it as a substring once both are lower-cased (`tools.data.queries.could_contain`)."""
-    return form.lower() if form.isascii() else None
-
-
-@lru_cache(maxsize=65_536)
-def _title_probes(title: str) -> tuple[str, ...] | None:
-    """Every form of a title lower-cased, or None when one of them is not ASCII (no cheap test for it)."""
-    probes = tuple(_probe(form) for form in _title_forms(title))
-    return None if None in probes else probes  # type: ignore[return-value]
+    return [(form, *found[form]) for form in ordered]
 
 
 @lru_cache(maxsize=16_384)
@@ -237,9 +224,9 @@ def _title_spans(text: str, titles: Iterable[str], keep: set[str]) -> list[tuple
     """(start, end, title) of every history title written in the text, without overlaps."""
     spans: list[tuple[int, int, str]] = []
     lowered = text.lower() if text.isascii() else None
-    for form, title, ordinary, probe in _title_matchers(tuple(titles), frozenset(keep)):
-        if lowered is not None and probe is not None and probe not in lowered:
-            continue  # `could_contain`, with the form lower-cased once per history
+    for form, title, ordinary in _title_matchers(tuple(titles), frozenset(keep)):
+        if not could_contain(lowered, form):
+            continue
         for m in _form_pattern(form).finditer(text):
             if any(s < m.end() and m.start() < e for s, e, _ in spans):
                 continue
@@ -352,8 +339,7 @@ def audit_leakage(
             counts["item_id"] += 1
             found.append(f"item_id:{match.group(0)}")
     for title in titles:
-        probes = _title_probes(title)
-        if lowered is not None and probes is not None and not any(p in lowered for p in probes):
+        if not any(could_contain(lowered, form) for form in _title_forms(title)):
             continue  # no form of it is in the text: neither check below can match (they only read these forms)
         if title.casefold() in keep_set or normalise_title(title).casefold() in keep_set:
             continue
