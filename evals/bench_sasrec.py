@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 
+from ground.files import write_json
 from ground.settings import Settings
 from tools.checkpoints import default_checkpoint, file_digest
 from tools.curves import plot_training_curves
-from tools.data import leave_one_out, load
+from tools.data import Dataset, Splits, leave_one_out, load
 from tools.embeddings import item_semantics
 from tools.encoders import build_encoder
 from tools.metrics import PopularityScorer, evaluate, paired_bootstrap, per_user
@@ -77,12 +78,17 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in metrics.items()}
 
 
+def _split(settings: Settings, data: str) -> tuple[Dataset, Splits]:
+    """The data set and the leave-one-out split `tandem eval rec` uses."""
+    dataset = load(data, settings.data_dir)
+    return dataset, leave_one_out(dataset, seed=settings.seed, max_len=settings.max_seq_len,
+                                  fewshot_fraction=settings.fewshot_fraction)  # fmt: skip
+
+
 def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots: tuple[float, ...], scratch: bool,
         out: Path, resume: bool = False) -> dict[str, Any]:  # fmt: skip
     settings = Settings()
-    dataset = load(data, settings.data_dir)
-    splits = leave_one_out(dataset, seed=settings.seed, max_len=settings.max_seq_len,
-                           fewshot_fraction=settings.fewshot_fraction)  # fmt: skip
+    dataset, splits = _split(settings, data)
     config = recipe_config(recipe, seed=settings.seed, snapshot_s=tuple(m * 60 for m in snapshots), **overrides)
     path = default_checkpoint(settings.models_dir, "sasrec", dataset, "ce")
     if scratch:
@@ -153,10 +159,7 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
         "targets": TARGETS,
     })  # fmt: skip
     results["runs"][label] = entry
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(out, results)
     plot(results, out.with_suffix(".png"))
     return entry
 
@@ -166,10 +169,7 @@ def compare(out: Path, base: str, other: str) -> dict[str, Any]:
     history masked), from the two runs' checkpoints (their digests must still match the results file); stored
     under `comparisons` in the results file."""
     results = json.loads(out.read_text())
-    settings = Settings()
-    dataset = load(results["data"], settings.data_dir)
-    splits = leave_one_out(dataset, seed=settings.seed, max_len=settings.max_seq_len,
-                           fewshot_fraction=settings.fewshot_fraction)  # fmt: skip
+    dataset, splits = _split(Settings(), results["data"])
     ranks, digests = {}, {}
     for label in (base, other):
         run_entry = results["runs"].get(label)
@@ -188,9 +188,7 @@ def compare(out: Path, base: str, other: str) -> dict[str, Any]:
         entry[metric] = {base: round(float(a.mean()), 4), other: round(float(b.mean()), 4),
                          "difference": paired_bootstrap(b, a).text()}  # fmt: skip
     results.setdefault("comparisons", {})[f"{other} minus {base}"] = entry
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
+    write_json(out, results)
     print(json.dumps(entry, indent=1))
     return entry
 
