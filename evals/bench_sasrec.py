@@ -3,6 +3,7 @@
     python -m evals.bench_sasrec --data ml-1m --recipe sasrec-full-ce@4          # 45 min, snapshots at 10, 20
     python -m evals.bench_sasrec --data ml-1m --label no-mask --set mask_history=false --minutes 12 --scratch
     python -m evals.bench_sasrec --data ml-1m --compare RUN_A RUN_B    # RUN_B minus RUN_A, paired over test users
+    python -m evals.bench_sasrec --data ml-1m --install RUN            # make RUN's checkpoint the device's SASRec
 
 Trains the recipe on the leave-one-out training split `tandem eval rec` uses (seeded; 10% of users held out),
 with the epoch chosen on validation only, and writes the checkpoint where `tandem train` and the runtime look
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,35 @@ def compare(out: Path, base: str, other: str) -> dict[str, Any]:
     return entry
 
 
+def install(out: Path, label: str) -> Path:
+    """Make run `label`'s checkpoint the one `tandem eval rec` and the runtime load
+    (`<models>/<data>-<fingerprint>/sasrec-ce.pt`), after checking its digest against the results file, with its
+    validation curve beside it. The file is copied whole (atomically); the run's entry records where and when."""
+    results = json.loads(out.read_text())
+    entry = results["runs"].get(label)
+    if entry is None:
+        raise SystemExit(f"no run {label!r} in {out}; runs: {', '.join(results['runs'])}")
+    source = Path(entry["checkpoint"])
+    if not source.is_file() or file_digest(source) != entry["checkpoint_digest"]:
+        raise SystemExit(f"the checkpoint of {label!r} ({source}) is missing or no longer the one the run wrote")
+    settings = Settings()
+    dataset = load(results["data"], settings.data_dir)
+    if dataset.fingerprint() != results["fingerprint"]:
+        raise SystemExit(f"{out} was measured on another copy of {results['data']} (fingerprint differs)")
+    target = default_checkpoint(settings.models_dir, "sasrec", dataset, "ce")
+    if target.resolve() != source.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".pt.tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    plot_training_curves({label: entry["curve"]}, target.with_suffix(".curve.png"),
+                         f"sasrec on {results['data']}: validation (history masked, full ranking)")  # fmt: skip
+    entry["installed"] = {"path": str(target), "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    write_json(out, results)
+    print(f"installed {label} ({entry['checkpoint_digest'][:12]}) as {target}")
+    return target
+
+
 def plot(results: dict[str, Any], path: Path) -> Path:
     """Every run's validation curve; a resumed run starts where the run it continues ended."""
     curves = {name: [{**row, "elapsed": row["elapsed"] + entry.get("curve_offset_s", 0.0)} for row in entry["curve"]]
@@ -219,7 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot-only", action="store_true", help="redraw the PNG from the results file and stop")
     parser.add_argument("--compare", nargs=2, metavar=("BASE", "OTHER"), help="OTHER minus BASE (two run labels) on "
                         "the test users, paired intervals over users; stored in the results file, no training")
+    parser.add_argument("--install", metavar="RUN", help="copy RUN's checkpoint (digest checked) to where `tandem eval "
+                        "rec` and the runtime load the device's SASRec; no training")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.install:
+        install(args.out or RESULTS_DIR / f"sasrec_{args.data}.json", args.install)
+        return
     if args.compare:
         compare(args.out or RESULTS_DIR / f"sasrec_{args.data}.json", *args.compare)
         return

@@ -39,3 +39,31 @@ def test_compare_pairs_the_runs_on_every_test_user_and_checks_their_checkpoints(
         bench_sasrec.compare(out, "a", "b")
     with pytest.raises(SystemExit, match="no run 'c'"):
         bench_sasrec.compare(out, "a", "c")
+
+
+def test_install_puts_the_runs_checkpoint_where_eval_rec_loads_it(ml100k, settings, tmp_path, monkeypatch):
+    from tools.checkpoints import default_checkpoint
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "data").symlink_to(settings.data_dir)
+    monkeypatch.setenv("TANDEM_HOME", str(home))
+    run = _run(ml100k, tmp_path, "a", 0)
+    run["curve"] = [{"epoch": 1, "elapsed": 30.0, "HR@10": 0.1, "NDCG@10": 0.05, "loss": 7.0}]
+    out = tmp_path / "sasrec_ml-100k.json"
+    out.write_text(json.dumps({"data": "ml-100k", "fingerprint": ml100k.fingerprint(), "runs": {"a": run}}))
+
+    target = bench_sasrec.install(out, "a")
+    assert target == default_checkpoint(home / "models", "sasrec", ml100k, "ce")
+    assert file_digest(target) == run["checkpoint_digest"] and target.with_suffix(".curve.png").is_file()
+    assert json.loads(out.read_text())["runs"]["a"]["installed"]["path"] == str(target)
+
+    with pytest.raises(SystemExit, match="no run 'b'"):
+        bench_sasrec.install(out, "b")
+    out.write_text(json.dumps({"data": "ml-100k", "fingerprint": "0" * 16, "runs": {"a": run}}))
+    with pytest.raises(SystemExit, match="another copy"):
+        bench_sasrec.install(out, "a")
+    Path(run["checkpoint"]).write_bytes(b"not the run's checkpoint")
+    with pytest.raises(SystemExit, match="no longer the one the run wrote"):
+        bench_sasrec.install(out, "a")
+    assert file_digest(target) != file_digest(Path(run["checkpoint"]))  # the installed copy is untouched

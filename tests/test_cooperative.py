@@ -86,6 +86,11 @@ def test_the_shelf_follows_the_cooperative_decision(tmp_path, ml100k):
     save_checkpoint(cooperative, model, ml100k, TrainConfig(loss="bpr"))
     assert shelf.path("SASRec") == cooperative
     assert EncoderShelf(tmp_path, ml100k, follow_cooperative=False).path("SASRec") == base
+    torch.manual_seed(1)
+    save_checkpoint(base, build_encoder("sasrec", ml100k.catalog.num_items, max_len=20), ml100k, TrainConfig())
+    assert shelf.path("SASRec") == base  # a new base: the decision was made against another one
+    write_choice(base, cooperative, {"NDCG@10": 0.1}, {"NDCG@10": 0.2}, users=10)
+    assert shelf.path("SASRec") == cooperative
     assert write_choice(base, cooperative, {"NDCG@10": 0.2}, {"NDCG@10": 0.2}, users=10)["use"] == "base"  # a tie
     assert shelf.path("SASRec") == base
     choice_path(base).write_text("{not json")

@@ -36,6 +36,7 @@ import torch
 from rich.progress import track
 
 from ground.files import write_json
+from tools.checkpoints import file_digest
 from tools.data import EvalInstance, Splits
 from tools.encoders import SequentialEncoder, pad_left
 from tools.metrics import evaluate, metrics_from_ranks
@@ -171,9 +172,11 @@ def choice_path(checkpoint: Path) -> Path:
 
 def write_choice(checkpoint: Path, cooperative: Path, base: dict[str, float], tuned: dict[str, float],
                  users: int) -> dict:  # fmt: skip
-    """Use the cooperative checkpoint when its NDCG@10 within the cloud's candidates beats the base one's."""
+    """Use the cooperative checkpoint when its NDCG@10 within the cloud's candidates beats the base one's. The
+    decision names the base checkpoint's digest: it holds only while that base is the one installed."""
     use = "cooperative" if tuned["NDCG@10"] > base["NDCG@10"] else "base"
-    record = {"use": use, "base": str(checkpoint), "cooperative": str(cooperative), "validation_users": users,
+    record = {"use": use, "base": str(checkpoint), "base_digest": file_digest(checkpoint),
+              "cooperative": str(cooperative), "validation_users": users,
               "criterion": "NDCG@10 of the validation item within the cloud's candidates (history masked)",
               "base_metrics": base, "cooperative_metrics": tuned}  # fmt: skip
     write_json(choice_path(checkpoint), record)
@@ -182,11 +185,15 @@ def write_choice(checkpoint: Path, cooperative: Path, base: dict[str, float], tu
 
 def chosen_checkpoint(checkpoint: Path) -> Path:
     """The checkpoint the device uses for `checkpoint`'s encoder: the cooperative one when its decision file says
-    so and the file exists, else `checkpoint` itself."""
+    so, the file exists and the decision was made against the base checkpoint now installed (a retrained or
+    newly installed base makes the old decision stale), else `checkpoint` itself."""
     path = choice_path(checkpoint)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return Path(checkpoint)
     cooperative = Path(record.get("cooperative", ""))
-    return cooperative if record.get("use") == "cooperative" and cooperative.is_file() else Path(checkpoint)
+    if record.get("use") != "cooperative" or not cooperative.is_file():
+        return Path(checkpoint)
+    current = Path(checkpoint)
+    return cooperative if current.is_file() and record.get("base_digest") == file_digest(current) else current
