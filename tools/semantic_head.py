@@ -202,7 +202,7 @@ def _seen_mask(seen: list[np.ndarray], num_rows: int) -> Tensor:
     return mask
 
 
-def head_ranks(head: SummaryHead, examples: SummaryExamples, table: np.ndarray, chunk: int = 1024) -> np.ndarray:
+def head_ranks(head: nn.Module, examples: SummaryExamples, table: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """0-based rank of each example's target by e_sem . e_i over all items, its history masked (`eval rec`'s
     protocol: full ranking, ties count against the target)."""
     items = torch.from_numpy(np.asarray(table, dtype=np.float32))
@@ -216,9 +216,68 @@ def head_ranks(head: SummaryHead, examples: SummaryExamples, table: np.ndarray, 
     return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 
-def evaluate_head(head: SummaryHead, examples: SummaryExamples, table: np.ndarray) -> dict[str, float]:
+def evaluate_head(head: nn.Module, examples: SummaryExamples, table: np.ndarray) -> dict[str, float]:
     """HR/NDCG@5/10 of `head_ranks`."""
     return metrics_from_ranks(head_ranks(head, examples, table))
+
+
+@dataclass
+class Fitted:
+    """What `fit_user_map` returns: the best validation metrics and epoch, the start's, the curve, the time."""
+
+    best_valid: dict[str, float]
+    best_epoch: int
+    initial_valid: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def fit_user_map(model: nn.Module, train: SummaryExamples, valid: SummaryExamples, table: np.ndarray,
+                 config: HeadConfig, progress: bool = True, label: str = "semantic head") -> Fitted:  # fmt: skip
+    """Fit `model` (an example's `raw` row -> a user vector scored against `table`) to predict each training
+    example's next item by the config's loss (Eq. 10 or CE, the user's seen items masked); validation NDCG@10
+    (full ranking, seen items masked) picks the epoch, whose weights `model` holds at the end. The caller seeds
+    torch before building `model`; the batch order is seeded here. The one training loop of the summary head and
+    of the fused tower (`tools.fused_tower`)."""
+    rng = np.random.default_rng(config.seed)
+    items = torch.from_numpy(np.asarray(table, dtype=np.float32))
+    objective = make_objective(config.loss, config.negatives, mask_history=True)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raw, targets = torch.from_numpy(train.raw), torch.from_numpy(train.targets)
+    model.eval()
+    initial = evaluate_head(model, valid, table)
+    best, best_epoch, best_state, history = initial, 0, weights_snapshot(model), []
+    start, stale = time.perf_counter(), 0
+    deadline = start + 60.0 * config.minutes if config.minutes else None
+    with _bar(progress) as bar:
+        task = bar.add_task(label, total=config.epochs)
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order = rng.permutation(len(train))
+            losses = []
+            for begin in range(0, len(order), config.batch_size):
+                rows = order[begin : begin + config.batch_size]
+                exclude = _seen_mask([train.seen[r] for r in rows], items.shape[0]) \
+                    if getattr(objective, "excludes_history", False) else None
+                loss = objective(model(raw[rows]), targets[rows], items, exclude)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                losses.append(float(loss.detach()))
+            model.eval()
+            metrics = evaluate_head(model, valid, table)
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "elapsed": time.perf_counter() - start,
+                            **metrics})  # validation metrics, one row per epoch (`tools.curves` reads these keys)
+            bar.update(task, advance=1, description=f"{label}: valid NDCG@10 {metrics['NDCG@10']:.4f}")
+            if metrics["NDCG@10"] > best["NDCG@10"]:
+                best, best_epoch, best_state, stale = metrics, epoch, weights_snapshot(model), 0
+            else:
+                stale += 1
+            if stale >= config.patience or (deadline is not None and time.perf_counter() >= deadline):
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return Fitted(best, best_epoch, initial, history, time.perf_counter() - start)
 
 
 def train_head(
@@ -227,46 +286,11 @@ def train_head(
 ) -> HeadResult:
     """Fit a `SummaryHead` to predict each training summary's next item (Eq. 10 or CE), best epoch on validation."""
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     head = SummaryHead.from_pca(pca, config.hidden)
-    items = torch.from_numpy(np.asarray(table, dtype=np.float32))
-    objective = make_objective(config.loss, config.negatives, mask_history=True)
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    raw, targets = torch.from_numpy(train.raw), torch.from_numpy(train.targets)
-    initial = evaluate_head(head, valid, table)
-    best, best_epoch, best_state, history = initial, 0, weights_snapshot(head), []
-    start, stale = time.perf_counter(), 0
-    deadline = start + 60.0 * config.minutes if config.minutes else None
-    with _bar(progress) as bar:
-        task = bar.add_task("semantic head", total=config.epochs)
-        for epoch in range(1, config.epochs + 1):
-            head.train()
-            order = rng.permutation(len(train))
-            losses = []
-            for begin in range(0, len(order), config.batch_size):
-                rows = order[begin : begin + config.batch_size]
-                exclude = _seen_mask([train.seen[r] for r in rows], items.shape[0]) \
-                    if getattr(objective, "excludes_history", False) else None
-                loss = objective(head(raw[rows]), targets[rows], items, exclude)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                losses.append(float(loss.detach()))
-            head.eval()
-            metrics = evaluate_head(head, valid, table)
-            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "elapsed": time.perf_counter() - start,
-                            **metrics})  # validation metrics, one row per epoch (`tools.curves` reads these keys)
-            bar.update(task, advance=1, description=f"semantic head: valid NDCG@10 {metrics['NDCG@10']:.4f}")
-            if metrics["NDCG@10"] > best["NDCG@10"]:
-                best, best_epoch, best_state, stale = metrics, epoch, weights_snapshot(head), 0
-            else:
-                stale += 1
-            if stale >= config.patience or (deadline is not None and time.perf_counter() >= deadline):
-                break
-    head.load_state_dict(best_state)
-    head.eval()
+    fitted = fit_user_map(head, train, valid, table, config, progress)
     head.calibrate_scale(train.raw, pca)
-    return HeadResult(head, config, best, best_epoch, initial, history, time.perf_counter() - start)
+    return HeadResult(head, config, fitted.best_valid, fitted.best_epoch, fitted.initial_valid, fitted.history,
+                      fitted.seconds)  # fmt: skip
 
 
 def _bar(enabled: bool) -> Progress:
