@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tools.data import Dataset
 from tools.data.queries import could_contain
-from tools.scrub import CATEGORIES, INJECTION_CUE_RE, INJECTION_RE, _form_pattern, audit_leakage, scrub
+from tools.scrub import CATEGORIES, INJECTION_RE, _form_pattern, audit_leakage, scrub
 
 TITLES = ["Usual Suspects, The", "Star Wars", "187", "Heat", "Seven (Se7en)"]
 
@@ -181,14 +183,24 @@ _INJECTION_WORDS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(words=st.lists(_INJECTION_WORDS, max_size=14))
-def test_the_injection_cue_is_present_whenever_the_injection_pattern_matches(words):
-    """`scrub` and the audit run INJECTION_RE only when INJECTION_CUE_RE finds one of its words: the cue must be a
-    necessary condition, under the same case folding (a long s or dotless i included)."""
-    text = " ".join(words)
-    if INJECTION_RE.search(text):
-        assert INJECTION_CUE_RE.search(text), text
+# The injection pattern as first written, unanchored (it backtracked from every position of a sentence): the
+# specification the anchored INJECTION_RE must agree with.
+_UNANCHORED_INJECTION = re.compile(
+    r"[^.!?\n]*\b(?:ignore|disregard|forget|override)\b[^.!?\n]*\b(?:instruction|instructions|prompt|rules|above|"
+    r"previous|everything)\b[^.!?\n]*[.!?]?|[^.!?\n]*\b(?:you are now|system prompt|act as|new instructions)\b"
+    r"[^.!?\n]*[.!?]?",
+    re.IGNORECASE,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(words=st.lists(_INJECTION_WORDS, max_size=14), glue=st.sampled_from([" ", "", "  ", "\t"]))
+def test_the_anchored_injection_pattern_finds_what_the_unanchored_one_found(words, glue):
+    """Anchoring INJECTION_RE at sentence starts changes its cost, never its matches: the same spans, the same text
+    after substitution, under the same case folding (a long s or dotless i included)."""
+    text = glue.join(words)
+    assert [m.span() for m in INJECTION_RE.finditer(text)] == [m.span() for m in _UNANCHORED_INJECTION.finditer(text)]
+    assert INJECTION_RE.sub(" ", text) == _UNANCHORED_INJECTION.sub(" ", text)
 
 
 _LETTERS = st.text(alphabet=st.sampled_from(list("abcABC ſKİıßẞéÉ'-")), min_size=1, max_size=8)

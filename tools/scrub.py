@@ -60,16 +60,16 @@ PHONE_RE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d[
 ITEM_ID_RE = re.compile(
     r"\b(?:item|movie|film|id|item_id|itemid)\s*(?:id)?\s*(?:#|no\.?|number|[:=])?\s*(\d+)\b|#(\d+)\b", re.IGNORECASE
 )
+# A sentence that tells the model to drop its instructions or take another role. Anchored at sentence starts (the
+# text's start or just after . ! ? or a newline): unanchored, the leading [^.!?\n]* was tried from every position
+# of a sentence and backtracked over the rest of it (about 0.6 ms for a 200-character text); anchored, it finds the
+# same spans (the earliest start of a match is always a sentence start) in about 17 us.
 INJECTION_RE = re.compile(
+    r"(?:^|(?<=[.!?\n]))(?:"
     r"[^.!?\n]*\b(?:ignore|disregard|forget|override)\b[^.!?\n]*\b(?:instruction|instructions|prompt|rules|above|"
     r"previous|everything)\b[^.!?\n]*[.!?]?|[^.!?\n]*\b(?:you are now|system prompt|act as|new instructions)\b"
-    r"[^.!?\n]*[.!?]?",
+    r"[^.!?\n]*[.!?]?)",
     re.IGNORECASE,
-)
-# A word INJECTION_RE cannot match without: a cheap linear test run first (the full pattern backtracks over each
-# sentence, about 0.7 ms for a 200-character text, and almost no text carries an injection).
-INJECTION_CUE_RE = re.compile(
-    r"\b(?:ignore|disregard|forget|override|you are now|system prompt|act as|new instructions)\b", re.IGNORECASE
 )
 _CAP = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
 _NAME = rf"{_CAP}(?:\s+{_CAP})?"
@@ -272,8 +272,7 @@ def scrub(
 
         return pattern.sub(repl, source)
 
-    if INJECTION_CUE_RE.search(text):
-        text = sub(INJECTION_RE, "injection", " ", text)
+    text = sub(INJECTION_RE, "injection", " ", text)
     text = sub(EMAIL_RE, "email", "[email]", text)
     text = sub(URL_RE, "url", "[url]", text)
 
@@ -322,8 +321,6 @@ def audit_leakage(
     found: list[str] = []
     counts = dict.fromkeys(CATEGORIES, 0)
     for category, pattern in (("email", EMAIL_RE), ("url", URL_RE), ("injection", INJECTION_RE)):
-        if category == "injection" and not INJECTION_CUE_RE.search(text):
-            continue
         source = EMAIL_RE.sub(" ", text) if category == "url" else text
         for match in pattern.finditer(source):
             if match.group(0).strip():
