@@ -57,8 +57,9 @@ from tools.workspace import Workspace
 RESULTS = Path(__file__).parent / "results"
 TODAY = "semantic alone (the cloud's e_sem today, PCA item space)"
 PROTOCOL = ("all test users, no query (rule-written behaviour summary of the test history), full ranking against "
-            "all items (no retrieval), history masked; every loss, beta and epoch chosen on validation users; "
-            "paired bootstrap over test users (2,000 resamples)")
+            "all items (no retrieval), the history the device holds (newest max_len items) masked, as in `eval rec`; "
+            "every loss, beta and epoch chosen on validation users; paired bootstrap over test users (2,000 "
+            "resamples)")
 console = Console()
 
 
