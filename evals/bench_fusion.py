@@ -50,7 +50,7 @@ from tools.data import EvalInstance
 from tools.device_store import DeviceStore
 from tools.fused_tower import item_table, train_tower, with_structured
 from tools.fusion import fuse_scores
-from tools.metrics import metrics_from_ranks, paired_bootstrap, per_user
+from tools.metrics import metrics_from_ranks, rank_differences
 from tools.semantic_head import HeadConfig, SummaryHead, head_path, head_ranks, read_head
 from tools.workspace import Workspace
 
@@ -61,11 +61,6 @@ PROTOCOL = ("all test users, no query (rule-written behaviour summary of the tes
             "every loss, beta and epoch chosen on validation users; paired bootstrap over test users (2,000 "
             "resamples)")
 console = Console()
-
-
-def _difference(a: np.ndarray, b: np.ndarray) -> dict[str, str]:
-    return {metric: paired_bootstrap(per_user(a, metric), per_user(b, metric)).text()
-            for metric in ("HR@10", "NDCG@10")}  # fmt: skip
 
 
 def score_fusion_ranks(semantic: np.ndarray, structured: np.ndarray, beta: float,
@@ -146,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     tower, fusion, alone = choice["Eq. 5 tower"], choice["score fusion"], choice["semantic alone, encoder item space"]
     pairs = [(tower, "encoder alone"), (tower, fusion), (fusion, "encoder alone"), (alone, "popularity"),
              (alone, TODAY)]
-    differences = {f"{a} minus {b}": _difference(test[a], test[b]) for a, b in pairs}
+    differences = {f"{a} minus {b}": rank_differences(test[a], test[b]) for a, b in pairs}
     rows = [{"method": name, "chosen_on_validation": name in choice.values(), "users": len(test[name]),
              "valid": metrics_from_ranks(ranks["valid"][name]), "test": metrics_from_ranks(test[name])}
             for name in test]  # fmt: skip

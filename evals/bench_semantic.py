@@ -38,7 +38,7 @@ from tools.compute import configure_torch
 from tools.curves import plot_training_curves
 from tools.data import EvalInstance
 from tools.device_store import DeviceStore
-from tools.metrics import PopularityScorer, metrics_from_ranks, paired_bootstrap, per_user
+from tools.metrics import PopularityScorer, metrics_from_ranks, rank_differences
 from tools.semantic_head import (
     CUTS_PER_USER,
     HeadConfig,
@@ -55,11 +55,6 @@ PROTOCOL = ("all test users, no query (rule-written behaviour summary of the tes
             "e_sem . e_i against all items, history masked; heads trained on training users' summaries, epoch and "
             "installed loss chosen on validation users; paired bootstrap over test users (2,000 resamples)")
 console = Console()
-
-
-def _differences(a: np.ndarray, b: np.ndarray) -> dict[str, str]:
-    return {metric: paired_bootstrap(per_user(a, metric), per_user(b, metric)).text()
-            for metric in ("HR@10", "NDCG@10")}  # fmt: skip
 
 
 def popularity_ranks(ws: Workspace, instances: list[EvalInstance]) -> np.ndarray:
@@ -115,8 +110,8 @@ def main() -> None:
         console.print(f"installed the {chosen} head (better validation NDCG@10) at {target}")
 
     rows = [{"method": name, "users": len(r), **metrics_from_ranks(r)} for name, r in ranks.items()]
-    versus = {name: {"minus popularity": _differences(r, ranks["popularity"]),
-                     "minus PCA": _differences(r, ranks["semantic alone, PCA (untrained Eq. 2)"])}
+    versus = {name: {"minus popularity": rank_differences(r, ranks["popularity"]),
+                     "minus PCA": rank_differences(r, ranks["semantic alone, PCA (untrained Eq. 2)"])}
               for name, r in ranks.items() if name.startswith("semantic alone, head")}  # fmt: skip
     out = RESULTS / f"semantic_{ws.dataset.name}.json"
     plot = plot_training_curves(curves, out.with_suffix(".png"), f"semantic head on {ws.dataset.name}: validation "

@@ -82,3 +82,13 @@ def test_popularity_scorer_ranks_by_training_counts() -> None:
     assert scores.shape == (1, 5)
     assert target_ranks(scores, torch.tensor([2])).tolist() == [0]
     assert target_ranks(scores, torch.tensor([4])).tolist() == [3]  # never seen: last (ties with nobody)
+
+
+def test_rank_differences_are_a_minus_b_per_metric() -> None:
+    from tools.metrics import rank_differences
+
+    better, worse = np.array([0, 0, 3, 20]), np.array([0, 12, 3, 20])  # one user moves from rank 12 to the top
+    same = rank_differences(better, better)
+    assert same == {"HR@10": "+0.0000 [+0.0000, +0.0000]", "NDCG@10": "+0.0000 [+0.0000, +0.0000]"}
+    assert rank_differences(better, worse, ("HR@10",))["HR@10"].startswith("+0.2500")
+    assert rank_differences(worse, better, ("HR@10",))["HR@10"].startswith("-0.2500")

@@ -190,3 +190,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, samples: int = 2000, seed:
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return PairedDifference(float(delta.mean()), float(low), float(high), len(delta), level)
+
+
+def rank_differences(a: np.ndarray, b: np.ndarray, metrics: Sequence[str] = ("HR@10", "NDCG@10")) -> dict[str, str]:
+    """Method a minus method b from their per-user 0-based ranks: `paired_bootstrap`'s text for each metric."""
+    return {metric: paired_bootstrap(per_user(a, metric), per_user(b, metric)).text() for metric in metrics}
