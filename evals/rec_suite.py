@@ -53,6 +53,7 @@ from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fi
 from ground.settings import Settings
 from prompts import get_prompt
 from tools.checkpoints import load_encoder
+from tools.cooperative import cooperative_decision
 from tools.data import EvalInstance, Fidelity
 from tools.data.queries import PhrasingSplit
 from tools.metrics import PopularityScorer, paired_bootstrap
@@ -148,13 +149,15 @@ class RecEval:
         shelf = self.device.encoders
         for name in ("SASRec", "SURGE"):
             ranks = full_ranking_ranks(evalset.structured[name], inst)
-            tuned = shelf.path(name) != shelf.base_path(name)  # the cooperative copy won on validation
+            decision = cooperative_decision(shelf.base_path(name)) if shelf.follow_cooperative else None
+            tuned = decision is not None and decision[1]  # the cooperative copy won on validation and is in use
             rows.append(RowResult(f"{name} alone", "-", ranks, evalset.encode_ms[name],
                                   notes="cooperatively tuned checkpoint (LSC4Rec 3.2.2)" if tuned else ""))
-            if tuned:  # the table shows both
-                base, _ = structured_scores(load_encoder(shelf.base_path(name), self.ws.dataset), inst)
-                rows.append(RowResult(f"{name} alone, before cooperative tuning", "-", full_ranking_ranks(base, inst),
-                                      evalset.encode_ms[name]))  # fmt: skip
+            if decision is not None:  # the table shows both: the base one, or the tuned one that lost
+                other, label = (shelf.base_path(name), f"{name} alone, before cooperative tuning") if tuned else (
+                    decision[0], f"{name} alone, cooperatively tuned (lost on validation, not used)")
+                scores, _ = structured_scores(load_encoder(other, self.ws.dataset), inst)
+                rows.append(RowResult(label, "-", full_ranking_ranks(scores, inst), evalset.encode_ms[name]))
         if mode != "none":
             ranks, named = query_tag_ranks(evalset, abstracts, self.catalog, self.device)
             rows.append(RowResult(TAG_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 0.0,

@@ -72,7 +72,7 @@ def test_within_candidates_ranks_the_target_among_the_clouds_candidates_only():
 def test_the_shelf_follows_the_cooperative_decision(tmp_path, ml100k):
     from agents.device.encoders import EncoderShelf
     from tools.checkpoints import save_checkpoint
-    from tools.cooperative import choice_path, write_choice
+    from tools.cooperative import choice_path, cooperative_decision, write_choice
     from tools.training import TrainConfig
 
     shelf = EncoderShelf(tmp_path, ml100k)
@@ -93,6 +93,9 @@ def test_the_shelf_follows_the_cooperative_decision(tmp_path, ml100k):
     assert shelf.path("SASRec") == cooperative
     assert write_choice(base, cooperative, {"NDCG@10": 0.2}, {"NDCG@10": 0.2}, users=10)["use"] == "base"  # a tie
     assert shelf.path("SASRec") == base
+    assert cooperative_decision(base) == (cooperative, False)  # it lost, but it exists: eval rec shows it
+    cooperative.unlink()
+    assert cooperative_decision(base) is None
     choice_path(base).write_text("{not json")
     assert shelf.path("SASRec") == base  # an unreadable decision: the base checkpoint
 

@@ -242,3 +242,35 @@ def test_small_eval_rec_has_controls_intervals_fewshot_and_digests(settings, rea
 def test_the_example_queries_file_loads(ready):
     loaded = load_query_file(ROOT / "evals" / "queries" / "example_ml-100k.jsonl", ready.dataset, ready.splits)
     assert len(loaded.instances) == 6 and loaded.instances[4].query == ""
+
+
+@pytest.mark.parametrize("won", [False, True])
+def test_the_table_shows_both_checkpoints_when_a_cooperative_one_exists(settings, ready, agents, tmp_path,
+                                                                        monkeypatch, won):  # fmt: skip
+    """A cooperative checkpoint that lost on validation gets its own row (not used); one that won is "SASRec
+    alone" and the base checkpoint gets the row "before cooperative tuning"."""
+    import evals.rec_suite as rec_suite
+    from tools.encoders import build_encoder
+    from tools.training import TrainConfig, save_checkpoint
+
+    device, clouds = agents
+    other = save_checkpoint(tmp_path / "sasrec-coop.pt", build_encoder("sasrec", ready.dataset.catalog.num_items,
+                                                                       dim=16, max_len=20), ready.dataset,
+                            TrainConfig())  # fmt: skip
+    base = device.encoders.base_path("SASRec")
+    decisions = {base: (other, won)}
+    monkeypatch.setattr(rec_suite, "cooperative_decision", lambda path: decisions.get(path))
+    if won:
+        monkeypatch.setattr(device.encoders, "base_path", lambda name, real=device.encoders.base_path:
+                            other if name == "SASRec" else real(name))  # fmt: skip
+        decisions = {other: (base, True)}  # the shelf's base is now `other`; `base` plays the winning copy
+    config = RecEvalConfig(llm_users=0, fidelities=("none",), max_users=12, seed=0, bootstrap_samples=50,
+                           fewshot=False, headroom=False)  # fmt: skip
+    evaluation = RecEval(settings, ready, device, clouds, config, progress=False)
+    evaluation.cache_dir = tmp_path / "plans"
+    rows = {r["method"]: r for r in evaluation.run()["modes"]["none"]["main"]}
+    extra = "SASRec alone, before cooperative tuning" if won else "SASRec alone, cooperatively tuned (lost on " \
+        "validation, not used)"
+    assert extra in rows and "SURGE alone, before cooperative tuning" not in rows
+    assert rows[extra]["HR@10"] != rows["SASRec alone"]["HR@10"] or rows[extra]["NDCG@10"] != rows["SASRec alone"][
+        "NDCG@10"]  # a random 16-wide model next to the trained one

@@ -183,17 +183,22 @@ def write_choice(checkpoint: Path, cooperative: Path, base: dict[str, float], tu
     return record
 
 
-def chosen_checkpoint(checkpoint: Path) -> Path:
-    """The checkpoint the device uses for `checkpoint`'s encoder: the cooperative one when its decision file says
-    so, the file exists and the decision was made against the base checkpoint now installed (a retrained or
-    newly installed base makes the old decision stale), else `checkpoint` itself."""
-    path = choice_path(checkpoint)
+def cooperative_decision(checkpoint: Path) -> tuple[Path, bool] | None:
+    """The cooperative checkpoint tuned from `checkpoint` and whether it won, or None when there is none: no
+    readable decision, its file is missing, or the decision was made against another base checkpoint (a retrained
+    or newly installed base makes the old decision stale)."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(choice_path(checkpoint).read_text())
     except (OSError, ValueError):
-        return Path(checkpoint)
-    cooperative = Path(record.get("cooperative", ""))
-    if record.get("use") != "cooperative" or not cooperative.is_file():
-        return Path(checkpoint)
-    current = Path(checkpoint)
-    return cooperative if current.is_file() and record.get("base_digest") == file_digest(current) else current
+        return None
+    cooperative, base = Path(record.get("cooperative", "")), Path(checkpoint)
+    if not cooperative.is_file() or not base.is_file() or record.get("base_digest") != file_digest(base):
+        return None
+    return cooperative, record.get("use") == "cooperative"
+
+
+def chosen_checkpoint(checkpoint: Path) -> Path:
+    """The checkpoint the device uses for `checkpoint`'s encoder: the cooperative one when a current decision
+    (`cooperative_decision`) says it won, else `checkpoint` itself."""
+    decision = cooperative_decision(checkpoint)
+    return decision[0] if decision is not None and decision[1] else Path(checkpoint)
