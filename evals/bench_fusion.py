@@ -100,21 +100,20 @@ def main(argv: list[str] | None = None) -> None:
     betas = [float(b) for b in args.betas.split(",")]
     table, encoder_table = ws.semantics.table, item_table(encoder)
 
-    def structured_scores(part: str) -> np.ndarray:
-        return _scores(fused[part].raw[:, examples[part].raw.shape[1]:], encoder_table)
 
     head_file = head_path(settings.models_dir, ws.semantics.key)  # the cloud's e_sem today: its head, else the PCA
     head = read_head(head_file, ws.semantics.key)[0] if head_file.is_file() \
         else SummaryHead.from_pca(ws.semantics.pca, hidden=0)
     ranks: dict[str, dict[str, np.ndarray]] = {"valid": {}, "test": {}}
     for part in ("valid", "test"):
+        structured = _scores(fused[part].raw[:, examples[part].raw.shape[1]:], encoder_table)  # e_str . e_i (Eq. 6)
         ranks[part]["popularity"] = popularity_ranks(ws, instances[part])
-        ranks[part]["encoder alone"] = full_ranking_ranks(structured_scores(part), instances[part])
+        ranks[part]["encoder alone"] = full_ranking_ranks(structured, instances[part])
         semantic = _scores(head.project(examples[part].raw), table)
         ranks[part][TODAY] = full_ranking_ranks(semantic, instances[part])
         for beta in betas:
-            ranks[part][f"score fusion, beta {beta:g}"] = score_fusion_ranks(
-                semantic, structured_scores(part), beta, instances[part])  # fmt: skip
+            ranks[part][f"score fusion, beta {beta:g}"] = score_fusion_ranks(semantic, structured, beta,
+                                                                           instances[part])  # fmt: skip
 
     towers: dict[str, dict[str, Any]] = {}
     curves: dict[str, list[dict[str, float]]] = {}

@@ -23,14 +23,13 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ground.files import write_json
+from ground.files import copy_file, write_json
 from ground.settings import Settings
 from tools.checkpoints import default_checkpoint, file_digest
 from tools.curves import plot_training_curves
@@ -212,10 +211,7 @@ def install(out: Path, label: str) -> Path:
         raise SystemExit(f"{out} was measured on another copy of {results['data']} (fingerprint differs)")
     target = default_checkpoint(settings.models_dir, "sasrec", dataset, "ce")
     if target.resolve() != source.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".pt.tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        copy_file(source, target)
     plot_training_curves({label: entry["curve"]}, target.with_suffix(".curve.png"),
                          f"sasrec on {results['data']}: validation (history masked, full ranking)")  # fmt: skip
     entry["installed"] = {"path": str(target), "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -16,7 +16,6 @@ Writes evals/results/semantic_<data>.json and semantic_<data>.png (validation cu
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from agents.device.encoders import EncoderShelf
 from agents.pipeline import head_examples
 from evals.rec import full_ranking_ranks
 from graph.runtime import build_device
-from ground.files import write_json
+from ground.files import copy_file, write_json
 from ground.settings import get_settings
 from tools.checkpoints import file_digest
 from tools.compute import configure_torch
@@ -106,7 +105,7 @@ def main() -> None:
     chosen = max(heads, key=lambda loss: heads[loss]["valid_best"]["NDCG@10"]) if heads else None
     if chosen and args.install:
         target = head_path(settings.models_dir, ws.semantics.key)
-        shutil.copyfile(heads[chosen]["path"], target)
+        copy_file(heads[chosen]["path"], target)
         console.print(f"installed the {chosen} head (better validation NDCG@10) at {target}")
 
     rows = [{"method": name, "users": len(r), **metrics_from_ranks(r)} for name, r in ranks.items()]
