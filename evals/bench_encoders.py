@@ -118,7 +118,7 @@ def run(
         )  # fmt: skip
         train_minutes = (time.perf_counter() - started) / 60
         test = evaluate(result.model, splits.test)
-        masked = evaluate(result.model, splits.test, mask_seen=True, seen=splits.train)
+        masked = evaluate(result.model, splits.test, mask_seen=True)
         rng = np.random.default_rng(settings.seed)
         entry = {
             "encoder": encoder,

@@ -2,7 +2,7 @@
 
 Protocol: every test user of the data set, no query (the abstract is the device's rule-written behaviour summary
 of the test history), the target ranked against ALL items (no candidate retrieval: what fusion itself gives),
-the history masked (the `eval rec` protocol). Rows:
+every item seen before the target masked (the `eval rec` protocol). Rows:
 
 - popularity; the device encoder alone (the checkpoint `eval rec` loads, e_str . e_i);
 - semantic alone with the installed semantic head (PCA item space, `tandem train --semantic`);
@@ -57,7 +57,7 @@ from tools.workspace import Workspace
 RESULTS = Path(__file__).parent / "results"
 TODAY = "semantic alone (the cloud's e_sem today, PCA item space)"
 PROTOCOL = ("all test users, no query (rule-written behaviour summary of the test history), full ranking against "
-            "all items (no retrieval), the history the device holds (newest max_len items) masked, as in `eval rec`; "
+            "all items (no retrieval), every item seen before the target masked, as in `eval rec`; "
             "every loss, beta and epoch chosen on validation users; paired bootstrap over test users (2,000 "
             "resamples)")
 console = Console()

@@ -181,7 +181,7 @@ def compare(out: Path, base: str, other: str) -> dict[str, Any]:
         if digests[label] != run_entry["checkpoint_digest"]:
             raise SystemExit(f"the checkpoint of {label!r} ({path}) is missing or no longer the one the run wrote")
         model = load_encoder(path, dataset)
-        ranks[label] = evaluate(model, splits.test, mask_seen=True, seen=splits.train).ranks
+        ranks[label] = evaluate(model, splits.test, mask_seen=True).ranks
     entry = {"protocol": f"{other} minus {base}, {len(splits.test)} test users, history masked, full ranking; "
              "paired 95% bootstrap over users (2,000 resamples)", "checkpoints": digests}  # fmt: skip
     for metric in ("HR@10", "NDCG@10"):

@@ -51,8 +51,9 @@ from tools.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
 PROTOCOL = ("all test users, no query (rule-written behaviour summary of the test history), full ranking by "
-            "e_sem . e_i against all items, history masked; heads trained on training users' summaries, epoch and "
-            "installed loss chosen on validation users; paired bootstrap over test users (2,000 resamples)")
+            "e_sem . e_i against all items, every item seen before the target masked; heads trained on training "
+            "users' summaries, epoch and installed loss chosen on validation users; paired bootstrap over test "
+            "users (2,000 resamples)")
 console = Console()
 
 

@@ -57,7 +57,8 @@ from tools.rule_planner import RULES_VERSION, rule_tags, signals_from_abstract
 from tools.tag_index import RETRIEVAL_VERSION
 from tools.workspace import Workspace
 
-HINDSIGHT_VERSION = 2  # 2: targets chosen leave-one-USER-out (a user's fidelity levels share its validation item)
+HINDSIGHT_VERSION = 3  # 2: targets chosen leave-one-USER-out (a user's fidelity levels share its validation item);
+# 3: rewards mask every item seen before the validation item, not only the newest max_len (`EvalInstance.masked`)
 FIDELITIES: tuple[Fidelity, ...] = ("none", "habit", "partial", "exact")
 PHRASING = "dev"  # labels are made on development phrasings; evaluation uses the test families
 K_CHOICES = (5, 10, 25, 50, 100, 200, 400)

@@ -36,7 +36,7 @@ def instance_pieces(evalset: EvalSet, rows: np.ndarray, abstracts: Sequence[Abst
         vectors = {alpha: np.asarray(per_alpha[alpha][n], dtype=np.float32).reshape(-1) for alpha in alphas}
         structured = {name: matrix[row] for name, matrix in evalset.structured.items()}
         more = partial(_embedding_at, cloud, abstracts[n])
-        out.append(InstancePieces(vectors, table, structured, np.asarray(inst.history, dtype=np.int64),
+        out.append(InstancePieces(vectors, table, structured, np.asarray(inst.masked, dtype=np.int64),
                                   int(inst.target), more))  # fmt: skip
     return out
 

@@ -117,10 +117,11 @@ def structured_scores(encoder, instances: Sequence[EvalInstance], batch_size: in
 
 
 def full_ranking_ranks(scores: np.ndarray, instances: Sequence[EvalInstance]) -> np.ndarray:
-    """0-based rank of each target against all items with the user's history masked (ties count against)."""
+    """0-based rank of each target against all items, every item the user saw before it masked (ties count
+    against)."""
     mask = np.zeros(scores.shape, dtype=bool)
     for row, inst in enumerate(instances):
-        mask[row, inst.history] = True
+        mask[row, inst.masked] = True
     return target_ranks(torch.from_numpy(scores), torch.from_numpy(_targets(instances)),
                         torch.from_numpy(mask)).numpy()  # fmt: skip
 
@@ -166,7 +167,7 @@ def rank_instances(
         begin = time.perf_counter()
         use_encoder = plan.uses_encoder and len(inst.history) > 0
         structured = partial(_matrix_scores, evalset.structured[plan.encoder], row) if use_encoder else None
-        ranking = device.rank(answer.candidates, answer.scores, plan.beta, inst.history, structured)
+        ranking = device.rank(answer.candidates, answer.scores, plan.beta, inst.masked, structured)
         position = ranking.position(inst.target)
         if position is not None:
             ranks[n] = position
@@ -215,7 +216,7 @@ def query_tag_ranks(evalset: EvalSet, abstracts: list[Abstract], catalog: Catalo
         named += bool(tags)
         structured = partial(_matrix_scores, evalset.structured[encoder], row)
         ranking = device.rank(items, tag_count_scores(tags, catalog)[items], lexicographic_beta(len(tags)),
-                              inst.history, structured)  # fmt: skip
+                              inst.masked, structured)  # fmt: skip
         position = ranking.position(inst.target)
         if position is not None:
             ranks[row] = position

@@ -62,8 +62,9 @@ from tools.tag_index import RETRIEVAL_VERSION
 from tools.workspace import Workspace
 
 SWEEP_LOADS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
-PROTOCOL = ("leave-one-out test split; target ranked against ALL items (full ranking); the user's history "
-            "masked for every method; HR@k / NDCG@k with one relevant item; Eq. 3 retrieval "
+PROTOCOL = ("leave-one-out test split; target ranked against ALL items (full ranking); every item the "
+            "user saw before the target masked for every method (older than the encoder's max_len too); HR@k / "
+            "NDCG@k with one relevant item; Eq. 3 retrieval "
             f"v{RETRIEVAL_VERSION} (tools.tag_index.fill_shares)")  # fmt: skip
 HEADLINE_ORDER: tuple[Fidelity, ...] = ("none", "habit", "partial", "exact")
 FEWSHOT_LENGTHS = (3, 5, 10)

@@ -81,6 +81,17 @@ def test_leave_one_out_never_leaks_targets_into_training(ml100k, ml100k_splits):
     assert max(len(inst.history) for inst in splits.test) == 200
 
 
+def test_instances_mask_everything_seen_before_the_target_not_only_the_cut_history(ml100k, ml100k_splits):
+    cut = 0
+    for inst in [*ml100k_splits.valid, *ml100k_splits.test, *ml100k_splits.fewshot]:
+        full = ml100k.sequences[inst.user]
+        before = full[: len(full) - (2 if inst.split == "valid" else 1)]
+        assert set(inst.masked.tolist()) == set(before.tolist()) and inst.target not in set(inst.masked.tolist())
+        assert (inst.older is None) == (len(before) <= 200)
+        cut += inst.older is not None
+    assert cut > 100  # ML-100K has many users with more than 200 interactions: the case is exercised
+
+
 def test_splits_are_seeded(ml100k):
     a, b = leave_one_out(ml100k, seed=7), leave_one_out(ml100k, seed=7)
     c = leave_one_out(ml100k, seed=8)

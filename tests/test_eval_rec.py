@@ -116,10 +116,10 @@ def test_tag_baseline_ranks_more_tags_first_then_sasrec(ready, agents):
     counts = tag_count_scores(["Comedy", "Romance", "1990s"], catalog)
     for row, inst in enumerate(instances):
         sasrec = evalset.structured["SASRec"][row]
-        items = [i for i in range(1, catalog.num_items + 1) if i not in set(inst.history.tolist())]
+        items = [i for i in range(1, catalog.num_items + 1) if i not in set(inst.masked.tolist())]
         expected = sorted(items, key=lambda i: (-counts[i], -sasrec[i], i))  # lexicographic, by hand
         assert ranks[row] == expected.index(inst.target)
-        ranking = device.rank(np.array(items), counts[items], lexicographic_beta(3), inst.history,
+        ranking = device.rank(np.array(items), counts[items], lexicographic_beta(3), inst.masked,
                               lambda c, r=row: _matrix_scores(evalset.structured["SASRec"], r, c))  # fmt: skip
         assert ranking.items[:50].tolist() == expected[:50]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from evals.rec import full_ranking_ranks
 from tools.data import EvalInstance
 from tools.metrics import PopularityScorer, evaluate, hit_ratio, metrics_from_ranks, ndcg, target_ranks
 
@@ -70,9 +72,16 @@ def test_evaluate_full_ranking_and_seen_masking_are_stated() -> None:
     masked = evaluate(FixedScorer(20), instances, mask_seen=True)
     assert masked.ranks.tolist() == [3, 0] and masked.masked_seen
     assert "masked" in masked.protocol and "NOT" not in masked.protocol
-    # a `seen` mapping adds the user's training items (16, 17) to the mask
-    both = evaluate(FixedScorer(20), instances, mask_seen=True, seen={0: np.array([16, 17])})
-    assert both.ranks.tolist() == [1, 0]
+    # items older than the history's max_len cut (16, 17) are masked too
+    cut = [replace(instances[0], older=np.array([16, 17])), instances[1]]
+    assert evaluate(FixedScorer(20), cut, mask_seen=True).ranks.tolist() == [1, 0]
+    assert evaluate(FixedScorer(20), cut).ranks.tolist() == [5, 0]  # and nothing when masking is off
+
+
+def test_eval_rec_full_ranking_masks_items_older_than_the_history() -> None:
+    scores = FixedScorer(20).score_histories([[], []]).numpy()
+    instances = [_instance(0, [18, 19, 3], 15), replace(_instance(1, [18], 15), older=np.array([16, 19, 20]))]
+    assert full_ranking_ranks(scores, instances).tolist() == [3, 1]  # 17 above the second target, 16/18-20 masked
 
 
 def test_popularity_scorer_ranks_by_training_counts() -> None:

@@ -94,16 +94,14 @@ def evaluate(
     instances: Sequence[EvalInstance],
     *,
     mask_seen: bool = False,
-    seen: Mapping[int, np.ndarray] | None = None,
     batch_size: int = 256,
     ks: Sequence[int] = KS,
 ) -> RankingReport:
     """Rank each instance's target against all items and compute HR@k / NDCG@k (full ranking).
 
-    `mask_seen=True` removes the user's other seen items from the ranking: those in `seen[user]` when a
-    mapping is given (e.g. `splits.train`), else those of the instance's history. The target is never
-    masked. Instances are scored in batches of similar history length (less padding), results are
-    reported in the original order.
+    `mask_seen=True` removes every item the user saw before the target from the ranking (`EvalInstance.masked`:
+    the history and anything older than its `max_len` cut). The target is never masked. Instances are scored
+    in batches of similar history length (less padding), results are reported in the original order.
     """
     if not instances:
         raise ValueError("no instances to evaluate")
@@ -117,17 +115,15 @@ def evaluate(
             scores = scorer.score_histories([inst.history for inst in batch])  # [B, V + 1]
             num_items = scores.shape[1] - 1
             targets = torch.tensor([inst.target for inst in batch], dtype=torch.long)
-            mask = _seen_mask(batch, scores.shape[1], seen) if mask_seen else None
+            mask = _seen_mask(batch, scores.shape[1]) if mask_seen else None
             ranks[chosen] = target_ranks(scores, targets, mask).numpy()
     return RankingReport(metrics_from_ranks(ranks, ks), len(instances), num_items, mask_seen, ranks)
 
 
-def _seen_mask(batch: Sequence[EvalInstance], width: int, seen: Mapping[int, np.ndarray] | None) -> Tensor:
+def _seen_mask(batch: Sequence[EvalInstance], width: int) -> Tensor:
     mask = torch.zeros(len(batch), width, dtype=torch.bool)  # [B, V + 1]
     for row, inst in enumerate(batch):
-        items = seen.get(inst.user, inst.history) if seen is not None else inst.history
-        items = np.concatenate([np.asarray(items, dtype=np.int64), np.asarray(inst.history, dtype=np.int64)])
-        mask[row, torch.from_numpy(items)] = True
+        mask[row, torch.from_numpy(np.asarray(inst.masked, dtype=np.int64))] = True
         mask[row, inst.target] = False
     return mask
 

@@ -36,7 +36,7 @@ class InstancePieces:
     vectors: dict[float, np.ndarray]  # alpha -> e_sem [d] (CDA4Rec Eq. 2)
     table: np.ndarray  # [V + 1, d] the item semantic table of Eq. 1 (shared, float32)
     structured: dict[str, np.ndarray]  # encoder -> e_str . e_i [V + 1]
-    seen: np.ndarray  # [L] the history (masked by the rank step)
+    seen: np.ndarray  # every item seen before the target (`EvalInstance.masked`; masked by the rank step)
     target: int
     more: Callable[[float], np.ndarray] | None = None  # e_sem for an alpha that is not cached
     semantic: dict[float, np.ndarray] = field(default_factory=dict, repr=False)  # alpha -> e_sem . e_i [V + 1], f64

@@ -245,8 +245,7 @@ def train_encoder(
     valid = splits.valid[: config.max_valid] if config.max_valid else splits.valid
 
     def validate() -> dict[str, float]:
-        masked = {"mask_seen": True, "seen": splits.train} if config.valid_mask_seen else {}
-        return evaluate(model, valid, **masked).metrics
+        return evaluate(model, valid, mask_seen=config.valid_mask_seen).metrics
 
     best_state, best_valid, best_epoch, stale = weights_snapshot(model), {}, 0, 0
     if init_from is not None:  # the checkpoint is the epoch to beat

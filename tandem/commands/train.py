@@ -126,7 +126,7 @@ def train(
     table = ws.semantics.table if config.semantic_init else None
     result = train_encoder(ws.dataset, ws.splits, config, item_table=table, checkpoint=path,
                            init_from=path if resume else None)  # fmt: skip
-    masked = evaluate(result.model, ws.splits.test, mask_seen=True, seen=ws.splits.train)
+    masked = evaluate(result.model, ws.splits.test, mask_seen=True)
     console.print(
         f"[green]{config.encoder}[/] ({config.loss}{', recipe ' + recipe if recipe else ''}) best epoch "
         f"{result.best_epoch}/{result.epochs_run} ({result.stopped_by}), {result.seconds_per_epoch:.1f} s/epoch, "
@@ -249,7 +249,7 @@ def _train_cooperative(ws, encoder: str, loss: str, negatives: int, epochs: int,
     save_checkpoint(path, model, ws.dataset, TrainConfig(encoder=encoder, loss=loss), summary)
     tuned = within_candidates(model, valid, valid_pools)
     choice = write_choice(base_path, path, base, tuned, len(valid))
-    test = evaluate(model, ws.splits.test, mask_seen=True, seen=ws.splits.train)
+    test = evaluate(model, ws.splits.test, mask_seen=True)
     console.print(f"best epoch {result.best_epoch} of {result.epochs_run} (epoch 0 = unchanged), chosen within the "
                   "cloud's candidates")  # fmt: skip
     console.print(f"within the cloud's candidates ({len(valid)} validation users): NDCG@10 {base['NDCG@10']:.4f} -> "

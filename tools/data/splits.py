@@ -3,7 +3,9 @@
 - 10% of users (seeded) are held out entirely: never trained on; they form the few-shot set, where the
   last interaction is the target and everything before it is the history.
 - For every other user: last interaction = test target, second-to-last = validation target, the rest =
-  training sequence. Histories handed to a model are cut to the newest `max_len` items.
+  training sequence. Histories handed to a model are cut to the newest `max_len` items; a full ranking masks
+  every item the user saw before the target (`EvalInstance.masked`), older ones too, as the device masks its
+  whole stored history and as the published protocol does.
 - Users with fewer than 3 interactions cannot be split and only contribute training data.
 """
 
@@ -31,6 +33,13 @@ class EvalInstance:
     split: SplitName
     query: str
     clarity: Clarity
+    older: np.ndarray | None = None
+    """Items seen before `history` begins (the history was cut to `max_len`); None when nothing was cut."""
+
+    @property
+    def masked(self) -> np.ndarray:
+        """Every item the user interacted with before the target: what a ranking leaves out."""
+        return self.history if self.older is None else np.concatenate([self.older, self.history])
 
 
 @dataclass(frozen=True)
@@ -76,4 +85,5 @@ def _instance(user, seq, ts, position, split, catalog, seed, max_len) -> EvalIns
     start = max(0, position - max_len)
     target = int(seq[position])
     query, clarity = make_query(catalog[target], seed=(seed, user, position))
-    return EvalInstance(user, seq[start:position], ts[start:position], target, split, query, clarity)
+    older = np.unique(seq[:start]) if start else None
+    return EvalInstance(user, seq[start:position], ts[start:position], target, split, query, clarity, older)
