@@ -33,6 +33,7 @@ from tools.checkpoints import calibrator_path, file_digest, load_threshold, thre
 from tools.chord import Chord
 from tools.device_store import DeviceStore
 from tools.exemplar_index import ExemplarIndex, exemplars_path
+from tools.inference_thread import dedicate_torch_threads
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
 from tools.quant import DeviceResources
 from tools.semantic_head import HeadError, SummaryHead, head_path, read_head
@@ -92,6 +93,7 @@ class TandemRuntime:
         prompts = prompts or PromptChoice()
         if cloud_url and prompts.plan != PromptChoice().plan:
             raise UsageError("with --cloud-url the cloud service plans with its own prompt; drop the plan --prompt")
+        dedicate_torch_threads()  # request-time torch gets one team of the cores (tools.inference_thread)
         ws = Workspace(settings, data or settings.dataset, progress=progress)
         path = store_path or str(settings.home / "device" / f"{ws.dataset.name}.sqlite")
         shelf = EncoderShelf(settings.models_dir, ws.dataset, device=settings.torch_device)

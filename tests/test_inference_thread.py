@@ -47,3 +47,29 @@ def test_callers_on_many_threads_are_served_in_turn():
     for t in threads:
         t.join(timeout=10)
     assert sorted(results) == [n * n for n in range(16)]
+
+
+DEDICATED = """
+import threading, torch
+from tools.inference_thread import dedicate_torch_threads, on_inference_thread
+torch.set_num_threads(2)
+count = dedicate_torch_threads()
+later = {}
+def first_use():  # a thread that meets torch only now, as a LangGraph worker does
+    torch.ones(100_000).add_(1)
+    later["threads"] = torch.get_num_threads()
+worker = threading.Thread(target=first_use)
+worker.start(); worker.join()
+torch.ones(100_000).add_(1)
+print(count, on_inference_thread(torch.get_num_threads), torch.get_num_threads(), later["threads"])
+"""
+
+
+def test_dedicated_threads_go_to_the_inference_thread_and_every_other_thread_gets_one():
+    """In a fresh process (thread counts are process state): the inference thread keeps the count it was given,
+    the caller and a thread that first uses torch afterwards run on one, so no second team ever starts."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", DEDICATED], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["2", "2", "1", "1"]
