@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 _tasks: queue.SimpleQueue[tuple[Future, Callable[..., Any], tuple, dict]] = queue.SimpleQueue()
 _worker: threading.Thread | None = None
+_dedicated: int | None = None  # the inference thread's torch threads once `dedicate_torch_threads` gave them
 _start_lock = threading.Lock()
 
 
@@ -64,14 +65,16 @@ def dedicate_torch_threads(threads: int | None = None) -> int:
 
     Call it before the process does torch work on other threads (a team, once started, stays): the caller's own
     torch work then runs on one thread too, which is what a process that serves requests wants. Batch work
-    (training, evaluations) should not call it. Calling it again is harmless.
+    (training, evaluations) should not call it. Called again without `threads`, it keeps the count it gave.
     """
     import torch
 
-    count = max(1, threads or torch.get_num_threads())
+    global _dedicated
+    count = max(1, threads or _dedicated or torch.get_num_threads())
     on_inference_thread(_claim_threads, count)
     torch.get_num_threads()  # the caller's lazy initialisation happens now, at the count it already had
     torch.set_num_threads(1)  # the caller, and every thread that meets torch from now on
+    _dedicated = count
     return count
 
 
@@ -82,11 +85,22 @@ def _claim_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
-def on_inference_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run `fn(*args, **kwargs)` on the process's inference thread and return what it returns."""
-    worker = _ensure_worker()
-    if threading.current_thread() is worker:
-        return fn(*args, **kwargs)
+def submit_to_inference_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """Queue `fn(*args, **kwargs)` on the inference thread and return at once: its result comes as a future
+    (work a request will need later, started while it does something else)."""
+    _ensure_worker()
     future: Future[T] = Future()
     _tasks.put((future, fn, args, kwargs))
-    return future.result()
+    return future
+
+
+def in_inference_thread() -> bool:
+    """Whether the calling thread is the inference thread (where waiting on queued work would wait forever)."""
+    return threading.current_thread() is _worker
+
+
+def on_inference_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `fn(*args, **kwargs)` on the process's inference thread and return what it returns."""
+    if threading.current_thread() is _ensure_worker():
+        return fn(*args, **kwargs)
+    return submit_to_inference_thread(fn, *args, **kwargs).result()

@@ -20,7 +20,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 from agents.device.abstract import ABSTRACT_PROMPT, AbstractResult, generate_abstract, history_from_ids
-from agents.device.encoders import EncoderShelf
+from agents.device.encoders import EncoderShelf, HistoryEncodings
 from agents.device.explain import EXPLAIN_PROMPT, Explanation, generate_explanation
 from agents.device.replies import ReplyChecker, UntrustedReplyError
 from ground.errors import StoreError
@@ -112,6 +112,10 @@ class DeviceAgent:
     max_seq_len: int = 200
     precision: Literal["full", "chord"] = "full"
     resources: DeviceResources = field(default_factory=lambda: DeviceResources(max_avg_bits=4.0))
+    encodings: HistoryEncodings = field(init=False, repr=False)  # e_str per history, once (`prefetch_encoding`)
+
+    def __post_init__(self) -> None:
+        self.encodings = HistoryEncodings(self.encoders)
 
     # -- history -------------------------------------------------------------------------------------------
     def history(
@@ -265,17 +269,22 @@ class DeviceAgent:
         z = chord.profile([np.asarray(history, dtype=np.int64)])[0]
         return StrategyRequest(encoder=chord.encoder_name, profile=UserProfile(z=z.tolist())), []
 
+    def prefetch_encoding(self, history: Sequence[int], name: str = "SASRec") -> None:
+        """Start CDA4Rec Eq. 4 on the history now (full precision only), for `encode` to pick up later."""
+        if self.precision == "full":
+            self.encodings.prefetch(name, history)
+
     def encode(self, name: str, history: Sequence[int], strategy: ChordStrategy | None = None) -> Encoding:
         """CDA4Rec Eq. 4: e_str of the history, at full precision or quantized to CHORD's strategy (Eq. 2-4)."""
-        return on_inference_thread(self._encode, name, history, strategy)
+        if strategy is None:
+            return Encoding(name, self.encodings.get(name, history), FULL_PRECISION)
+        return on_inference_thread(self._encode_quantized, name, history, strategy)
 
-    def _encode(self, name: str, history: Sequence[int], strategy: ChordStrategy | None) -> Encoding:
-        model, precision = self.encoders.get(name), FULL_PRECISION
-        if strategy is not None:
-            model, bits = self.encoders.quantized(name, strategy, self.resources)
-            chord = self.encoders.chord(name)
-            precision = Precision(mode="chord", avg_bits=bits, strategy_bits=strategy.payload_bits,
-                                  strategy_avg_bits=strategy_average_bits(strategy, chord.specs))  # fmt: skip
+    def _encode_quantized(self, name: str, history: Sequence[int], strategy: ChordStrategy) -> Encoding:
+        model, bits = self.encoders.quantized(name, strategy, self.resources)
+        chord = self.encoders.chord(name)
+        precision = Precision(mode="chord", avg_bits=bits, strategy_bits=strategy.payload_bits,
+                              strategy_avg_bits=strategy_average_bits(strategy, chord.specs))  # fmt: skip
         e_str = model.encode([np.asarray(history, dtype=np.int64)])[0].numpy()
         return Encoding(name, e_str, precision)
 

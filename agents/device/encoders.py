@@ -8,10 +8,15 @@ beside the encoder's, and the per-user quantized copies (CHORD Eq. 2-4) are kept
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from tools.checkpoints import CheckpointError, default_checkpoint, load_encoder
 from tools.chord import Chord, StrategyError, apply_strategy, default_chord_checkpoint, load_chord, strategy_bits
@@ -19,11 +24,13 @@ from tools.compute import resolve_device
 from tools.cooperative import chosen_checkpoint
 from tools.data import Dataset
 from tools.encoders import SequentialEncoder
+from tools.inference_thread import in_inference_thread, submit_to_inference_thread
 from tools.protocol import ChordStrategy
 from tools.quant import DeviceResources, average_bits, resource_transform
 
 ENCODER_FILES: dict[str, str] = {"SASRec": "sasrec", "SURGE": "surge", "Caser": "caser"}
 QUANTIZED_KEPT = 64
+ENCODINGS_KEPT = 256
 
 
 class CheckpointMissingError(CheckpointError):
@@ -114,3 +121,54 @@ class EncoderShelf:
                     self._quantized.popitem(last=False)
             self._quantized.move_to_end(key)
             return self._quantized[key]
+
+
+class HistoryEncodings:
+    """e_str of CDA4Rec Eq. 4 at full precision, computed once per encoder and history on the inference thread.
+
+    `prefetch` starts the encoder as soon as the device has read the history (the graph's first node), so it runs
+    while the abstract is written and the cloud plans instead of after; `get` waits for it, and a re-request or
+    the next chat turn on the same history reuses it. An entry is valid only for the encoder object that made it
+    (a model `put` on the shelf is encoded afresh); the newest `kept` histories are kept.
+    """
+
+    def __init__(self, shelf: EncoderShelf, kept: int = ENCODINGS_KEPT) -> None:
+        self.shelf = shelf
+        self.kept = kept
+        self._entries: OrderedDict[tuple[str, bytes], tuple[SequentialEncoder, Future[np.ndarray]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prefetch(self, name: str, history: Sequence[int]) -> None:
+        """Start encoding `history` with `name` unless it is known already (or `name` has no checkpoint)."""
+        if len(history) and self.shelf.available(name):
+            self._future(name, history)
+
+    def get(self, name: str, history: Sequence[int]) -> np.ndarray:
+        """e_str [d] of `history` under encoder `name` (the shelf's `get` raises when it has no checkpoint)."""
+        future = self._future(name, history)
+        if in_inference_thread() and not future.done():  # queued behind the caller itself: compute it here
+            return _encode(self.shelf.get(name), np.asarray(history, dtype=np.int64))
+        try:
+            return future.result()
+        except Exception:
+            with self._lock:  # a failed encoding is not kept: the next request tries again
+                self._entries = OrderedDict((k, v) for k, v in self._entries.items() if v[1] is not future)
+            raise
+
+    def _future(self, name: str, history: Sequence[int]) -> Future[np.ndarray]:
+        model = self.shelf.get(name)
+        items = np.asarray(history, dtype=np.int64)
+        key = (name, hashlib.blake2b(items.tobytes(), digest_size=16).digest())
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] is not model:
+                entry = (model, submit_to_inference_thread(_encode, model, items))
+                self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.kept:
+                self._entries.popitem(last=False)
+            return entry[1]
+
+
+def _encode(model: SequentialEncoder, history: np.ndarray) -> np.ndarray:
+    return model.encode([history])[0].numpy()
