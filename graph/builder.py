@@ -88,7 +88,6 @@ def device_history(state: DeviceState, rt: TandemRuntime) -> dict:
     """Check the request; load the user's local history (seeded once from the data set) unless it brought one."""
     request = checked_request(state)
     history = rt.device.history(request.user, request.history, request.history_ts)
-    rt.device.prefetch_encoding(history.items)  # Eq. 4 runs while the abstract is written and the cloud plans
     constraints = rt.device.constraints(request.query)
     note = unsupported_note(constraints)
     return {"history_items": history.items, "history_stamps": history.timestamps, **FRESH_REQUEST,

@@ -1,4 +1,4 @@
-"""`HistoryEncodings`: e_str (CDA4Rec Eq. 4) computed once per encoder and history, started early by the graph."""
+"""`HistoryEncodings`: e_str (CDA4Rec Eq. 4) computed once per encoder and history."""
 
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ def test_a_history_is_encoded_once_and_equals_the_encoder_itself(shelf, ready, m
     monkeypatch.setattr(model, "encode", counting)
     memo = HistoryEncodings(shelf)
     one, two = ready.splits.test[0].history, ready.splits.test[1].history
-    memo.prefetch("SASRec", one)
     first = memo.get("SASRec", one)
     assert np.array_equal(memo.get("SASRec", list(one)), first) and counting.calls == 1  # the same items, any type
     assert np.allclose(first, counting.original([one])[0].numpy())
@@ -87,7 +86,7 @@ def test_a_request_encodes_its_history_once_and_a_repeat_reuses_it(settings, rea
     counting = Counting(model)
     monkeypatch.setattr(model, "encode", counting)
     first = recommend(rt, USER, "space adventure", allow_rerequest=False, use_cache=False)
-    assert "device_sasrec" in first["route"] and counting.calls == 1  # prefetched by device_history, used once
+    assert "device_sasrec" in first["route"] and counting.calls == 1
     again = recommend(rt, USER, "something funny", allow_rerequest=False, use_cache=False)
     assert "device_sasrec" in again["route"] and counting.calls == 1  # the same stored history: not re-encoded
     history = rt.device.history(USER).items

@@ -20,7 +20,7 @@ op, starts a second team, and from then on every team waits passively. `dedicate
 `TandemRuntime.create`, so by every entry point that serves requests) gives the inference thread the cores and
 makes one thread the count every other thread takes. Measured on ML-1M (`evals.bench_graph`, rule planner, 2 cores):
 Eq. 2's MiniLM on a request's summary 14-15 ms on the inference thread before, 7 ms after (its speed on a
-process's only thread), the graph request p50 34 -> 27 ms.
+process's only thread), the graph request p50 33-34 -> 25.5-26.6 ms.
 """
 
 from __future__ import annotations

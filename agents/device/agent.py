@@ -112,7 +112,7 @@ class DeviceAgent:
     max_seq_len: int = 200
     precision: Literal["full", "chord"] = "full"
     resources: DeviceResources = field(default_factory=lambda: DeviceResources(max_avg_bits=4.0))
-    encodings: HistoryEncodings = field(init=False, repr=False)  # e_str per history, once (`prefetch_encoding`)
+    encodings: HistoryEncodings = field(init=False, repr=False)  # e_str per encoder and history, computed once
 
     def __post_init__(self) -> None:
         self.encodings = HistoryEncodings(self.encoders)
@@ -268,11 +268,6 @@ class DeviceAgent:
             return None, [f"no CHORD trained for {name}: full precision (tandem train --chord)"]
         z = chord.profile([np.asarray(history, dtype=np.int64)])[0]
         return StrategyRequest(encoder=chord.encoder_name, profile=UserProfile(z=z.tolist())), []
-
-    def prefetch_encoding(self, history: Sequence[int], name: str = "SASRec") -> None:
-        """Start CDA4Rec Eq. 4 on the history now (full precision only), for `encode` to pick up later."""
-        if self.precision == "full":
-            self.encodings.prefetch(name, history)
 
     def encode(self, name: str, history: Sequence[int], strategy: ChordStrategy | None = None) -> Encoding:
         """CDA4Rec Eq. 4: e_str of the history, at full precision or quantized to CHORD's strategy (Eq. 2-4)."""
