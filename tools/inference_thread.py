@@ -86,8 +86,8 @@ def _claim_threads(count: int) -> None:
 
 
 def submit_to_inference_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-    """Queue `fn(*args, **kwargs)` on the inference thread and return at once: its result comes as a future
-    (work a request will need later, started while it does something else)."""
+    """Queue `fn(*args, **kwargs)` on the inference thread and return at once: its result comes as a future, which
+    several callers may wait on (never from the inference thread itself: `in_inference_thread`)."""
     _ensure_worker()
     future: Future[T] = Future()
     _tasks.put((future, fn, args, kwargs))
