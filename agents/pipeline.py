@@ -39,9 +39,11 @@ def behaviour_abstract(device: DeviceAgent, history: np.ndarray) -> Abstract:
 
 
 def rank_request(
-    device: DeviceAgent, cloud: CloudAgent, query: str, history: np.ndarray, timestamps: np.ndarray
+    device: DeviceAgent, cloud: CloudAgent, query: str, history: np.ndarray, timestamps: np.ndarray,
+    seen: np.ndarray | None = None,
 ) -> tuple[Plan, Ranking]:
-    """One request's main path: abstract, plan, Eq. 2-3 in the cloud, Eq. 4 and the rank step on the device."""
+    """One request's main path: abstract, plan, Eq. 2-3 in the cloud, Eq. 4 and the rank step on the device.
+    `seen`: the items the ranking leaves out (default: the history; an instance's `masked` when it was cut)."""
     abstract = device.abstract(query, history.tolist(), timestamps.tolist(), use_model=False).abstract
     plan = cloud.plan(abstract).plan
     answer = cloud.semantic(abstract, plan)
@@ -49,7 +51,8 @@ def rank_request(
     if plan.uses_encoder and len(history):
         name, _ = device.resolve_encoder(plan.encoder)
         structured = device.structured_scores(name, device.encode(name, history).e_str)
-    return plan, device.rank(answer.candidates, answer.scores, plan.beta, history, structured)
+    masked = history if seen is None else seen
+    return plan, device.rank(answer.candidates, answer.scores, plan.beta, masked, structured)
 
 
 def inconsistency_sample(
@@ -61,7 +64,7 @@ def inconsistency_sample(
     scores = []
     for n in picked.tolist():
         inst = instances[n]
-        _, ranking = rank_request(device, cloud, inst.query, inst.history, inst.history_ts)
+        _, ranking = rank_request(device, cloud, inst.query, inst.history, inst.history_ts, inst.masked)
         scores.append(ranking.inconsistency)
     return scores
 

@@ -124,7 +124,7 @@ def test_the_evaluation_ranks_through_the_served_rank_step(pinned_runtime, mode)
 
 def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtime, monkeypatch):
     """The three former copies of the rank step are one: each caller reaches `tools.fusion.rank_step` through
-    `DeviceAgent.rank`, and each passes the user's history as the seen items to mask."""
+    `DeviceAgent.rank`, and each passes every item the user saw as the seen items to mask."""
     import agents.device.agent as device_module
     from agents.pipeline import inconsistency_sample
     from evals.rec import EvalSet, run_pipeline, structured_scores
@@ -142,6 +142,7 @@ def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtim
     rt = pinned_runtime
     cloud = build_cloud(rt.settings, rt.workspace, rt.device.encoders, "rule", exact=True)
     instances = rt.workspace.splits.valid[:3]
+    assert any(i.older is not None for i in instances)  # one history was cut: its older items are masked too
 
     caller = "graph"
     state = recommend(rt, "196", "a funny movie", use_cache=False, allow_rerequest=False)
@@ -154,7 +155,7 @@ def test_graph_evaluation_and_threshold_sample_share_one_rank_step(pinned_runtim
     abstracts = [rt.device.abstract(i.query, i.history, i.history_ts, use_model=False).abstract for i in instances]
     run_pipeline(evalset, np.arange(3), abstracts, [cloud.plan(a).plan for a in abstracts], cloud, rt.device)
 
-    lengths = sorted(len(i.history) for i in instances)
+    lengths = sorted(len(i.masked) for i in instances)
     assert [c for c, _ in calls] == ["graph"] + ["threshold sample"] * 3 + ["evaluation"] * 3
     assert calls[0][1] == len(rt.device.store.history("196")[0])
     assert sorted(n for c, n in calls if c == "threshold sample") == lengths
