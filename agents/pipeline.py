@@ -9,6 +9,7 @@ rules (no language model), so that thousands of users take seconds, and they say
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from rich.progress import track
@@ -107,15 +108,21 @@ def summary_examples(device: DeviceAgent, space: TextSpace, cases: Sequence[Summ
 def head_examples(device: DeviceAgent, space: TextSpace, ws: Workspace, names: Sequence[str],
                   progress: bool = True) -> dict[str, SummaryExamples]:  # fmt: skip
     """The semantic head's training ("train"), validation ("valid") and test ("test") examples of a workspace,
-    written once under `$TANDEM_HOME/semantic/` and read back on later runs."""
+    written once under `$TANDEM_HOME/semantic/` and read back on later runs. A validation or test example masks
+    every item its user saw before the target (`EvalInstance.masked`, as `eval rec` does), not only the history
+    its summary was written from; the encoders still read that history (the newest `max_len` of them)."""
     seed = ws.settings.seed
+    instances = {"valid": ws.splits.valid, "test": ws.splits.test}
     cases = {"train": lambda: training_cases(ws.dataset, ws.splits, CUTS_PER_USER, seed),
-             "valid": lambda: instance_cases(ws.splits.valid), "test": lambda: instance_cases(ws.splits.test)}
+             "valid": lambda: instance_cases(instances["valid"]), "test": lambda: instance_cases(instances["test"])}
     labels = {"train": "training users", "valid": "validation users", "test": "test users"}
     out = {}
     for name in names:
         key = f"{space.semantics.key}-summaries{SUMMARY_VERSION}-cuts{CUTS_PER_USER}-seed{seed}-{name}.npz"
-        out[name] = cached_examples(ws.settings.home / "semantic" / key,
-                                    lambda name=name: summary_examples(device, space, cases[name](), labels[name],
-                                                                       progress))  # fmt: skip
+        examples = cached_examples(ws.settings.home / "semantic" / key,
+                                   lambda name=name: summary_examples(device, space, cases[name](), labels[name],
+                                                                      progress))  # fmt: skip
+        if name in instances:
+            examples = replace(examples, seen=[inst.masked for inst in instances[name]])
+        out[name] = examples
     return out

@@ -63,3 +63,22 @@ def test_training_learns_what_the_abstract_says(loss):
 def test_beta_outside_the_unit_interval_is_refused():
     with pytest.raises(ValueError, match="beta"):
         FusedTower(TEXT_DIM, 16, hidden=8, beta=0.0)
+
+
+def test_older_masked_items_change_the_mask_but_not_e_str():
+    """A test example's `seen` may hold its user's items older than the encoder's window (`EvalInstance.masked`:
+    those first, then the newest max_len): e_str is the window's, the ranking leaves all of them out."""
+    encoder = _encoder()  # max_len 10
+    rng = np.random.default_rng(2)
+    window = rng.choice(np.arange(1, 31), size=10, replace=False)
+    older = np.unique(rng.choice(np.arange(31, NUM_ITEMS + 1), size=8, replace=False))
+    base = SummaryExamples(np.zeros((1, TEXT_DIM), np.float32), np.array([window[0]], np.int64), [window])
+    both = SummaryExamples(base.raw, base.targets, [np.concatenate([older, window])])
+    np.testing.assert_allclose(with_structured(both, encoder).raw, with_structured(base, encoder).raw, atol=1e-6)
+    tower = FusedTower(TEXT_DIM, encoder.dim, hidden=8, beta=0.5).eval()
+    table = item_table(encoder)
+    scores = torch.from_numpy(with_structured(base, encoder).raw[:, TEXT_DIM:]) @ torch.from_numpy(table).T
+    above = int((scores[0, older] > scores[0, window[0]]).sum())  # older items the target would otherwise trail
+    ranks_base = head_ranks(tower, with_structured(base, encoder), table)
+    ranks_both = head_ranks(tower, with_structured(both, encoder), table)
+    assert above > 0 and ranks_base[0] - ranks_both[0] == above

@@ -159,7 +159,8 @@ class SummaryExamples:
 
     raw: np.ndarray  # [N, D] Theta(b), L2-normalised
     targets: np.ndarray  # [N] item ids
-    seen: list[np.ndarray]  # each example's history (masked from its ranking)
+    seen: list[np.ndarray]  # the items read before the target, masked from its ranking; the newest max_len of
+    # them are the history the encoders read (a test example also holds its user's older items: `EvalInstance.masked`)
 
     def __len__(self) -> int:
         return len(self.targets)
