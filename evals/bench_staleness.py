@@ -44,13 +44,13 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.50, 0.96, 0.05))
 
 
 def semantic_ranks(
-    e_sem: np.ndarray, table: np.ndarray, histories: list[np.ndarray], targets: np.ndarray
+    e_sem: np.ndarray, table: np.ndarray, seen: list[np.ndarray], targets: np.ndarray
 ) -> np.ndarray:
-    """0-based rank of each target under e_sem . e_i against all items, the user's history masked: [N]."""
+    """0-based rank of each target under e_sem . e_i against all items, the items each user saw masked: [N]."""
     scores = torch.from_numpy(np.asarray(e_sem, np.float32) @ table.T)  # [N, V + 1]
     mask = torch.zeros_like(scores, dtype=torch.bool)
-    for row, history in enumerate(histories):
-        mask[row, torch.from_numpy(np.asarray(history, dtype=np.int64))] = True
+    for row, items in enumerate(seen):
+        mask[row, torch.from_numpy(np.asarray(items, dtype=np.int64))] = True
     return target_ranks(scores, torch.from_numpy(targets), mask).numpy()
 
 
@@ -74,9 +74,10 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
     instances = [inst for inst in ws.splits.valid if len(inst.history) > max(ks) + 2]
     histories = [np.asarray(inst.history, dtype=np.int64) for inst in instances]
     targets = np.array([inst.target for inst in instances], dtype=np.int64)
+    masked = [np.asarray(inst.masked, dtype=np.int64) for inst in instances]  # every item seen before the target
     print(f"{len(instances)} validation users; calibrator: {device.calibrator is not None}", flush=True)
     fresh = behaviour_embeddings(device, cloud, histories)
-    fresh_ranks = semantic_ranks(fresh, table, histories, targets)
+    fresh_ranks = semantic_ranks(fresh, table, masked, targets)
     fresh_pct = target_percentile(fresh, table, targets)
     rows = []
     for k in ks:
@@ -85,8 +86,8 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
                       strict=True)]) if device.calibrator is not None else cached)  # fmt: skip
         verdicts = [device.policy.judge(e, h[-k:], table) for e, h in zip(cached, histories, strict=True)]
         reliability = np.array([v.reliability for v in verdicts])
-        ranks = {"fresh": fresh_ranks, "cached": semantic_ranks(cached, table, histories, targets),
-                 "calibrated": semantic_ranks(calibrated, table, histories, targets)}  # fmt: skip
+        ranks = {"fresh": fresh_ranks, "cached": semantic_ranks(cached, table, masked, targets),
+                 "calibrated": semantic_ranks(calibrated, table, masked, targets)}  # fmt: skip
         pct = {"fresh": fresh_pct, "cached": target_percentile(cached, table, targets),
                "calibrated": target_percentile(calibrated, table, targets)}  # fmt: skip
         good = pct["cached"] >= pct["fresh"] - tolerance  # the truth the verdict should predict
@@ -126,7 +127,8 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
         "data": data,
         "fingerprint": ws.dataset.fingerprint(),
         "protocol": "validation users (never test); semantic alone (Eq. 3 score), no query, full ranking against "
-        "all items, the user's history masked; cache written k interactions before the validation target",
+        "all items, every item the user saw before the target masked; cache written k interactions before the "
+        "validation target",
         "tolerance": tolerance,
         "calibrator": {"path": str(calibrator), "digest": file_digest(calibrator) if calibrator.is_file() else None},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
