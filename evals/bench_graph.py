@@ -36,6 +36,7 @@ from graph.runtime import TandemRuntime
 from ground.files import write_json
 from ground.settings import Settings
 from tools.chord import ChordConfig, train_chord
+from tools.inference_thread import dedicate_torch_threads, on_inference_thread
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -83,7 +84,11 @@ def measure_chord(instances, seconds: float, settings: Settings, data: str, stor
     chord_settings = settings.model_copy(update={"device_precision": "chord"})
     runtime = TandemRuntime.create(chord_settings, data, planner="rule", store_path=store)
     config = ChordConfig(steps=100_000, time_budget_s=seconds, seed=settings.seed)
-    trained = train_chord(runtime.device.encoders.get("SASRec"), runtime.workspace.splits.train, config)
+    # trained on the inference thread, whose team has the cores, then every other thread is set back to one, so
+    # the measured requests meet no second OpenMP team (`tools.inference_thread.dedicate_torch_threads`)
+    trained = on_inference_thread(train_chord, runtime.device.encoders.get("SASRec"), runtime.workspace.splits.train,
+                                  config)  # fmt: skip
+    dedicate_torch_threads()
     runtime.device.encoders.put_chord("SASRec", trained.chord)
     full, _ = measure(runtime, instances, "CHORD precision")
     full["chord_training"] = {"steps": trained.steps, "seconds": trained.seconds}
