@@ -99,8 +99,6 @@ def main(argv: list[str] | None = None) -> None:
     instances = {"valid": list(ws.splits.valid), "test": list(ws.splits.test)}
     betas = [float(b) for b in args.betas.split(",")]
     table, encoder_table = ws.semantics.table, item_table(encoder)
-
-
     head_file = head_path(settings.models_dir, ws.semantics.key)  # the cloud's e_sem today: its head, else the PCA
     head = read_head(head_file, ws.semantics.key)[0] if head_file.is_file() \
         else SummaryHead.from_pca(ws.semantics.pca, hidden=0)

@@ -144,17 +144,18 @@ class HistoryEncodings:
 
     def get(self, name: str, history: Sequence[int]) -> np.ndarray:
         """e_str [d] of `history` under encoder `name` (the shelf's `get` raises when it has no checkpoint)."""
-        future = self._future(name, history)
-        if in_inference_thread() and not future.done():  # queued behind the caller itself: compute it here
+        if in_inference_thread():  # work queued from here would wait behind the caller itself: encode directly
             return _encode(self.shelf.get(name), np.asarray(history, dtype=np.int64))
+        key, future = self._future(name, history)
         try:
             return future.result()
         except Exception:
             with self._lock:  # a failed encoding is not kept: the next request tries again
-                self._entries = OrderedDict((k, v) for k, v in self._entries.items() if v[1] is not future)
+                if key in self._entries and self._entries[key][1] is future:
+                    del self._entries[key]
             raise
 
-    def _future(self, name: str, history: Sequence[int]) -> Future[np.ndarray]:
+    def _future(self, name: str, history: Sequence[int]) -> tuple[tuple[str, bytes], Future[np.ndarray]]:
         model = self.shelf.get(name)
         items = np.asarray(history, dtype=np.int64)
         key = (name, hashlib.blake2b(items.tobytes(), digest_size=16).digest())
@@ -166,7 +167,7 @@ class HistoryEncodings:
             self._entries.move_to_end(key)
             while len(self._entries) > self.kept:
                 self._entries.popitem(last=False)
-            return entry[1]
+            return key, entry[1]
 
 
 def _encode(model: SequentialEncoder, history: np.ndarray) -> np.ndarray:
