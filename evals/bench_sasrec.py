@@ -110,7 +110,7 @@ def run(data: str, recipe: str, label: str, overrides: dict[str, Any], snapshots
                            checkpoint=path, progress=False, on_epoch=on_epoch,
                            init_from=path if resumed else None)  # fmt: skip
     wall = time.perf_counter() - started
-    seen = {"mask_seen": True, "seen": splits.train}
+    seen = {"mask_seen": True}  # every item seen before the target (`EvalInstance.masked`)
     final = {"test_masked": _rounded(evaluate(result.model, splits.test, **seen).metrics),
              "test_unmasked": _rounded(evaluate(result.model, splits.test).metrics)}  # fmt: skip
     cuts = {}

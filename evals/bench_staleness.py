@@ -36,7 +36,7 @@ from ground.settings import Settings
 from tools.calibration import percentile_ranks
 from tools.checkpoints import calibrator_path, file_digest
 from tools.device_store import DeviceStore
-from tools.metrics import metrics_from_ranks, paired_bootstrap, per_user, target_ranks
+from tools.metrics import metrics_from_ranks, paired_bootstrap, per_user, seen_mask, target_ranks
 from tools.workspace import Workspace
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -48,10 +48,7 @@ def semantic_ranks(
 ) -> np.ndarray:
     """0-based rank of each target under e_sem . e_i against all items, the items each user saw masked: [N]."""
     scores = torch.from_numpy(np.asarray(e_sem, np.float32) @ table.T)  # [N, V + 1]
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    for row, items in enumerate(seen):
-        mask[row, torch.from_numpy(np.asarray(items, dtype=np.int64))] = True
-    return target_ranks(scores, torch.from_numpy(targets), mask).numpy()
+    return target_ranks(scores, torch.from_numpy(targets), seen_mask(seen, scores.shape[1])).numpy()
 
 
 def target_percentile(e_sem: np.ndarray, table: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from agents.cloud.agent import CloudAgent, SemanticAnswer
 from agents.device.agent import DeviceAgent
 from evals.rec_plans import PlannedCase, instance_key
 from tools.data import Catalog, EvalInstance
-from tools.metrics import metrics_from_ranks, per_user, target_ranks
+from tools.metrics import metrics_from_ranks, per_user, seen_mask, target_ranks
 from tools.protocol import Abstract, Plan
 from tools.rule_planner import rule_tags, signals_from_abstract
 
@@ -119,11 +119,8 @@ def structured_scores(encoder, instances: Sequence[EvalInstance], batch_size: in
 def full_ranking_ranks(scores: np.ndarray, instances: Sequence[EvalInstance]) -> np.ndarray:
     """0-based rank of each target against all items, every item the user saw before it masked (ties count
     against)."""
-    mask = np.zeros(scores.shape, dtype=bool)
-    for row, inst in enumerate(instances):
-        mask[row, inst.masked] = True
-    return target_ranks(torch.from_numpy(scores), torch.from_numpy(_targets(instances)),
-                        torch.from_numpy(mask)).numpy()  # fmt: skip
+    mask = seen_mask([inst.masked for inst in instances], scores.shape[1])
+    return target_ranks(torch.from_numpy(scores), torch.from_numpy(_targets(instances)), mask).numpy()
 
 
 def _targets(instances: Sequence[EvalInstance]) -> np.ndarray:

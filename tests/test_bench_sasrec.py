@@ -67,3 +67,24 @@ def test_install_puts_the_runs_checkpoint_where_eval_rec_loads_it(ml100k, settin
     with pytest.raises(SystemExit, match="no longer the one the run wrote"):
         bench_sasrec.install(out, "a")
     assert file_digest(target) != file_digest(Path(run["checkpoint"]))  # the installed copy is untouched
+
+
+@pytest.mark.slow
+def test_a_run_trains_evaluates_every_cut_and_records_it(ml100k, settings, tmp_path, monkeypatch):
+    """One real (tiny) run: trained on the split, its final checkpoint and each snapshot scored on the test users with
+    every seen item masked, popularity beside it, the entry written with the checkpoint's digest."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "data").symlink_to(settings.data_dir)
+    monkeypatch.setenv("TANDEM_HOME", str(home))
+    out = tmp_path / "sasrec_ml-100k.json"
+    overrides = {"epochs": 2, "time_budget_s": 120.0, "model": {"dim": 16, "layers": 1, "ffn": 32, "max_len": 20}}
+    entry = bench_sasrec.run("ml-100k", "sasrec-full-ce@4", "tiny", overrides, (0.0,), True, out)
+    assert entry["epochs"] == 2 and entry["checkpoint"] == str(home / "scratch" / "tiny.pt")
+    assert entry["checkpoint_digest"] == file_digest(Path(entry["checkpoint"]))
+    masked, unmasked = entry["test_masked"], entry["test_unmasked"]
+    assert 0.0 <= masked["NDCG@10"] <= masked["HR@10"] <= 1.0 and set(unmasked) == set(masked)
+    assert entry["snapshots"] and all(cut["test_masked"]["HR@10"] >= 0.0 for cut in entry["snapshots"].values())
+    stored = json.loads(out.read_text())
+    assert stored["runs"]["tiny"]["checkpoint_digest"] == entry["checkpoint_digest"]
+    assert "masked" in stored["protocol"] and stored["popularity_masked"]["HR@10"] > 0.0

@@ -11,7 +11,7 @@ import torch
 
 from evals.rec import full_ranking_ranks
 from tools.data import EvalInstance
-from tools.metrics import PopularityScorer, evaluate, hit_ratio, metrics_from_ranks, ndcg, target_ranks
+from tools.metrics import PopularityScorer, evaluate, hit_ratio, metrics_from_ranks, ndcg, seen_mask, target_ranks
 
 
 def test_rank_counts_items_scoring_higher_and_ignores_padding() -> None:
@@ -31,6 +31,16 @@ def test_mask_removes_items_but_never_the_target() -> None:
     assert target_ranks(scores, torch.tensor([3]), mask).tolist() == [1]
     mask = torch.tensor([[False, False, False, True, True]])  # the target 3 masked too: ignored for the target
     assert target_ranks(scores, torch.tensor([3]), mask).tolist() == [1]
+
+
+def test_seen_mask_marks_each_rows_items_and_nothing_else() -> None:
+    mask = seen_mask([np.array([1, 3]), [], [4, 4, 2]], width=6)
+    assert mask.dtype == torch.bool and mask.shape == (3, 6)
+    assert mask.nonzero().tolist() == [[0, 1], [0, 3], [2, 2], [2, 4]]
+    scores = torch.tensor([[0.0, 0.9, 0.1, 0.8, 0.2, 0.3]] * 3)
+    # row 0: items 1 and 3 masked, nothing left above target 5; row 1: items 1 and 3 above it; row 2: the target
+    # (4) is among the seen items and stays ranked (items 1, 3 and 5 above it)
+    assert target_ranks(scores, torch.tensor([5, 5, 4]), mask).tolist() == [0, 2, 3]
 
 
 def test_hr_and_ndcg_hand_computed() -> None:

@@ -45,6 +45,15 @@ def target_ranks(scores: Tensor, targets: Tensor, mask: Tensor | None = None) ->
     return at_least - 1
 
 
+def seen_mask(seen: Sequence[Sequence[int] | np.ndarray], width: int) -> Tensor:
+    """[B, width] boolean mask with each row's seen items set: the mask `target_ranks` takes (it unmasks the
+    target itself). The one place every evaluation builds the "seen items masked" protocol from."""
+    mask = torch.zeros(len(seen), width, dtype=torch.bool)
+    for row, items in enumerate(seen):
+        mask[row, torch.as_tensor(np.asarray(items, dtype=np.int64))] = True
+    return mask
+
+
 def hit_ratio(ranks: Tensor | np.ndarray, k: int) -> float:
     """HR@k: share of targets ranked in the top k."""
     ranks = torch.as_tensor(ranks)
@@ -115,17 +124,9 @@ def evaluate(
             scores = scorer.score_histories([inst.history for inst in batch])  # [B, V + 1]
             num_items = scores.shape[1] - 1
             targets = torch.tensor([inst.target for inst in batch], dtype=torch.long)
-            mask = _seen_mask(batch, scores.shape[1]) if mask_seen else None
+            mask = seen_mask([inst.masked for inst in batch], scores.shape[1]) if mask_seen else None
             ranks[chosen] = target_ranks(scores, targets, mask).numpy()
     return RankingReport(metrics_from_ranks(ranks, ks), len(instances), num_items, mask_seen, ranks)
-
-
-def _seen_mask(batch: Sequence[EvalInstance], width: int) -> Tensor:
-    mask = torch.zeros(len(batch), width, dtype=torch.bool)  # [B, V + 1]
-    for row, inst in enumerate(batch):
-        mask[row, torch.from_numpy(np.asarray(inst.masked, dtype=np.int64))] = True
-        mask[row, inst.target] = False
-    return mask
 
 
 class PopularityScorer:

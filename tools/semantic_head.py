@@ -32,7 +32,7 @@ from ground.errors import TandemError
 from tools.checkpoints import load_payload, save_payload
 from tools.data import Dataset, EvalInstance, Splits
 from tools.embeddings import PCA
-from tools.metrics import metrics_from_ranks, target_ranks
+from tools.metrics import metrics_from_ranks, seen_mask, target_ranks
 from tools.training import LossName, make_objective, weights_snapshot
 
 HEAD_FORMAT = 2  # 2: with the output scale of `SummaryHead.calibrate_scale`
@@ -196,13 +196,6 @@ class HeadResult:
     seconds: float = 0.0
 
 
-def _seen_mask(seen: list[np.ndarray], num_rows: int) -> Tensor:
-    mask = torch.zeros(len(seen), num_rows, dtype=torch.bool)
-    for row, items in enumerate(seen):
-        mask[row, torch.from_numpy(np.asarray(items, dtype=np.int64))] = True
-    return mask
-
-
 def head_ranks(head: nn.Module, examples: SummaryExamples, table: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """0-based rank of each example's target by e_sem . e_i over all items, its history masked (`eval rec`'s
     protocol: full ranking, ties count against the target)."""
@@ -212,7 +205,7 @@ def head_ranks(head: nn.Module, examples: SummaryExamples, table: np.ndarray, ch
         for start in range(0, len(examples), chunk):
             part = slice(start, start + chunk)
             scores = head(torch.from_numpy(examples.raw[part])) @ items.T
-            mask = _seen_mask(examples.seen[part], items.shape[0])
+            mask = seen_mask(examples.seen[part], items.shape[0])
             ranks.append(target_ranks(scores, torch.from_numpy(examples.targets[part]), mask).numpy())
     return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
@@ -258,7 +251,7 @@ def fit_user_map(model: nn.Module, train: SummaryExamples, valid: SummaryExample
             losses = []
             for begin in range(0, len(order), config.batch_size):
                 rows = order[begin : begin + config.batch_size]
-                exclude = _seen_mask([train.seen[r] for r in rows], items.shape[0]) \
+                exclude = seen_mask([train.seen[r] for r in rows], items.shape[0]) \
                     if getattr(objective, "excludes_history", False) else None
                 loss = objective(model(raw[rows]), targets[rows], items, exclude)
                 optimiser.zero_grad()
