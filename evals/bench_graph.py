@@ -6,6 +6,10 @@ each user the request runs three ways, each in a fresh device store:
   structured -> rank; the embedded Gemma 3 270M plays both models (`--llm-users` users, slow);
 - full path, rule planner: the same graph without language models (`--users` users);
 - cached path: the same request again, answered from the SCaLRec cache (no cloud call, no language model);
+- compute floor: for the same users, the two torch steps a request cannot skip, timed alone on the inference
+  thread back to back as the graph runs them (Eq. 2's text encoding of the abstract's query and summary, and
+  Eq. 4's SASRec encoding of the history): no request on these cores can be faster than their sum; beside them,
+  LangGraph's own cost for the rule path's 7 steps (the same route, fan-out and deferred join with empty nodes);
 - CHORD path (`--chord-seconds` > 0): CHORD's profiler + hypernetworks are trained for that many seconds
   against the device SASRec, then the rule-planner path runs with `device_precision = chord`, so the
   profile goes up and the 2-bit-per-channel strategy comes down through the boundary (CHORD Eq. 4-13).
@@ -18,14 +22,17 @@ Usage: python -m evals.bench_graph [--data ml-100k] [--users 50] [--llm-users 8]
 from __future__ import annotations
 
 import argparse
+import operator
 import os
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 import numpy as np
 import torch
+from langgraph.graph import END, START, StateGraph
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
@@ -79,6 +86,54 @@ def measure(runtime: TandemRuntime, instances, label: str) -> tuple[dict, dict]:
     return full, _stats(cached)
 
 
+def compute_floor(runtime: TandemRuntime, instances) -> dict:
+    """Per user: Eq. 2's text encoding of the abstract's texts (afresh, the memo bypassed) and Eq. 4's e_str, each
+    timed on the inference thread, and their sum: the torch work one request needs on these cores."""
+    space, encoder = runtime.cloud.space, runtime.device.encoders.get("SASRec")
+    text, structured = [], []
+    for inst in track(instances, description=f"compute floor: {len(instances)} users"):
+        abstract = runtime.device.abstract(inst.query, inst.history.tolist(), inst.history_ts.tolist()).abstract
+        texts = [t for t in (abstract.sanitized_query.strip(), abstract.behavior_summary.strip()) if t]
+        start = time.perf_counter()
+        on_inference_thread(space.encode_afresh, texts)
+        text.append(time.perf_counter() - start)
+        history = np.asarray(inst.history, dtype=np.int64)  # the encoder reads its newest max_len, as in the graph
+        start = time.perf_counter()
+        on_inference_thread(encoder.encode, [history])
+        structured.append(time.perf_counter() - start)
+    both = [a + b for a, b in zip(text, structured, strict=True)]
+    return {"eq2_text_encoding": _stats(text), "eq4_sasrec": _stats(structured), "sum": _stats(both),
+            "langgraph_empty_route": empty_route_ms(), "text_precision": space.precision}
+
+
+def empty_route_ms(repeats: int = 300) -> dict[str, float]:
+    """LangGraph alone: the rule path's route (history, cache check, abstract, plan, semantic + SASRec in parallel,
+    deferred rank) with nodes that do nothing, invoked `repeats` times after a warm-up."""
+    class Route(TypedDict, total=False):
+        route: Annotated[list, operator.add]
+
+    def step(name: str):
+        return lambda state: {"route": [name]}
+
+    builder = StateGraph(Route)
+    for name in ("history", "cache_check", "abstract", "plan", "semantic", "sasrec"):
+        builder.add_node(name, step(name))
+    builder.add_node("rank", step("rank"), defer=True)
+    builder.add_edge(START, "history")
+    for a, b in (("history", "cache_check"), ("cache_check", "abstract"), ("abstract", "plan"), ("semantic", "rank"),
+                 ("sasrec", "rank"), ("rank", END)):  # fmt: skip
+        builder.add_edge(a, b)
+    builder.add_conditional_edges("plan", lambda state: ["semantic", "sasrec"], ["semantic", "sasrec"])
+    route = builder.compile()
+    times = []
+    for n in range(repeats + 50):
+        start = time.perf_counter()
+        route.invoke({"route": []})
+        if n >= 50:
+            times.append(time.perf_counter() - start)
+    return _stats(times)
+
+
 def measure_chord(instances, seconds: float, settings: Settings, data: str, store: str) -> dict:
     """The rule-planner path with CHORD's per-user mixed precision (hypernetworks trained for `seconds`)."""
     chord_settings = settings.model_copy(update={"device_precision": "chord"})
@@ -113,6 +168,7 @@ def main() -> None:
         picked = [test[i] for i in rng.choice(len(test), size=min(args.users, len(test)), replace=False)]
         load_before = os.getloadavg()
         rule_full, rule_cached = measure(rule, picked, "rule planner")
+        floor = compute_floor(rule, picked)
         llm_full, llm_cached = None, None
         if args.llm_users > 0:
             llm = TandemRuntime.create(settings, args.data, planner="llm", store_path=store)
@@ -132,6 +188,7 @@ def main() -> None:
         "full_path_rule_planner": rule_full,
         "cached_path": {"after_llm_request": llm_cached, "after_rule_request": rule_cached},
         "chord_path_rule_planner": chord_full,
+        "compute_floor": floor,
     }
     out = Path(args.out) if args.out else RESULTS / f"graph_{args.data}.json"
     write_json(out, result)
@@ -145,6 +202,9 @@ def main() -> None:
         for name, stats in full["nodes"].items():
             table.add_row("", name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
     table.add_row("cached", "end to end", f"{rule_cached['p50_ms']:.1f}", f"{rule_cached['p95_ms']:.1f}")
+    for name, stats in floor.items():
+        if isinstance(stats, dict):
+            table.add_row("floor", name, f"{stats['p50_ms']:.1f}", f"{stats['p95_ms']:.1f}")
     Console().print(table)
     Console().print(f"bytes per request: {rule_full['bytes_up_per_request']:.0f} up, "
                     f"{rule_full['bytes_down_per_request']:.0f} down; written to {out}")  # fmt: skip

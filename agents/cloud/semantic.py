@@ -58,13 +58,14 @@ class TextSpace:
         return space_key(self.semantics.key, self.head_digest if self.head is not None else None, self.precision)
 
     def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        raw, by_head = on_inference_thread(self._encode, texts)  # both torch steps on the one inference thread
+        raw, by_head = on_inference_thread(self.encode_afresh, texts)  # both torch steps on the one inference thread
         by_pca = self.semantics.pca.transform(raw)
         by_head = by_pca if by_head is None else by_head
         return {text: (a, b) for text, a, b in zip(texts, by_pca, by_head, strict=True)}
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Theta(texts) (Eq. 1) and, when there is a head, H(Theta(texts)) (Eq. 2 trained)."""
+    def encode_afresh(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Theta(texts) (Eq. 1) and, when there is a head, H(Theta(texts)) (Eq. 2 trained), never from the memo (the
+        caller picks the thread: requests run it on the inference thread)."""
         raw = embed_texts(texts, encoder=self.encoder)
         return raw, self.head.project(raw).astype(np.float32) if self.head is not None else None
 
