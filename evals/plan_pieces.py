@@ -1,7 +1,7 @@
 """The plan executor's per-instance pieces, computed with the agents' own steps for a batch of instances.
 
 - e_sem per alpha: `CloudAgent.semantic_embeddings` (CDA4Rec Eq. 2); the pieces score every item from it in
-  float64 (`tools.tag_index.exact_scores`, the scores the cloud's exact index cuts its tag groups on); alphas
+  float64 (`tools.exact_scores`, the scores the cloud's exact index cuts its tag groups on); alphas
   that give the same e_sem (no query) share one score vector;
 - e_str . e_i per encoder: the rows of the evaluation set's full score matrices (`evals.rec.structured_scores`,
   the trained device encoders, Eq. 4 then Eq. 6).

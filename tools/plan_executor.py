@@ -23,10 +23,11 @@ from functools import partial
 
 import numpy as np
 
+from tools.exact_scores import exact_scores
 from tools.fusion import rank_step
 from tools.plan_space import PlanPoint
 from tools.protocol import Plan, effective_beta
-from tools.tag_index import exact_scores, fill_shares
+from tools.tag_index import fill_shares
 
 
 @dataclass

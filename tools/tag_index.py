@@ -40,6 +40,7 @@ import numpy as np
 
 from ground.errors import DependencyUnavailableError, IndexMissingError, TandemError, UnknownTagError
 from tools.embeddings import ItemSemantics
+from tools.exact_scores import exact_scores
 
 # one build thread: HNSW inserts in a fixed order, so a rebuilt index answers exactly as before (several
 # threads interleave insertions and move the odd item at a cut-off: the flaky pinned requests of issue 16)
@@ -55,8 +56,10 @@ ADD_BATCH = 5000  # items per Chroma `add` (capped by the client's own maximum b
 EXACT_BELOW_ITEMS = 3_000_000
 
 # Eq. 3 as retrieved: 1 = each group's N_i as asked (capped at the group's size); 2 = `fill_shares` (a small
-# group's unused share goes to the other groups). Reward tables and oracle caches are keyed by it.
-RETRIEVAL_VERSION = 2
+# group's unused share goes to the other groups); 3 = scores by `tools.exact_scores` (an item's float64 score no
+# longer depends on its position in a BLAS product, so duplicates tie everywhere). Reward tables and oracle caches
+# are keyed by it.
+RETRIEVAL_VERSION = 3
 
 Backend = Literal["exact", "chroma"]
 Plans = Sequence[Mapping[str, int]]
@@ -413,12 +416,6 @@ class TagIndex:
                 include=["distances"],
             )
         return [(tag, 1.0 - float(d)) for tag, d in zip(result["ids"][0], result["distances"][0], strict=True)]
-
-
-def exact_scores(table: np.ndarray, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """e_sem . e_i of the chosen items in float64: the same numbers however many requests were scored together
-    (a float32 matrix product rounds differently from a matrix-vector one, which can swap near-ties)."""
-    return table[ids].astype(np.float64) @ np.asarray(query, dtype=np.float64).reshape(-1)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ground.errors import TandemError
+from tools.exact_scores import exact_scores
 from tools.protocol import (
     ChordStrategy,
     CompactSemanticResponse,
@@ -118,6 +119,6 @@ def expand_compact(reply: CompactSemanticResponse, item_table: np.ndarray) -> Se
         raise UntrustedReplyError(f"e_sem has {len(e_sem)} dimensions; the item space has {item_table.shape[1]}")
     if len(ids) and (ids[0] < 1 or ids[-1] >= len(item_table)):
         raise UntrustedReplyError(f"a candidate id is outside the catalogue (1..{len(item_table) - 1})")
-    scores = item_table[ids].astype(np.float64) @ e_sem.astype(np.float64)  # [C]
+    scores = exact_scores(item_table, ids, e_sem)  # [C], the very numbers the cloud's exact index cut on
     order = np.lexsort((ids, -scores))
     return SemanticResponse(e_sem=e_sem.tolist(), candidates=ids[order].tolist(), scores=scores[order].tolist())
