@@ -115,13 +115,14 @@ class TandemRuntime:
         elif planner == "llm":
             plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
-        threshold = load_threshold(threshold_path(settings.models_dir, semantic_key(settings, ws), cloud_load))
+        threshold, missing = load_threshold(threshold_path(settings.models_dir, semantic_key(settings, ws), cloud_load),
+                                            shelf.checkpoint_digests())  # fmt: skip
         notes = []
         if device.calibrator is None:
             notes.append("no SCaLRec calibrator: a stale cache is used uncalibrated when the cloud is down "
                          f"(`tandem setup --data {ws.dataset.name}` trains it)")  # fmt: skip
         if threshold is None:
-            notes.append(f"no LSC4Rec re-request threshold: re-requests are off (`tandem setup --data "
+            notes.append(f"no LSC4Rec re-request threshold ({missing}): re-requests are off (`tandem setup --data "
                          f"{ws.dataset.name}` samples it)")  # fmt: skip
         if cloud is not None and planner == "llm" and cloud.plan_prompt == PromptChoice().plan:
             notes.append(f"no hindsight labels for {ws.dataset.name}: the base model plans from fixed few-shot "

@@ -19,7 +19,7 @@ from graph.runtime import DEFAULT_CLOUD_LOAD, build_cloud, build_device
 from ground.settings import Settings
 from tandem import views
 from tools.calibration import ReliabilityPolicy, save_calibrator, staleness_samples, train_calibrator
-from tools.checkpoints import calibrator_path, save_threshold, threshold_path
+from tools.checkpoints import calibrator_path, load_threshold, save_threshold, threshold_path
 from tools.device_store import DeviceStore
 from tools.fusion import threshold_for_load
 from tools.training import TrainConfig, train_encoder
@@ -82,10 +82,14 @@ def _ensure_calibrator(ws: Workspace, device, cloud, console: Console, report: S
 def _ensure_threshold(ws: Workspace, device, cloud, load: float, console: Console, report: SetupReport) -> None:
     """LSC4Rec Eq. 12's threshold for the target cloud load, from validation users ranked as served."""
     path = threshold_path(ws.settings.models_dir, cloud.space.key, load)
-    if path.is_file():
+    encoders = device.encoders.checkpoint_digests()
+    saved, missing = load_threshold(path, encoders)
+    if saved is not None:
         report.present.append(f"re-request threshold (load {load:g})")
         return
+    if path.is_file():
+        console.print(f"[yellow]the re-request threshold was {missing}: sampling it again[/]")
     scores = inconsistency_sample(device, cloud, ws.splits.valid, THRESHOLD_SAMPLE, ws.settings.seed)
     threshold = threshold_for_load(scores, load)
-    save_threshold(path, threshold, load, len(scores))
+    save_threshold(path, threshold, load, len(scores), encoders)
     report.built.append(f"re-request threshold {threshold:.3f} (load {load:g}, {len(scores)} validation users)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,19 @@ def threshold_path(models_dir: Path, semantics_key: str, load: float) -> Path:
     return Path(models_dir) / f"threshold-{semantics_key}-{load}.json"
 
 
-def save_threshold(path: Path, threshold: float, load: float, sample: int) -> None:
-    write_json(path, {"threshold": threshold, "load": load, "sample": sample})
+def save_threshold(path: Path, threshold: float, load: float, sample: int, encoders: Mapping[str, str]) -> None:
+    """Write the threshold with what it was sampled with: the load, the sample size and the device encoders'
+    checkpoint digests (Eq. 11 compares the cloud's ranking with theirs, so another checkpoint needs another
+    threshold)."""
+    write_json(path, {"threshold": threshold, "load": load, "sample": sample, "encoders": dict(encoders)})
 
 
-def load_threshold(path: Path) -> float | None:
-    """The saved threshold, or None when it has not been computed."""
+def load_threshold(path: Path, encoders: Mapping[str, str]) -> tuple[float | None, str]:
+    """(threshold, "") when one was saved for these device encoders (name -> checkpoint digest), else (None, why):
+    not computed yet, or sampled with other checkpoints (a file without the record counts as other)."""
     if not path.is_file():
-        return None
-    return float(json.loads(path.read_text())["threshold"])
+        return None, "not sampled yet"
+    saved = json.loads(path.read_text())
+    if saved.get("encoders") != dict(encoders):
+        return None, "sampled with other device encoder checkpoints"
+    return float(saved["threshold"]), ""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.checkpoints import CheckpointError, default_checkpoint, load_encoder
+from tools.checkpoints import CheckpointError, default_checkpoint, file_digest, load_encoder
 from tools.chord import Chord, StrategyError, apply_strategy, default_chord_checkpoint, load_chord, strategy_bits
 from tools.compute import resolve_device
 from tools.cooperative import chosen_checkpoint
@@ -65,6 +65,11 @@ class EncoderShelf:
         """Use `encoder` for `name` (a freshly trained model, or a test's seeded one)."""
         with self._lock:
             self._loaded[name] = encoder.eval()
+
+    def checkpoint_digests(self, names: Sequence[str] = ("SASRec", "SURGE")) -> dict[str, str]:
+        """Each encoder's checkpoint digest (first 12 hex digits; "none" without a checkpoint file): what a model
+        fitted to the device's rankings, such as LSC4Rec's re-request threshold, was fitted with."""
+        return {name: file_digest(self.path(name))[:12] if self.path(name).is_file() else "none" for name in names}
 
     def available(self, name: str) -> bool:
         with self._lock:
