@@ -20,7 +20,10 @@ def test_a_threshold_is_read_back_only_for_the_encoders_it_was_sampled_with(tmp_
     assert load_threshold(path, {"SASRec": "a", "SURGE": "b"}) == (0.3, "")
     assert load_threshold(path, {"SASRec": "c", "SURGE": "b"})[0] is None
     path.write_text(json.dumps({"threshold": 0.3, "load": 0.1, "sample": 64}))  # written before the record existed
-    assert load_threshold(path, {"SASRec": "a", "SURGE": "b"}) == (None, "sampled with other device encoder checkpoints")
+    stale = (None, "sampled with other device encoder checkpoints")
+    assert load_threshold(path, {"SASRec": "a", "SURGE": "b"}) == stale
+    path.write_text("{not json")
+    assert load_threshold(path, {"SASRec": "a"}) == (None, "threshold.json is unreadable")
 
 
 def test_a_retrained_encoder_turns_the_old_threshold_off_until_setup_samples_it_again(settings, ready, tmp_path,

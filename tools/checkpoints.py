@@ -132,10 +132,14 @@ def save_threshold(path: Path, threshold: float, load: float, sample: int, encod
 
 def load_threshold(path: Path, encoders: Mapping[str, str]) -> tuple[float | None, str]:
     """(threshold, "") when one was saved for these device encoders (name -> checkpoint digest), else (None, why):
-    not computed yet, or sampled with other checkpoints (a file without the record counts as other)."""
+    not computed yet, unreadable, or sampled with other checkpoints (a file without the record counts as other)."""
     if not path.is_file():
         return None, "not sampled yet"
-    saved = json.loads(path.read_text())
-    if saved.get("encoders") != dict(encoders):
+    try:
+        saved = json.loads(path.read_text())
+        threshold = float(saved["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"{path.name} is unreadable"
+    if not isinstance(saved, dict) or saved.get("encoders") != dict(encoders):
         return None, "sampled with other device encoder checkpoints"
-    return float(saved["threshold"]), ""
+    return threshold, ""
