@@ -6,9 +6,9 @@ must agree to the last bit, or two items scoring alike can swap at a tag group's
 
 A BLAS matrix-vector product does not give that: it accumulates rows in blocks and handles the rows left over
 by another code path, so two identical rows can get scores one unit in the last place apart depending on where
-they sit in the matrix and how many rows it has (ML-1M's and ML-100K's catalogues list some films twice with the
-same text, hence the same embedding: "Deceiver" (1997) is items 692 and 1623 of ML-100K, and the plan executor
-and the served pipeline once ranked an oracle plan one position apart over them). Here each product of a float32
+they sit in the matrix and how many rows it has (ML-100K lists some films twice with the same text, hence the
+same embedding: "Deceiver" (1997) is items 692 and 1623, and the plan executor and the served pipeline once
+ranked an oracle plan one position apart over them). Here each product of a float32
 entry and a float32 query component is exact in float64, and every row is summed by the same pairwise reduction,
 so a row's score depends only on the row and the query.
 """
