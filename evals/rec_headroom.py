@@ -96,8 +96,8 @@ def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abs
     run = run_pipeline(test, rows, abstracts, plans, ev.cloud, ev.device)
     # The executor ranks exactly as the pipeline; the row reports the pipeline's ranks, and any user where the two
     # differ is counted and shown, not hidden. Seen once on ML-100K (1 of 849 users, one position: two copies of
-    # one film at a tag group's cut-off), from BLAS scoring identical rows differently by position; mended by
-    # `tools.exact_scores` (RETRIEVAL_VERSION 3).
+    # one film at a tag group's cut-off); the cause found since, BLAS scoring identical rows differently by
+    # position, is mended by `tools.exact_scores` (RETRIEVAL_VERSION 3), but that case was not replayed.
     disagree = int((run.ranks != table[np.arange(len(rows)), best]).sum())
     if disagree:
         ev.console.print(f"[yellow]warning: the plan executor and the pipeline disagree on {disagree} of {len(rows)} "

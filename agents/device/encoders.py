@@ -69,7 +69,8 @@ class EncoderShelf:
     def checkpoint_digests(self, names: Sequence[str] = ("SASRec", "SURGE")) -> dict[str, str]:
         """Each encoder's checkpoint digest (first 12 hex digits; "none" without a checkpoint file): what a model
         fitted to the device's rankings, such as LSC4Rec's re-request threshold, was fitted with."""
-        return {name: file_digest(self.path(name))[:12] if self.path(name).is_file() else "none" for name in names}
+        paths = {name: self.path(name) for name in names}  # `path` may read a cooperative decision: once each
+        return {name: file_digest(path)[:12] if path.is_file() else "none" for name, path in paths.items()}
 
     def available(self, name: str) -> bool:
         with self._lock:
