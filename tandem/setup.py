@@ -88,7 +88,7 @@ def _ensure_threshold(ws: Workspace, device, cloud, load: float, console: Consol
         report.present.append(f"re-request threshold (load {load:g})")
         return
     if path.is_file():
-        console.print(f"[yellow]the re-request threshold was {missing}: sampling it again[/]")
+        console.print(views.safe(f"the re-request threshold was {missing}: sampling it again", "yellow"))
     scores = inconsistency_sample(device, cloud, ws.splits.valid, THRESHOLD_SAMPLE, ws.settings.seed)
     threshold = threshold_for_load(scores, load)
     save_threshold(path, threshold, load, len(scores), encoders)
