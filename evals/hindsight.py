@@ -155,7 +155,7 @@ class Labeller:
                     rows = np.arange(chunk * CHUNK, min((chunk + 1) * CHUNK, len(self.instances)))
                     bar.update(task, description=f"hindsight labels, fidelity {fidelity}, users {rows[0]}-{rows[-1]}")
                     chunk_abstracts = [abstracts[r] for r in rows.tolist()]
-                    pieces = instance_pieces(evalset, rows, chunk_abstracts, self.cloud, self.ws.semantics.table,
+                    pieces = instance_pieces(evalset, rows, chunk_abstracts, self.cloud, self.cloud.space.table,
                                              self.space.alphas)  # fmt: skip
                     ranks = np.empty((len(rows), len(self.points)), dtype=np.int32)
                     rule = np.empty(len(rows), dtype=np.int32)

@@ -89,7 +89,7 @@ def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abs
     catalog = ev.ws.dataset.catalog
     points = DEFAULT_SPACE.points()
     split = test.instances[int(rows[0])].split if len(rows) else "none"
-    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, ev.ws.semantics.table, catalog,
+    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, ev.cloud.space.table, catalog,
                                cache=oracle_cache(ev, mode, split), progress=ev.progress)  # fmt: skip
     plans = [points[b].plan_for(a, ev.known, "oracle: best point for the test item") for b, a in
              zip(best.tolist(), abstracts, strict=True)]  # fmt: skip

@@ -50,6 +50,7 @@ from evals.rec import (
 from evals.rec_headroom import headroom
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, seeded_sample
 from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
+from graph.runtime import installed_head
 from ground.settings import Settings
 from prompts import get_prompt
 from tools.checkpoints import load_encoder
@@ -58,7 +59,7 @@ from tools.data import EvalInstance, Fidelity
 from tools.data.queries import PhrasingSplit
 from tools.metrics import PopularityScorer, paired_bootstrap
 from tools.protocol import Abstract
-from tools.tag_index import RETRIEVAL_VERSION
+from tools.tag_index import RETRIEVAL_VERSION, ExactTagIndex
 from tools.workspace import Workspace
 
 SWEEP_LOADS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -166,17 +167,10 @@ class RecEval:
             ranks = fixed_fusion_ranks(evalset, abstracts, self.cloud, self.device)
             rows.append(RowResult(FUSION_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 1.0,
                                   f"whole catalog, alpha {FIXED_ALPHA:g}, beta {FIXED_BETA:g}, no planner"))
-        e_sem = self.cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
-        semantic = e_sem @ self.ws.semantics.table.T
-        trained = self.cloud.space.head is not None
-        rows.append(RowResult("semantic alone (alpha 0.5)", "-", full_ranking_ranks(semantic, inst), 0.0,
-                              cloud_calls=1.0, notes="summary by the trained semantic head" if trained else
-                              "summary by the PCA of Eq. 1 (no semantic head)"))  # fmt: skip
-        if trained:  # what the head adds: the same row with the untrained Eq. 2
-            plain = self.untrained_cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
-            rows.append(RowResult("semantic alone, untrained Eq. 2 (PCA)", "-",
-                                  full_ranking_ranks(plain @ self.ws.semantics.table.T, inst), 0.0, cloud_calls=1.0,
-                                  notes="summary by the PCA of Eq. 1"))  # fmt: skip
+        rows.append(self.semantic_alone(self.cloud, abstracts, inst, "semantic alone (alpha 0.5)",
+                                        self.deployed_space))
+        for label, cloud in self.earlier_clouds.items():  # what each trained part adds: the same row without it
+            rows.append(self.semantic_alone(cloud, abstracts, inst, f"semantic alone, {label}", label))
         static = [fixed_plan(a, self.known, alpha=0.5, size=1000, tag_count=20, encoder="SASRec", beta=0.5,
                              label="LSC4Rec static") for a in abstracts]  # fmt: skip
         answers = static_answers(self.cloud, abstracts)
@@ -212,18 +206,47 @@ class RecEval:
                         f"re-request at load {self.config.load:g}")  # fmt: skip
         return row, first, cases
 
-    def untrained_semantics(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting) -> list[RowResult]:
-        """With a trained semantic head: Tandem again with the untrained Eq. 2 (the PCA), the same plans (what the
-        head adds, paired); without one: nothing."""
-        if self.cloud.space.head is None:
-            return []
-        return [self.tandem(evalset, rows, setting, "Tandem, untrained Eq. 2 (PCA)", self.untrained_cloud)[0]]
+    @staticmethod
+    def semantic_alone(cloud: CloudAgent, abstracts: list[Abstract], instances: list[EvalInstance], name: str,
+                       notes: str) -> RowResult:  # fmt: skip
+        """e_sem (alpha 0.5) of `cloud` scored against every item of its own item space."""
+        e_sem = cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
+        ranks = full_ranking_ranks(e_sem @ cloud.space.table.T, instances)
+        return RowResult(name, "-", ranks, 0.0, cloud_calls=1.0, notes=notes)
+
+    def earlier_semantics(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting) -> list[RowResult]:
+        """Tandem again with each earlier e_sem (`earlier_clouds`), the same plans: what each trained part adds,
+        paired; none when Eq. 2 is untrained."""
+        return [self.tandem(evalset, rows, setting, f"Tandem, {label}", cloud)[0]
+                for label, cloud in self.earlier_clouds.items()]  # fmt: skip
+
+    @property
+    def deployed_space(self) -> str:
+        """What the evaluated cloud's e_sem is, in words."""
+        space = self.cloud.space
+        if space.encoder_space is not None:
+            return "e_sem in the device encoder's item space (semantic tower)"
+        return "summary by the trained semantic head" if space.head is not None else \
+            "summary by the PCA of Eq. 1 (no semantic head)"
 
     @cached_property
-    def untrained_cloud(self) -> CloudAgent:
-        """The evaluation's cloud with the untrained Eq. 2 (summaries by the PCA), one text memo for every row
-        that measures what the semantic head adds."""
-        return replace(self.cloud, space=TextSpace(self.ws.semantics, precision=self.cloud.space.precision))
+    def earlier_clouds(self) -> dict[str, CloudAgent]:
+        """The evaluation's cloud with the e_sem deployed before each trained part, each with one text memo and an
+        exact index over its own item table: with the encoder-space tower, Eq. 1's text space with the semantic head
+        (when there is one) and the untrained Eq. 2 (the PCA); with the head, the PCA; untrained, none."""
+        space, semantics = self.cloud.space, self.ws.semantics
+        if space.encoder_space is None and space.head is None:
+            return {}
+        text_index = ExactTagIndex(self.catalog, semantics.table)
+        out = {}
+        head = installed_head(self.settings, self.ws) if space.encoder_space is not None else None
+        if head is not None:
+            out["e_sem in the text space (semantic head)"] = replace(
+                self.cloud, index=text_index,
+                space=TextSpace(semantics, head=head[0], head_digest=head[1], precision=space.precision))
+        out["untrained Eq. 2 (PCA)"] = replace(self.cloud, index=text_index,
+                                               space=TextSpace(semantics, precision=space.precision))
+        return out
 
     def ablations(self, evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract]) -> list[RowResult]:
         """CDA4Rec Table IV settings v1-v7 (fixed plans, no planning, no re-request)."""
@@ -323,7 +346,7 @@ class RecEval:
         raw_rule, _, _ = self.tandem(test, all_rows, PlanSetting("rule", mode, raw_input=True), "Tandem w/o AG")
         controls = [r for r in base if r.name in (TAG_BASELINE, FUSION_BASELINE)]
         lsc = next(r for r in base if r.name.startswith("LSC4Rec"))
-        ablation = [tandem_rule, *controls, lsc, raw_rule, *self.untrained_semantics(test, all_rows, rule),
+        ablation = [tandem_rule, *controls, lsc, raw_rule, *self.earlier_semantics(test, all_rows, rule),
                     *self.ablations(test, all_rows, abstracts)]  # fmt: skip
         out["ablation"] = [r.as_row() for r in ablation]
         out["differences"]["ablation"] = self.differences(tandem_rule, ablation[1 + len(controls) + 1 :])

@@ -32,6 +32,7 @@ from tools.calibration import load_calibrator
 from tools.checkpoints import calibrator_path, file_digest, load_threshold, threshold_path
 from tools.chord import Chord
 from tools.device_store import DeviceStore
+from tools.encoder_space import EncoderSpace, TowerError, read_tower, tower_path
 from tools.exemplar_index import ExemplarIndex, exemplars_path
 from tools.inference_thread import dedicate_torch_threads
 from tools.plan_adapter import ADAPTER_PROMPT, adapter_digest, adapter_gguf
@@ -204,10 +205,39 @@ def _read_installed_head(path: str, mtime_ns: int, size: int, semantics_key: str
     return head, file_digest(Path(path))
 
 
+def installed_tower(settings: Settings, ws: Workspace) -> EncoderSpace | None:
+    """The encoder item space of `tools.encoder_space` when the `semantic_space` setting chooses it (auto: when its
+    tower is installed for these item semantics); None for Eq. 1's text space. Read once per file version; an
+    unreadable tower under auto is skipped with a warning, and a UsageError when the setting asked for it."""
+    path = tower_path(settings.models_dir, ws.semantics.key)
+    if settings.semantic_space == "text" or (settings.semantic_space == "auto" and not path.is_file()):
+        return None
+    try:
+        if not path.is_file():
+            raise TowerError(f"no semantic tower at {path}; train one with `tandem train --semantic --space encoder`")
+        stat = path.stat()
+        version = (str(path), stat.st_mtime_ns, stat.st_size, ws.semantics.key)
+        if version not in _TOWERS:
+            _TOWERS[version] = read_tower(path, ws.semantics.key, ws.semantics.table, file_digest(path))[0]
+        return _TOWERS[version]
+    except TowerError as error:
+        if settings.semantic_space == "encoder":
+            raise UsageError(f"semantic_space is encoder, but {error}") from error
+        logging.getLogger(__name__).warning("%s; e_sem stays in the text space of Eq. 1", error)
+        return None
+
+
+_TOWERS: dict[tuple[str, int, int, str], EncoderSpace] = {}  # installed towers by file version, read once
+
+
 def text_space(settings: Settings, ws: Workspace) -> TextSpace:
-    """A cloud's text space (Eq. 2), its own memo: with the installed semantic head (`installed_head`), else the
-    PCA of Eq. 1; request texts encoded at `Settings.text_precision`."""
+    """A cloud's text space (Eq. 2), its own memo: e_sem in the encoder's item space when `installed_tower` gives
+    one, else in Eq. 1's with the installed semantic head (`installed_head`) or the PCA; request texts encoded at
+    `Settings.text_precision`."""
     precision = resolve_text_precision(settings.text_precision)
+    encoder_space = installed_tower(settings, ws)
+    if encoder_space is not None:
+        return TextSpace(ws.semantics, precision=precision, encoder_space=encoder_space)
     found = installed_head(settings, ws)
     if found is None:
         return TextSpace(ws.semantics, precision=precision)
@@ -240,7 +270,7 @@ def build_device(
         return dataset.sequences[index], dataset.timestamps[index]
 
     return DeviceAgent(
-        catalog=dataset.catalog, item_table=ws.semantics.table, store=store, encoders=shelf, seeds=seed,
+        catalog=dataset.catalog, item_table=text_space(settings, ws).table, store=store, encoders=shelf, seeds=seed,
         abstract_model=slm if abstracts_by_slm else None, explain_model=slm,
         calibrator=load_calibrator(calibrator_path(settings.models_dir, space_key), space_key),
         max_seq_len=settings.max_seq_len, precision=settings.device_precision,
@@ -254,7 +284,7 @@ def build_cloud(
     """The cloud agent over this workspace's catalogue side only (tags, text space, index), never its users.
 
     Retrieval uses the backend of the `index_backend` setting; `exact=True` forces exact search in memory
-    (evaluations over thousands of users).
+    (evaluations over thousands of users), as does e_sem in the encoder's item space (the tag index holds Eq. 1's).
     """
     files = {file: name for name, file in ENCODER_FILES.items()}
 
@@ -262,9 +292,10 @@ def build_cloud(
         name = files.get(encoder)
         return shelf.chord(name) if name and shelf.available(name) else None
 
-    index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.retriever
+    space = text_space(settings, ws)
+    index = ExactTagIndex(ws.dataset.catalog, space.table) if exact or space.encoder_space else ws.retriever
     model = language_model(settings, "cloud") if planner == "llm" else None
-    return CloudAgent(space=text_space(settings, ws), index=index, planner_model=model, chord=chord,
+    return CloudAgent(space=space, index=index, planner_model=model, chord=chord,
                       structured_method=settings.model_spec("cloud").structured,
                       exemplars=LazyExemplars(settings, ws.dataset.name) if planner == "llm" else None,
                       adapter_model=adapter_model(settings, ws) if planner == "llm" else None)  # fmt: skip

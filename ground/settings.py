@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     chroma_path: Path | None = Field(None, description="Embedded Chroma folder; default <home>/chroma.")
     semantic_head: bool = Field(True, description="Map behaviour summaries into the item space with the trained "
                                 "semantic head (`tandem train --semantic`) when one exists; false: the PCA of Eq. 1.")
+    semantic_space: Literal["auto", "text", "encoder"] = Field(
+        "auto", description="The item space of the cloud's e_sem (Eq. 2-3): text = Eq. 1's item table; encoder = the "
+        "device encoder's item table with the tower of `tandem train --semantic --space encoder` (retrieval then "
+        "searches exactly, in memory); auto = encoder when that tower is installed, else text.",
+    )  # fmt: skip
     index_backend: Literal["auto", "exact", "chroma"] = Field(
         "auto", description="Tag retrieval (Eq. 3): exact (numpy in memory), chroma (embedded, or the server at "
         "chroma_url), or auto: chroma with a server set, else exact below the measured crossover "

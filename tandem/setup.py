@@ -75,7 +75,7 @@ def _ensure_calibrator(ws: Workspace, device, cloud, console: Console, report: S
     train = list(ws.splits.train.values())
     samples = staleness_samples(train, lambda h: behaviour_embeddings(device, cloud, h),
                                 max_new=ReliabilityPolicy().max_new)  # fmt: skip
-    save_calibrator(train_calibrator(samples, ws.semantics.table), path, cloud.space.key)
+    save_calibrator(train_calibrator(samples, cloud.space.table), path, cloud.space.key)
     report.built.append(f"SCaLRec calibrator ({len(samples)} staleness samples)")
 
 

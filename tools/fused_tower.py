@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tools.encoder_space import user_map
 from tools.encoders import SequentialEncoder
 from tools.semantic_head import Fitted, HeadConfig, SummaryExamples, fit_user_map
 
@@ -37,9 +38,7 @@ class FusedTower(nn.Module):
         if not 0.0 < beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {beta}")
         self.text_dim, self.item_dim, self.hidden, self.beta = text_dim, item_dim, hidden, beta
-        self.semantic = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, item_dim))
-        nn.init.zeros_(self.semantic[-1].weight)
-        nn.init.zeros_(self.semantic[-1].bias)
+        self.semantic = user_map(text_dim, hidden, item_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         text, structured = x[:, : self.text_dim], x[:, self.text_dim :]

@@ -34,6 +34,11 @@ class LossChoice(StrEnum):
     ce = "ce"
 
 
+class SemanticSpace(StrEnum):
+    text = "text"
+    encoder = "encoder"
+
+
 def train(
     encoder: Annotated[EncoderChoice, typer.Option("--encoder", "-e", help="Device encoder to train.")] = (
         EncoderChoice.sasrec
@@ -74,6 +79,10 @@ def train(
         "space) on training users' abstracts; --loss, --epochs, --patience, --lr, --negatives, --minutes apply.")] = (
         False
     ),
+    space: Annotated[SemanticSpace, typer.Option(
+        help="--semantic: the item space e_sem is trained into: text = Eq. 1's item table (the semantic head); "
+        "encoder = the trained SASRec's item table (the semantic tower, used by the cloud under semantic_space "
+        "auto).")] = SemanticSpace.text,
 ) -> None:
     """Train SASRec, SURGE or Caser on the leave-one-out training split, save the best checkpoint and plot its
     validation curve (a PNG beside the checkpoint)."""
@@ -104,7 +113,7 @@ def train(
         config = HeadConfig(loss=loss.value, epochs=epochs, patience=patience, lr=lr,
                             negatives=negatives if loss is LossChoice.bpr else HeadConfig.negatives, minutes=minutes,
                             seed=settings.seed)  # fmt: skip
-        _train_semantic(ws, config, out, console)
+        (_train_tower if space is SemanticSpace.encoder else _train_semantic)(ws, config, out, console)
         return
     if chord:
         _train_chord(ws, encoder.value, minutes or 5.0, threads, console)
@@ -198,6 +207,47 @@ def _train_semantic(ws, config, out: Path | None, console: Console) -> None:
     curve = plot_training_curves({f"semantic head ({config.loss})": result.history}, path.with_suffix(".curve.png"),
                                  f"semantic head on {ws.dataset.name}: validation (no query, history masked)")
     console.print(safe(f"head: {path}"))
+    console.print(safe(f"validation curve: {curve}"))
+
+
+def _train_tower(ws, config, out: Path | None, console: Console) -> None:
+    """CDA4Rec Eq. 2 trained into the device encoder's item table (`tools.encoder_space`): the semantic tower, with a
+    copy of SASRec's item table, saved where the cloud looks for it."""
+    from agents.cloud.semantic import TextSpace  # deferred: loads the agents
+    from agents.device.encoders import EncoderShelf
+    from agents.pipeline import head_examples
+    from graph.runtime import build_device
+    from tools.checkpoints import file_digest
+    from tools.curves import plot_training_curves
+    from tools.device_store import DeviceStore
+    from tools.encoder_space import calibrate_scale, save_tower, tower_path, train_summary_tower
+    from tools.fused_tower import item_table
+    from tools.semantic_head import CUTS_PER_USER
+
+    settings = ws.settings
+    shelf = EncoderShelf(settings.models_dir, ws.dataset)
+    device = build_device(settings.model_copy(update={"semantic_space": "text"}), ws, shelf, DeviceStore(":memory:"),
+                          slm=None)  # fmt: skip
+    table = item_table(shelf.get("SASRec"))
+    encoder_digest = file_digest(shelf.path("SASRec"))
+    examples = head_examples(device, TextSpace(ws.semantics), ws, ("train", "valid"))
+    train, valid = examples["train"], examples["valid"]
+    result = train_summary_tower(train, valid, table, config)
+    scale = calibrate_scale(result.tower, train.raw, ws.semantics.pca.transform(train.raw), ws.semantics.table, table)
+    path = out or tower_path(settings.models_dir, ws.semantics.key)
+    data = {"dataset": ws.dataset.name, "fingerprint": ws.dataset.fingerprint(), "training_examples": len(train),
+            "cuts_per_user": CUTS_PER_USER, "validation_users": len(valid), "encoder": "SASRec",
+            "encoder_checkpoint": str(shelf.path("SASRec")), "scale": scale}  # fmt: skip
+    save_tower(path, result, table, ws.semantics.key, encoder_digest, data)
+    fitted = result.fitted
+    console.print(labelled("semantic tower: ", f"{config.loss}, best epoch {fitted.best_epoch} of "
+                           f"{len(fitted.history)} in {fitted.seconds:.0f} s on {len(train)} training summaries, "
+                           f"into SASRec {encoder_digest[:12]}'s item table", "green"))  # fmt: skip
+    console.print(f"validation, no query, history masked: NDCG@10 {fitted.best_valid['NDCG@10']:.4f}, "
+                  f"HR@10 {fitted.best_valid['HR@10']:.4f}")  # fmt: skip
+    curve = plot_training_curves({f"semantic tower ({config.loss})": fitted.history}, path.with_suffix(".curve.png"),
+                                 f"semantic tower on {ws.dataset.name}: validation (no query, history masked)")
+    console.print(safe(f"tower: {path}"))
     console.print(safe(f"validation curve: {curve}"))
 
 
