@@ -38,6 +38,7 @@ from tools.protocol import (
     Route,
     SemanticRequest,
     SemanticResponse,
+    SpaceMismatchError,
     StrategyRequest,
 )
 
@@ -99,6 +100,9 @@ def cloud_handlers(cloud: CloudAgent) -> dict[str, Handler]:
 
     def semantic(payload: bytes) -> bytes:
         request = SemanticRequest.model_validate_json(payload)
+        if (request.space or cloud.space.semantics.key) != cloud.space.table_key:
+            raise SpaceMismatchError(f"the device scores e_sem in item space {request.space or 'text'}; this "
+                                     f"cloud's e_sem lives in {cloud.space.table_key}")  # fmt: skip
         answer = cloud.semantic(request.abstract, request.plan)
         if request.answer_wire == 2:
             return CompactSemanticResponse.encode(answer.e_sem, answer.candidates).model_dump_json().encode()

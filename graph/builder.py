@@ -292,7 +292,7 @@ def cloud_semantic(state: CloudInput, rt: TandemRuntime) -> dict:
 def _ask_semantic(state: CloudInput, rt: TandemRuntime, wire: int) -> tuple[SemanticResponse, Crossing]:
     """One /semantic exchange asking for answer format `wire` (1 is sent as no field at all, as an old device)."""
     request = SemanticRequest(abstract=state["abstract"], plan=state["plan_result"].plan,
-                              wire=wire if wire > 1 else None)  # fmt: skip
+                              wire=wire if wire > 1 else None, space=rt.device.item_space)  # fmt: skip
 
     def check(answer: SemanticResponse | CompactSemanticResponse) -> SemanticResponse:
         if isinstance(answer, CompactSemanticResponse):  # wire 2: scores recomputed from the device's item table

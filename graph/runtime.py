@@ -261,7 +261,7 @@ def build_device(
     it always writes the explanations it is given. The calibrator is the one fitted to the cloud's e_sem
     (`semantic_key`)."""
     dataset = ws.dataset
-    space_key = semantic_key(settings, ws)
+    space = text_space(settings, ws)
 
     def seed(user: str):
         if user not in dataset.user_names:
@@ -270,11 +270,12 @@ def build_device(
         return dataset.sequences[index], dataset.timestamps[index]
 
     return DeviceAgent(
-        catalog=dataset.catalog, item_table=text_space(settings, ws).table, store=store, encoders=shelf, seeds=seed,
+        catalog=dataset.catalog, item_table=space.table, store=store, encoders=shelf, seeds=seed,
         abstract_model=slm if abstracts_by_slm else None, explain_model=slm,
-        calibrator=load_calibrator(calibrator_path(settings.models_dir, space_key), space_key),
+        calibrator=load_calibrator(calibrator_path(settings.models_dir, space.key), space.key),
         max_seq_len=settings.max_seq_len, precision=settings.device_precision,
         resources=DeviceResources(max_avg_bits=settings.chord_max_avg_bits),
+        item_space=space.table_key if space.encoder_space is not None else None,
     )  # fmt: skip
 
 

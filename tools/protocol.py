@@ -136,6 +136,10 @@ class Abstract(WireModel):
 # ---------------------------------------------------------------------------------------------- the plan
 
 
+class SpaceMismatchError(TandemError):
+    """The device and the cloud score e_sem against different item tables (Eq. 1's, or an encoder's)."""
+
+
 class PlanError(TandemError):
     """A plan that cannot be made or used (e.g. a catalogue with too few tags, a model output with no plan)."""
 
@@ -260,6 +264,9 @@ class SemanticRequest(WireModel):
     wire: WireVersion | None = Field(None, exclude_if=lambda value: value is None,
                                      description="Answer format: 2 = CompactSemanticResponse; unset or 1 = "
                                      "SemanticResponse.")  # fmt: skip
+    space: str | None = Field(None, max_length=200, exclude_if=lambda value: value is None,
+                              description="The item table the device scores e_sem against (`TextSpace.table_key`), "
+                              "sent when it is not Eq. 1's; a cloud whose e_sem lives in another table refuses.")
 
     @property
     def answer_wire(self) -> int:

@@ -64,6 +64,14 @@ class TextSpace:
         return self.encoder_space.table if self.encoder_space is not None else self.semantics.table
 
     @property
+    def table_key(self) -> str:
+        """Which item table e_sem is scored against: Eq. 1's (the item semantics' key) or the encoder's (which
+        checkpoint's table). Device and cloud must agree on it (`SemanticRequest.space`)."""
+        if self.encoder_space is None:
+            return self.semantics.key
+        return f"{self.semantics.key}+encoder-{self.encoder_space.encoder_digest[:12]}"
+
+    @property
     def dim(self) -> int:
         return int(self.table.shape[1])
 

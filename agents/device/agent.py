@@ -99,7 +99,8 @@ class DeviceAgent:
     """The device side of Tandem (see the module docstring)."""
 
     catalog: Catalog
-    item_table: np.ndarray  # [V + 1, d] item semantics of Eq. 1, the device's copy for cache checks
+    item_table: np.ndarray  # [V + 1, d] the table e_sem is scored against (Eq. 1's, or the encoder space's), the
+    # device's copy for cache checks, calibration and the compact wire
     store: DeviceStore
     encoders: EncoderShelf
     seeds: SeedSource = _no_seed
@@ -112,6 +113,7 @@ class DeviceAgent:
     max_seq_len: int = 200
     precision: Literal["full", "chord"] = "full"
     resources: DeviceResources = field(default_factory=lambda: DeviceResources(max_avg_bits=4.0))
+    item_space: str | None = None  # `TextSpace.table_key` of `item_table` when it is not Eq. 1's (sent to the cloud)
     encodings: HistoryEncodings = field(init=False, repr=False)  # e_str per encoder and history, computed once
 
     def __post_init__(self) -> None:
