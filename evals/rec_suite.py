@@ -168,7 +168,7 @@ class RecEval:
             rows.append(RowResult(FUSION_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 1.0,
                                   f"whole catalog, alpha {FIXED_ALPHA:g}, beta {FIXED_BETA:g}, no planner"))
         rows.append(self.semantic_alone(self.cloud, abstracts, inst, "semantic alone (alpha 0.5)",
-                                        self.deployed_space))
+                                        f"summary by the {self.cloud.space.describe()}"))
         for label, cloud in self.earlier_clouds.items():  # what each trained part adds: the same row without it
             rows.append(self.semantic_alone(cloud, abstracts, inst, f"semantic alone, {label}", label))
         static = [fixed_plan(a, self.known, alpha=0.5, size=1000, tag_count=20, encoder="SASRec", beta=0.5,
@@ -219,15 +219,6 @@ class RecEval:
         paired; none when Eq. 2 is untrained."""
         return [self.tandem(evalset, rows, setting, f"Tandem, {label}", cloud)[0]
                 for label, cloud in self.earlier_clouds.items()]  # fmt: skip
-
-    @property
-    def deployed_space(self) -> str:
-        """What the evaluated cloud's e_sem is, in words."""
-        space = self.cloud.space
-        if space.encoder_space is not None:
-            return "e_sem in the device encoder's item space (semantic tower)"
-        return "summary by the trained semantic head" if space.head is not None else \
-            "summary by the PCA of Eq. 1 (no semantic head)"
 
     @cached_property
     def earlier_clouds(self) -> dict[str, CloudAgent]:

@@ -116,9 +116,15 @@ class TandemRuntime:
         elif planner == "llm":
             plan_model = f"the cloud service's ({cloud_url})"
         boundary = Boundary(cloud_transport(settings, cloud, cloud_url))
+        digests = shelf.checkpoint_digests()
         threshold, missing = load_threshold(threshold_path(settings.models_dir, semantic_key(settings, ws), cloud_load),
-                                            shelf.checkpoint_digests())  # fmt: skip
+                                            digests)  # fmt: skip
         notes = []
+        tower = installed_tower(settings, ws)
+        if tower is not None and digests["SASRec"] != "none" and tower.stale_for(digests["SASRec"]):
+            notes.append(f"the semantic tower holds the item table of another SASRec checkpoint "
+                         f"({tower.encoder_digest[:12]}; this device's is {digests['SASRec']}): e_sem is consistent "
+                         f"but stale (`tandem train --semantic --space encoder --data {ws.dataset.name}` retrains it)")
         if device.calibrator is None:
             notes.append("no SCaLRec calibrator: a stale cache is used uncalibrated when the cloud is down "
                          f"(`tandem setup --data {ws.dataset.name}` trains it)")  # fmt: skip

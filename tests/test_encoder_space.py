@@ -205,3 +205,15 @@ def test_a_device_in_another_space_is_refused_with_a_warning(tower_home: Setting
         state = recommend(crossed, USER, "", allow_rerequest=False)
         assert state["source"] == "device_only" and len(state["ranked"]) == 10
         assert any("scores e_sem in item space" in warning for warning in state["warnings"])
+
+
+def test_a_tower_from_another_encoder_checkpoint_is_noted_as_stale(tower_home: Settings, tmp_path: Path) -> None:
+    create = lambda name: TandemRuntime.create(tower_home, "ml-100k", planner="rule",  # noqa: E731
+                                               store_path=str(tmp_path / name))  # fmt: skip
+    assert not any("semantic tower" in note for note in create("a.sqlite").notes)
+    ws = Workspace(tower_home, "ml-100k", progress=False)
+    path = tower_path(tower_home.models_dir, ws.semantics.key)
+    space, _ = read_tower(path, ws.semantics.key, ws.semantics.table, file_digest(path))
+    _saved(path, space.tower, space.table, ws.semantics.key, digest="0" * 64)  # as if SASRec was retrained since
+    notes = create("b.sqlite").notes
+    assert any("another SASRec checkpoint (000000000000" in note and "--space encoder" in note for note in notes)

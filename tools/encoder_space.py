@@ -105,8 +105,9 @@ class EncoderSpace:
         return carry_queries(text_vectors, self.text_table, self.table)
 
     def stale_for(self, encoder_digest: str) -> bool:
-        """The device's encoder checkpoint is no longer the one this space's table was copied from."""
-        return encoder_digest != self.encoder_digest
+        """The device's encoder checkpoint (its SHA-256, or the first 12 hex digits of it) is no longer the one
+        this space's table was copied from."""
+        return not self.encoder_digest.startswith(encoder_digest)
 
 
 def calibrate_scale(tower: SummaryTower, raw: np.ndarray, text_vectors: np.ndarray, text_table: np.ndarray,

@@ -63,6 +63,13 @@ class TextSpace:
         """The item table e_sem is scored against (Eq. 3, 7): E_str in the encoder space, else Eq. 1's E_I."""
         return self.encoder_space.table if self.encoder_space is not None else self.semantics.table
 
+    def describe(self) -> str:
+        """What maps behaviour summaries into e_sem's item space, in words (the demo, `eval rec`'s notes)."""
+        if self.encoder_space is not None:
+            return (f"semantic tower {self.encoder_space.digest[:12]} into the item table of SASRec "
+                    f"{self.encoder_space.encoder_digest[:12]}")  # fmt: skip
+        return f"semantic head {self.head_digest[:12]}" if self.head is not None else "PCA of Eq. 1 (no semantic head)"
+
     @property
     def table_key(self) -> str:
         """Which item table e_sem is scored against: Eq. 1's (the item semantics' key) or the encoder's (which

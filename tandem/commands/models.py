@@ -94,5 +94,10 @@ def semantic_head_row(settings) -> dict[str, Any]:
                           for path in found)  # fmt: skip
     else:
         model = "PCA of Eq. 1 (no semantic head: `tandem train --semantic`)"
-    return {"role": "cloud semantic head (Eq. 2 + 10)", "backend": "torch" if found else "-", "model": model,
+    towers = sorted(settings.models_dir.glob("semantic-tower-*.pt"))
+    if towers and settings.semantic_space != "text":  # e_sem in the encoder's item space (`tools.encoder_space`)
+        model = "; ".join(f"semantic tower {file_digest(path)[:12]} into SASRec's item table "
+                          f"({path.stem.removeprefix('semantic-tower-')})" for path in towers)  # fmt: skip
+    return {"role": "cloud semantic head (Eq. 2 + 10)", "backend": "torch" if found or towers else "-",
+            "model": model,
             "url": "", "structured": "-", "ok": True, "error": ""}
