@@ -11,8 +11,8 @@ every item seen before the target masked (the `eval rec` protocol). Rows:
 - Eq. 5 trained jointly (`tools.fused_tower`): e_u = beta * g(abstract) + (1 - beta) * e_str scored against the
   encoder's item table, g trained on training users' summaries with each loss and beta; (loss, beta) chosen on
   validation NDCG@10;
-- semantic alone in the encoder's item space: the same tower at beta = 1 (g alone; the cloud would need the
-  encoder's item table to retrieve with it).
+- semantic alone in the encoder's item space: g alone (`tools.encoder_space.train_summary_tower`, the tower the
+  cloud deploys with `tandem train --semantic --space encoder`).
 
 Everything is chosen on validation users; the test rows of the choices carry paired bootstrap intervals over the
 test users. The results file records the digests of the encoder checkpoint, the semantic head and the item
@@ -48,6 +48,7 @@ from tools.compute import configure_torch
 from tools.curves import plot_training_curves
 from tools.data import EvalInstance
 from tools.device_store import DeviceStore
+from tools.encoder_space import train_summary_tower
 from tools.fused_tower import item_table, train_tower, with_structured
 from tools.fusion import fuse_scores
 from tools.metrics import metrics_from_ranks, rank_differences
@@ -118,11 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     for loss in args.losses.split(","):
         for beta in [*betas, 1.0]:
             config = HeadConfig(loss=loss, epochs=args.epochs, minutes=args.minutes, seed=settings.seed)  # type: ignore[arg-type]
-            result = train_tower(fused["train"], fused["valid"], encoder, beta, config)
-            name = f"Eq. 5 tower ({loss}), beta {beta:g}" if beta < 1 \
-                else f"semantic alone, encoder item space ({loss})"
-            ranks["test"][name] = head_ranks(result.tower, fused["test"], encoder_table)
-            ranks["valid"][name] = head_ranks(result.tower, fused["valid"], encoder_table)
+            if beta < 1:
+                name, parts = f"Eq. 5 tower ({loss}), beta {beta:g}", fused
+                result = train_tower(fused["train"], fused["valid"], encoder, beta, config)
+            else:  # g alone: the cloud's semantic tower of `tools.encoder_space`, as `tandem train` fits it
+                name, parts = f"semantic alone, encoder item space ({loss})", examples
+                result = train_summary_tower(examples["train"], examples["valid"], encoder_table, config)
+            ranks["test"][name] = head_ranks(result.tower, parts["test"], encoder_table)
+            ranks["valid"][name] = head_ranks(result.tower, parts["valid"], encoder_table)
             curves[name] = result.fitted.history
             towers[name] = {"loss": loss, "beta": beta, "best_epoch": result.fitted.best_epoch,
                             "epochs_run": len(result.fitted.history), "seconds": round(result.fitted.seconds, 1),
