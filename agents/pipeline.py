@@ -73,7 +73,8 @@ def inconsistency_sample(
 def behaviour_embeddings(device: DeviceAgent, cloud: CloudAgent, histories: Sequence[np.ndarray]) -> np.ndarray:
     """e_sem (CDA4Rec Eq. 2) the cloud computes from behaviour-only abstracts of these histories [N, d]."""
     abstracts = [behaviour_abstract(device, h) for h in histories]
-    return cloud.semantic_embeddings(abstracts, [0.0] * len(abstracts))
+    vectors = cloud.semantic_embeddings(abstracts, [0.0] * len(abstracts))  # one side: none has a query
+    return np.stack(vectors) if vectors else np.zeros((0, cloud.no_query_side.space.dim), np.float32)
 
 
 def candidate_pools(

@@ -67,20 +67,22 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
     shelf = EncoderShelf(settings.models_dir, ws.dataset)
     device = build_device(settings, ws, shelf, DeviceStore(":memory:"), slm=None)
     cloud = build_cloud(settings, ws, shelf, "rule", exact=True)
-    table = device.item_table
+    side = cloud.no_query_side  # where behaviour-only e_sem lives
+    table = side.space.table
+    calibrator_model = device.behaviour_calibrator if side is cloud.behaviour else device.calibrator
     instances = [inst for inst in ws.splits.valid if len(inst.history) > max(ks) + 2]
     histories = [np.asarray(inst.history, dtype=np.int64) for inst in instances]
     targets = np.array([inst.target for inst in instances], dtype=np.int64)
     masked = [np.asarray(inst.masked, dtype=np.int64) for inst in instances]  # every item seen before the target
-    print(f"{len(instances)} validation users; calibrator: {device.calibrator is not None}", flush=True)
+    print(f"{len(instances)} validation users; calibrator: {calibrator_model is not None}", flush=True)
     fresh = behaviour_embeddings(device, cloud, histories)
     fresh_ranks = semantic_ranks(fresh, table, masked, targets)
     fresh_pct = target_percentile(fresh, table, targets)
     rows = []
     for k in ks:
         cached = behaviour_embeddings(device, cloud, [h[:-k] for h in histories])
-        calibrated = (np.stack([device.calibrator.calibrate(e, h[-k:], table) for e, h in zip(cached, histories,
-                      strict=True)]) if device.calibrator is not None else cached)  # fmt: skip
+        calibrated = (np.stack([calibrator_model.calibrate(e, h[-k:], table) for e, h in zip(cached, histories,
+                      strict=True)]) if calibrator_model is not None else cached)  # fmt: skip
         verdicts = [device.policy.judge(e, h[-k:], table) for e, h in zip(cached, histories, strict=True)]
         reliability = np.array([v.reliability for v in verdicts])
         ranks = {"fresh": fresh_ranks, "cached": semantic_ranks(cached, table, masked, targets),
@@ -119,7 +121,7 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
         }  # fmt: skip
         rows.append(row)
         print(json.dumps({key: v for key, v in row.items() if key != "threshold_scan"}), flush=True)
-    calibrator = calibrator_path(settings.models_dir, cloud.space.key)
+    calibrator = calibrator_path(settings.models_dir, side.space.key)
     results = {
         "data": data,
         "fingerprint": ws.dataset.fingerprint(),

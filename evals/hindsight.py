@@ -93,7 +93,7 @@ class LabelSet:
 def label_key(device: DeviceAgent, cloud: CloudAgent, space: PlanSpace) -> str:
     """What the reward tables depend on: plan space, checkpoints, item embeddings and semantic head (the cloud's
     text space), rule, query and retrieval (Eq. 3) versions."""
-    parts = [f"v{HINDSIGHT_VERSION}", space.digest, cloud.space.key, f"rules{RULES_VERSION}", f"q{QUERIES_VERSION}"]
+    parts = [f"v{HINDSIGHT_VERSION}", space.digest, cloud.semantic_key, f"rules{RULES_VERSION}", f"q{QUERIES_VERSION}"]
     parts.append(f"eq3-{RETRIEVAL_VERSION}")  # Eq. 3 as retrieved (`tools.tag_index.fill_shares`)
     for name in ENCODERS:
         info = getattr(device.encoders.get(name), "checkpoint_info", None) or {}
@@ -155,7 +155,7 @@ class Labeller:
                     rows = np.arange(chunk * CHUNK, min((chunk + 1) * CHUNK, len(self.instances)))
                     bar.update(task, description=f"hindsight labels, fidelity {fidelity}, users {rows[0]}-{rows[-1]}")
                     chunk_abstracts = [abstracts[r] for r in rows.tolist()]
-                    pieces = instance_pieces(evalset, rows, chunk_abstracts, self.cloud, self.cloud.space.table,
+                    pieces = instance_pieces(evalset, rows, chunk_abstracts, self.cloud,
                                              self.space.alphas)  # fmt: skip
                     ranks = np.empty((len(rows), len(self.points)), dtype=np.int32)
                     rule = np.empty(len(rows), dtype=np.int32)

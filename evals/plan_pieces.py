@@ -26,9 +26,9 @@ def executor_for(evalset: EvalSet, catalog) -> PlanExecutor:
 
 
 def instance_pieces(evalset: EvalSet, rows: np.ndarray, abstracts: Sequence[Abstract], cloud: CloudAgent,
-                    item_table: np.ndarray, alphas: Sequence[float]) -> list[InstancePieces]:  # fmt: skip
-    """Pieces of the instances at `rows` (with their abstracts, in the same order) for these alphas."""
-    table = np.asarray(item_table, dtype=np.float32)
+                    alphas: Sequence[float]) -> list[InstancePieces]:  # fmt: skip
+    """Pieces of the instances at `rows` (with their abstracts, in the same order) for these alphas; each scored
+    against the item table of the cloud's side that answers its abstract (`CloudAgent.side`)."""
     per_alpha = {alpha: cloud.semantic_embeddings(abstracts, [alpha] * len(abstracts)) for alpha in alphas}
     out = []
     for n, row in enumerate(rows.tolist()):
@@ -36,6 +36,7 @@ def instance_pieces(evalset: EvalSet, rows: np.ndarray, abstracts: Sequence[Abst
         vectors = {alpha: np.asarray(per_alpha[alpha][n], dtype=np.float32).reshape(-1) for alpha in alphas}
         structured = {name: matrix[row] for name, matrix in evalset.structured.items()}
         more = partial(_embedding_at, cloud, abstracts[n])
+        table = np.asarray(cloud.side(abstracts[n]).space.table, dtype=np.float32)
         out.append(InstancePieces(vectors, table, structured, np.asarray(inst.masked, dtype=np.int64),
                                   int(inst.target), more))  # fmt: skip
     return out

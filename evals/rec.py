@@ -143,8 +143,7 @@ def static_answers(
     cloud: CloudAgent, abstracts: list[Abstract], size: int = STATIC_CANDIDATES, alpha: float = 0.5
 ) -> list[SemanticAnswer]:
     """LSC4Rec-style cloud: e_sem with a fixed alpha, then the top `size` items of the whole catalog (no tags)."""
-    e_sem = cloud.semantic_embeddings(abstracts, [alpha] * len(abstracts))
-    return [SemanticAnswer(vector, *cloud.index.top(vector, size)) for vector in e_sem]
+    return cloud.top_answers(abstracts, alpha, size)
 
 
 def rank_instances(

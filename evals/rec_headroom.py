@@ -37,7 +37,7 @@ FIXED = "best fixed plan (validation)"
 LEARNED_PLANNER = "knn"
 
 
-def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], cloud, item_table: np.ndarray,
+def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], cloud,
                  catalog, space: PlanSpace = DEFAULT_SPACE, cache: Path | None = None,
                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Each user's best point (by the rank of its own target) and the rank table [N, P] it was chosen from.
@@ -60,7 +60,7 @@ def oracle_ranks(evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract], 
     for begin in track(steps, description="oracle plans (plan space per user)") if progress else steps:
         part = rows[begin : begin + 128]
         chunk = abstracts[begin : begin + 128]
-        pieces = instance_pieces(evalset, part, chunk, cloud, item_table, space.alphas)
+        pieces = instance_pieces(evalset, part, chunk, cloud, space.alphas)
         for n, (p, abstract) in enumerate(zip(pieces, chunk, strict=True)):
             signals = signals_from_abstract(abstract, known)
             table[begin + n] = executor.rank_points(p, points, lambda k, s, g=signals: rule_tags(g, known, k, s))
@@ -89,7 +89,7 @@ def headroom(ev, test: EvalSet, rows: np.ndarray, mode: str, abstracts: list[Abs
     catalog = ev.ws.dataset.catalog
     points = DEFAULT_SPACE.points()
     split = test.instances[int(rows[0])].split if len(rows) else "none"
-    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, ev.cloud.space.table, catalog,
+    best, table = oracle_ranks(test, rows, abstracts, ev.cloud, catalog,
                                cache=oracle_cache(ev, mode, split), progress=ev.progress)  # fmt: skip
     plans = [points[b].plan_for(a, ev.known, "oracle: best point for the test item") for b, a in
              zip(best.tolist(), abstracts, strict=True)]  # fmt: skip

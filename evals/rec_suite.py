@@ -50,7 +50,6 @@ from evals.rec import (
 from evals.rec_headroom import headroom
 from evals.rec_plans import PlannedCase, PlanSetting, instance_key, plan_instances, seeded_sample
 from evals.rec_queries import QueryFile, fidelity_mode, load_query_file, with_fidelity
-from graph.runtime import installed_head
 from ground.settings import Settings
 from prompts import get_prompt
 from tools.checkpoints import load_encoder
@@ -59,7 +58,7 @@ from tools.data import EvalInstance, Fidelity
 from tools.data.queries import PhrasingSplit
 from tools.metrics import PopularityScorer, paired_bootstrap
 from tools.protocol import Abstract
-from tools.tag_index import RETRIEVAL_VERSION, ExactTagIndex
+from tools.tag_index import RETRIEVAL_VERSION
 from tools.workspace import Workspace
 
 SWEEP_LOADS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -168,7 +167,7 @@ class RecEval:
             rows.append(RowResult(FUSION_BASELINE, "-", ranks, evalset.encode_ms["SASRec"], 1.0,
                                   f"whole catalog, alpha {FIXED_ALPHA:g}, beta {FIXED_BETA:g}, no planner"))
         rows.append(self.semantic_alone(self.cloud, abstracts, inst, "semantic alone (alpha 0.5)",
-                                        f"summary by the {self.cloud.space.describe()}"))
+                                        self.cloud.describe_semantics()))
         for label, cloud in self.earlier_clouds.items():  # what each trained part adds: the same row without it
             rows.append(self.semantic_alone(cloud, abstracts, inst, f"semantic alone, {label}", label))
         static = [fixed_plan(a, self.known, alpha=0.5, size=1000, tag_count=20, encoder="SASRec", beta=0.5,
@@ -209,9 +208,11 @@ class RecEval:
     @staticmethod
     def semantic_alone(cloud: CloudAgent, abstracts: list[Abstract], instances: list[EvalInstance], name: str,
                        notes: str) -> RowResult:  # fmt: skip
-        """e_sem (alpha 0.5) of `cloud` scored against every item of its own item space."""
+        """e_sem (alpha 0.5) of `cloud` scored against every item of the item table of its side."""
         e_sem = cloud.semantic_embeddings(abstracts, [0.5] * len(abstracts))
-        ranks = full_ranking_ranks(e_sem @ cloud.space.table.T, instances)
+        scores = np.stack([cloud.side(a).space.table @ v for a, v in zip(abstracts, e_sem, strict=True)]) \
+            if abstracts else np.zeros((0, 1), np.float32)
+        ranks = full_ranking_ranks(scores, instances)
         return RowResult(name, "-", ranks, 0.0, cloud_calls=1.0, notes=notes)
 
     def earlier_semantics(self, evalset: EvalSet, rows: np.ndarray, setting: PlanSetting) -> list[RowResult]:
@@ -222,21 +223,15 @@ class RecEval:
 
     @cached_property
     def earlier_clouds(self) -> dict[str, CloudAgent]:
-        """The evaluation's cloud with the e_sem deployed before each trained part, each with one text memo and an
-        exact index over its own item table: with the encoder-space tower, Eq. 1's text space with the semantic head
-        (when there is one) and the untrained Eq. 2 (the PCA); with the head, the PCA; untrained, none."""
-        space, semantics = self.cloud.space, self.ws.semantics
-        if space.encoder_space is None and space.head is None:
-            return {}
-        text_index = ExactTagIndex(self.catalog, semantics.table)
-        out = {}
-        head = installed_head(self.settings, self.ws) if space.encoder_space is not None else None
-        if head is not None:
-            out["e_sem in the text space (semantic head)"] = replace(
-                self.cloud, index=text_index,
-                space=TextSpace(semantics, head=head[0], head_digest=head[1], precision=space.precision))
-        out["untrained Eq. 2 (PCA)"] = replace(self.cloud, index=text_index,
-                                               space=TextSpace(semantics, precision=space.precision))
+        """The evaluation's cloud with the e_sem deployed before each trained part, each with its own text memo: with
+        a behaviour side (`tools.encoder_space`), every abstract in the text space; with a semantic head, the
+        untrained Eq. 2 (the PCA) in the text space; untrained, none."""
+        space, out = self.cloud.space, {}
+        if self.cloud.behaviour is not None:
+            out[f"text space only ({space.describe()})"] = replace(self.cloud, behaviour=None)
+        if space.head is not None:
+            plain = TextSpace(self.ws.semantics, precision=space.precision)
+            out["untrained Eq. 2 (PCA)"] = replace(self.cloud, behaviour=None, space=plain)
         return out
 
     def ablations(self, evalset: EvalSet, rows: np.ndarray, abstracts: list[Abstract]) -> list[RowResult]:

@@ -100,10 +100,12 @@ def cloud_handlers(cloud: CloudAgent) -> dict[str, Handler]:
 
     def semantic(payload: bytes) -> bytes:
         request = SemanticRequest.model_validate_json(payload)
-        if (request.space or cloud.space.semantics.key) != cloud.space.table_key:
-            raise SpaceMismatchError(f"the device scores e_sem in item space {request.space or 'text'}; this "
-                                     f"cloud's e_sem lives in {cloud.space.table_key}")  # fmt: skip
-        answer = cloud.semantic(request.abstract, request.plan)
+        held = cloud.behaviour.space.table_key if cloud.behaviour is not None else None
+        behaviour = request.space is not None and request.space == held
+        if request.space is not None and not behaviour and not request.abstract.sanitized_query.strip():
+            raise SpaceMismatchError(f"the device scores e_sem without a query in item space {request.space}; this "
+                                     f"cloud's is {held or 'the text space (it has no semantic tower)'}")  # fmt: skip
+        answer = cloud.semantic(request.abstract, request.plan, behaviour=behaviour)
         if request.answer_wire == 2:
             return CompactSemanticResponse.encode(answer.e_sem, answer.candidates).model_dump_json().encode()
         reply = SemanticResponse(e_sem=answer.e_sem.tolist(), candidates=answer.candidates.tolist(),

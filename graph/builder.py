@@ -49,7 +49,7 @@ NodeFn = Callable[[Any, TandemRuntime], dict[str, Any]]
 PER_TURN = ("route", "warnings", "crossings", "timings")
 
 FRESH_REQUEST: dict[str, Any] = {
-    "rerequests": 0, "cloud_failed": False, "e_str": None, "structured_encoder": None, "e_sem": None,
+    "rerequests": 0, "cloud_failed": False, "e_str": None, "structured_encoder": None, "e_sem": None, "e_sem_space": "",
     "plan_result": None, "abstract": None, "candidates": [], "candidate_scores": [], "ranked": [],
     "ranked_scores": [], "explanation": None, "inconsistency": None, "source": None, "cache": None,
     "precision": None, "replaced": [],
@@ -129,8 +129,8 @@ def _from_cache(rt: TandemRuntime, state: DeviceState, e_sem: np.ndarray, source
     entry = rt.device.cached(state["user"])
     candidates, scores = rt.device.cached_candidates(entry, e_sem)
     plan = state.get("plan_result") or PlanResult.model_validate({"plan": entry.plan, "status": "cached"})
-    return {"e_sem": e_sem.tolist(), "candidates": candidates.tolist(), "candidate_scores": scores.tolist(),
-            "plan_result": plan, "source": source}  # fmt: skip
+    return {"e_sem": e_sem.tolist(), "e_sem_space": entry.space, "candidates": candidates.tolist(),
+            "candidate_scores": scores.tolist(), "plan_result": plan, "source": source}  # fmt: skip
 
 
 @node("device_use_cache")
@@ -208,7 +208,8 @@ def device_rank(state: DeviceState, rt: TandemRuntime) -> dict:
     warnings: list[str] = []
     if state.get("source") in ("cloud", "re-request") and state.get("e_sem") is not None:
         warnings = device.remember(state["user"], _cache_key(state), len(state["history_items"]), state["e_sem"],
-                                   state["candidates"], state["candidate_scores"], plan)  # fmt: skip
+                                   state["candidates"], state["candidate_scores"], plan,
+                                   state.get("e_sem_space", ""))  # fmt: skip
     if allowed is not None and len(ranked) < state.get("top_k", 10):
         warnings.append(f"only {len(ranked)} candidate(s) meet the request's constraints "
                         f"({state['constraints'].summary() if state.get('constraints') else 'items turned down'})")
@@ -285,8 +286,9 @@ def cloud_semantic(state: CloudInput, rt: TandemRuntime) -> dict:
     if not reply.candidates:
         return {"cloud_failed": True, "warnings": [*warnings, "the plan's tags returned no candidates"],
                 "crossings": [crossing]}  # fmt: skip
-    return {"e_sem": reply.e_sem, "candidates": reply.candidates, "candidate_scores": reply.scores,
-            "crossings": [crossing], "warnings": warnings}  # fmt: skip
+    return {"e_sem": reply.e_sem, "e_sem_space": rt.device.answer_space(state["abstract"]),
+            "candidates": reply.candidates, "candidate_scores": reply.scores, "crossings": [crossing],
+            "warnings": warnings}  # fmt: skip
 
 
 def _ask_semantic(state: CloudInput, rt: TandemRuntime, wire: int) -> tuple[SemanticResponse, Crossing]:
@@ -294,10 +296,12 @@ def _ask_semantic(state: CloudInput, rt: TandemRuntime, wire: int) -> tuple[Sema
     request = SemanticRequest(abstract=state["abstract"], plan=state["plan_result"].plan,
                               wire=wire if wire > 1 else None, space=rt.device.item_space)  # fmt: skip
 
+    space = rt.device.answer_space(state["abstract"])  # the table the cloud answers in, by the rule both apply
+
     def check(answer: SemanticResponse | CompactSemanticResponse) -> SemanticResponse:
         if isinstance(answer, CompactSemanticResponse):  # wire 2: scores recomputed from the device's item table
-            answer = expand_compact(answer, rt.device.item_table)
-        return rt.device.check_semantic(request, answer)
+            answer = expand_compact(answer, rt.device.table_for(space))
+        return rt.device.check_semantic(request, answer, space)
 
     answer_type = CompactSemanticResponse if wire == 2 else SemanticResponse
     return rt.boundary.call("semantic", request, answer_type, check=check)  # type: ignore[arg-type]

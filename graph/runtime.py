@@ -17,7 +17,7 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 
 from agents.backends import chat_model
-from agents.cloud.agent import CloudAgent
+from agents.cloud.agent import CloudAgent, SemanticSide
 from agents.cloud.neighbours import NeighbourPlanner
 from agents.cloud.planner import needs_adapter, ranks_neighbours
 from agents.cloud.semantic import TextSpace
@@ -213,8 +213,8 @@ def _read_installed_head(path: str, mtime_ns: int, size: int, semantics_key: str
 
 def installed_tower(settings: Settings, ws: Workspace) -> EncoderSpace | None:
     """The encoder item space of `tools.encoder_space` when the `semantic_space` setting chooses it (auto: when its
-    tower is installed for these item semantics); None for Eq. 1's text space. Read once per file version; an
-    unreadable tower under auto is skipped with a warning, and a UsageError when the setting asked for it."""
+    tower is installed for these item semantics); None otherwise. Read once per file version; an unreadable tower
+    under auto is skipped with a warning, and a UsageError when the setting asked for it."""
     path = tower_path(settings.models_dir, ws.semantics.key)
     if settings.semantic_space == "text" or (settings.semantic_space == "auto" and not path.is_file()):
         return None
@@ -224,7 +224,7 @@ def installed_tower(settings: Settings, ws: Workspace) -> EncoderSpace | None:
         stat = path.stat()
         version = (str(path), stat.st_mtime_ns, stat.st_size, ws.semantics.key)
         if version not in _TOWERS:
-            _TOWERS[version] = read_tower(path, ws.semantics.key, ws.semantics.table, file_digest(path))[0]
+            _TOWERS[version] = read_tower(path, ws.semantics.key, ws.dataset.catalog.num_items, file_digest(path))[0]
         return _TOWERS[version]
     except TowerError as error:
         if settings.semantic_space == "encoder":
@@ -237,13 +237,9 @@ _TOWERS: dict[tuple[str, int, int, str], EncoderSpace] = {}  # installed towers 
 
 
 def text_space(settings: Settings, ws: Workspace) -> TextSpace:
-    """A cloud's text space (Eq. 2), its own memo: e_sem in the encoder's item space when `installed_tower` gives
-    one, else in Eq. 1's with the installed semantic head (`installed_head`) or the PCA; request texts encoded at
-    `Settings.text_precision`."""
+    """A cloud's text space (Eq. 2), its own memo: with the installed semantic head (`installed_head`), else the
+    PCA of Eq. 1; request texts encoded at `Settings.text_precision`."""
     precision = resolve_text_precision(settings.text_precision)
-    encoder_space = installed_tower(settings, ws)
-    if encoder_space is not None:
-        return TextSpace(ws.semantics, precision=precision, encoder_space=encoder_space)
     found = installed_head(settings, ws)
     if found is None:
         return TextSpace(ws.semantics, precision=precision)
@@ -251,11 +247,22 @@ def text_space(settings: Settings, ws: Workspace) -> TextSpace:
     return TextSpace(ws.semantics, head=head, head_digest=digest, precision=precision)
 
 
+def behaviour_space(settings: Settings, ws: Workspace) -> TextSpace | None:
+    """The cloud's behaviour side (abstracts without a query) in the encoder's item space, when `installed_tower`
+    gives one; None: every abstract is answered in the text space."""
+    tower = installed_tower(settings, ws)
+    if tower is None:
+        return None
+    return TextSpace(ws.semantics, precision=resolve_text_precision(settings.text_precision), encoder_space=tower)
+
+
 def semantic_key(settings: Settings, ws: Workspace) -> str:
-    """What the cloud's e_sem depends on (`TextSpace.key`: the item semantics, the semantic head in use and the
-    request-time text precision): the key of the models fitted to e_sem, SCaLRec's calibrator and LSC4Rec's
-    re-request threshold."""
-    return text_space(settings, ws).key
+    """What the cloud's e_sem depends on (`CloudAgent.semantic_key`: each side's `TextSpace.key`, i.e. the item
+    semantics, the semantic head or tower in use and the request-time text precision): the key of the models fitted
+    to the whole answer, LSC4Rec's re-request threshold and the hindsight labels."""
+    behaviour = behaviour_space(settings, ws)
+    text = text_space(settings, ws).key
+    return text if behaviour is None else f"{text}|{behaviour.key}"
 
 
 def build_device(
@@ -267,7 +274,7 @@ def build_device(
     it always writes the explanations it is given. The calibrator is the one fitted to the cloud's e_sem
     (`semantic_key`)."""
     dataset = ws.dataset
-    space = text_space(settings, ws)
+    space, behaviour = text_space(settings, ws), behaviour_space(settings, ws)
 
     def seed(user: str):
         if user not in dataset.user_names:
@@ -281,7 +288,10 @@ def build_device(
         calibrator=load_calibrator(calibrator_path(settings.models_dir, space.key), space.key),
         max_seq_len=settings.max_seq_len, precision=settings.device_precision,
         resources=DeviceResources(max_avg_bits=settings.chord_max_avg_bits),
-        item_space=space.table_key if space.encoder_space is not None else None,
+        behaviour_table=behaviour.table if behaviour is not None else None,
+        item_space=behaviour.table_key if behaviour is not None else None,
+        behaviour_calibrator=load_calibrator(calibrator_path(settings.models_dir, behaviour.key), behaviour.key)
+        if behaviour is not None else None,
     )  # fmt: skip
 
 
@@ -291,7 +301,8 @@ def build_cloud(
     """The cloud agent over this workspace's catalogue side only (tags, text space, index), never its users.
 
     Retrieval uses the backend of the `index_backend` setting; `exact=True` forces exact search in memory
-    (evaluations over thousands of users), as does e_sem in the encoder's item space (the tag index holds Eq. 1's).
+    (evaluations over thousands of users). The behaviour side (`behaviour_space`) always searches exactly: the tag
+    index holds Eq. 1's table.
     """
     files = {file: name for name, file in ENCODER_FILES.items()}
 
@@ -299,10 +310,11 @@ def build_cloud(
         name = files.get(encoder)
         return shelf.chord(name) if name and shelf.available(name) else None
 
-    space = text_space(settings, ws)
-    index = ExactTagIndex(ws.dataset.catalog, space.table) if exact or space.encoder_space else ws.retriever
+    index = ExactTagIndex(ws.dataset.catalog, ws.semantics.table) if exact else ws.retriever
+    behaviour = behaviour_space(settings, ws)
+    side = SemanticSide(behaviour, ExactTagIndex(ws.dataset.catalog, behaviour.table)) if behaviour else None
     model = language_model(settings, "cloud") if planner == "llm" else None
-    return CloudAgent(space=space, index=index, planner_model=model, chord=chord,
+    return CloudAgent(space=text_space(settings, ws), index=index, behaviour=side, planner_model=model, chord=chord,
                       structured_method=settings.model_spec("cloud").structured,
                       exemplars=LazyExemplars(settings, ws.dataset.name) if planner == "llm" else None,
                       adapter_model=adapter_model(settings, ws) if planner == "llm" else None)  # fmt: skip

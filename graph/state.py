@@ -145,6 +145,8 @@ class DeviceState(RequestInput, RequestOutput, total=False):
     """Timestamps aligned with `history_items`."""
     e_sem: list[float] | None
     """Semantic user embedding (CDA4Rec Eq. 2), fresh from the cloud or from the device cache."""
+    e_sem_space: str
+    """The item table e_sem is scored against: "" = Eq. 1's, else the encoder space's key (`tools.encoder_space`)."""
     e_str: list[float] | None
     """Structured user embedding (CDA4Rec Eq. 4), when the plan asks for an encoder."""
     structured_encoder: str | None

@@ -35,7 +35,7 @@ def run_demo(ws: Workspace, console: Console, user: str = DEMO_USER, query: str 
     console.print(views.labelled("cloud planner: ", f"{runtime.plan_model}, prompt {prompt}", "bold"))
     views.runtime_notes(runtime.notes, console)
     if runtime.cloud is not None:
-        console.print(views.labelled("cloud semantic tower (Eq. 2): ", runtime.cloud.space.describe(), "bold"))
+        console.print(views.labelled("cloud semantic tower (Eq. 2): ", runtime.cloud.describe_semantics(), "bold"))
     console.rule(views.safe(f"one request: user {user}", "bold"))
     console.print(views.labelled("raw query (stays on the device): ", query, "bold"))
     state = recommend(runtime, user, query, explain=True, use_cache=False, allow_rerequest=False)

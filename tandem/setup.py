@@ -9,7 +9,7 @@ runs it; every "missing" message of the runtime names it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 
@@ -66,22 +66,28 @@ def _model_config(name: str, settings: Settings) -> dict:
 
 
 def _ensure_calibrator(ws: Workspace, device, cloud, console: Console, report: SetupReport) -> None:
-    """SCaLRec's calibrator, trained on simulated staleness of the training users' behaviour-only e_sem."""
-    path = calibrator_path(ws.settings.models_dir, cloud.space.key)
-    if path.is_file():
-        report.present.append("SCaLRec calibrator")
-        return
-    console.print("[yellow]training the SCaLRec calibrator (simulated staleness)[/]")
-    train = list(ws.splits.train.values())
-    samples = staleness_samples(train, lambda h: behaviour_embeddings(device, cloud, h),
-                                max_new=ReliabilityPolicy().max_new)  # fmt: skip
-    save_calibrator(train_calibrator(samples, cloud.space.table), path, cloud.space.key)
-    report.built.append(f"SCaLRec calibrator ({len(samples)} staleness samples)")
+    """SCaLRec's calibrators, trained on simulated staleness of the training users' behaviour-only e_sem: one for
+    the text space and, when the cloud has a behaviour side (`tools.encoder_space`), one for it."""
+    sides = [("text", replace(cloud, behaviour=None))]
+    if cloud.behaviour is not None:
+        sides.append(("encoder space", cloud))  # a behaviour-only abstract goes to the behaviour side
+    for label, answering in sides:
+        space = answering.no_query_side.space
+        path = calibrator_path(ws.settings.models_dir, space.key)
+        if path.is_file():
+            report.present.append(f"SCaLRec calibrator ({label})")
+            continue
+        console.print(f"[yellow]training the SCaLRec calibrator, {label} (simulated staleness)[/]")
+        train = list(ws.splits.train.values())
+        samples = staleness_samples(train, lambda h, a=answering: behaviour_embeddings(device, a, h),
+                                    max_new=ReliabilityPolicy().max_new)  # fmt: skip
+        save_calibrator(train_calibrator(samples, space.table), path, space.key)
+        report.built.append(f"SCaLRec calibrator, {label} ({len(samples)} staleness samples)")
 
 
 def _ensure_threshold(ws: Workspace, device, cloud, load: float, console: Console, report: SetupReport) -> None:
     """LSC4Rec Eq. 12's threshold for the target cloud load, from validation users ranked as served."""
-    path = threshold_path(ws.settings.models_dir, cloud.space.key, load)
+    path = threshold_path(ws.settings.models_dir, cloud.semantic_key, load)
     encoders = device.encoders.checkpoint_digests()
     saved, missing = load_threshold(path, encoders)
     if saved is not None:

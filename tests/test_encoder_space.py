@@ -1,5 +1,6 @@
-"""e_sem in the device encoder's item space (`tools.encoder_space`): queries carried over through their nearest items,
-summaries through the trained tower, one table for cloud and device, and a refusal when the two disagree."""
+"""e_sem in the device encoder's item space (`tools.encoder_space`): the cloud's behaviour side answers abstracts
+without a query through the trained tower, queries stay in the text space, cloud and device score in the same table,
+and a device and cloud that hold different tables refuse rather than mix them."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from agents.cloud.agent import CloudAgent, SemanticSide
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
 from agents.device.encoders import EncoderShelf
-from graph.boundary import Boundary, InProcessTransport, cloud_handlers
+from graph.boundary import Boundary, CloudUnavailableError, InProcessTransport, cloud_handlers
 from graph.run import recommend
-from graph.runtime import TandemRuntime, text_space
+from graph.runtime import TandemRuntime, behaviour_space
 from ground.errors import UsageError
 from ground.settings import Settings
 from tools.checkpoints import file_digest
@@ -23,8 +25,6 @@ from tools.encoder_space import (
     SummaryTower,
     TowerError,
     TowerResult,
-    calibrate_scale,
-    carry_queries,
     read_tower,
     save_tower,
     tower_path,
@@ -32,6 +32,7 @@ from tools.encoder_space import (
 )
 from tools.exact_scores import exact_scores
 from tools.fused_tower import item_table
+from tools.metrics import metrics_from_ranks
 from tools.protocol import Abstract
 from tools.semantic_head import Fitted, HeadConfig, SummaryExamples, head_ranks
 from tools.tag_index import ExactTagIndex
@@ -55,21 +56,7 @@ def _saved(path: Path, tower: SummaryTower, table: np.ndarray, semantics_key: st
     return save_tower(path, result, table, semantics_key, digest, {})
 
 
-def test_a_query_is_carried_over_through_its_nearest_items() -> None:
-    rng = np.random.default_rng(0)
-    text_table, encoder_table = rng.normal(size=(41, 8)), rng.normal(size=(41, 5))
-    text_table[0] = encoder_table[0] = 0.0
-    one = carry_queries(text_table[[7, 30]], text_table, encoder_table, k=1)
-    nearest = [int(np.argmax(text_table[1:] @ v)) + 1 for v in text_table[[7, 30]]]
-    np.testing.assert_allclose(one, encoder_table[nearest], rtol=1e-6)
-    many = carry_queries(text_table[[7]], text_table, encoder_table, k=5)[0]
-    top = np.argsort(-(text_table[1:] @ text_table[7]))[:5] + 1
-    np.testing.assert_allclose(many, encoder_table[top].mean(axis=0), rtol=1e-5)
-    text_table[0] = 100.0  # the padding row never counts, however near it is
-    assert not np.allclose(carry_queries(text_table[[7]], text_table, encoder_table, k=1), encoder_table[0])
-
-
-def test_the_tower_learns_the_encoder_space_and_its_scale_keeps_the_ranks() -> None:
+def test_the_tower_learns_the_encoder_space() -> None:
     rng = np.random.default_rng(1)
     items, text_dim = 60, 24
     encoder_table = np.vstack([np.zeros(8), rng.normal(size=(items, 8))]).astype(np.float32)
@@ -85,15 +72,7 @@ def test_the_tower_learns_the_encoder_space_and_its_scale_keeps_the_ranks() -> N
     config = HeadConfig(loss="ce", hidden=64, epochs=15, lr=5e-3, patience=15)
     result = train_summary_tower(train, valid, encoder_table, config, progress=False)
     assert result.fitted.initial_valid["NDCG@10"] < 0.2 < 0.6 < result.fitted.best_valid["NDCG@10"]
-    before = head_ranks(result.tower, valid, encoder_table)
-    text_table = np.vstack([np.zeros(4), rng.normal(size=(items, 4))]).astype(np.float32)
-    text_vectors = rng.normal(size=(len(train), 4)).astype(np.float32)
-    scale = calibrate_scale(result.tower, train.raw, text_vectors, text_table, encoder_table)
-    mapped = result.tower.project(train.raw)
-    target = np.linalg.norm(carry_queries(text_vectors, text_table, encoder_table), axis=1).mean()
-    assert scale != 1.0 and np.linalg.norm(mapped, axis=1).mean() == pytest.approx(target, rel=1e-4)
-    np.testing.assert_array_equal(head_ranks(lambda x: result.tower(x) * result.tower.scale, valid, encoder_table),
-                                  before)  # fmt: skip
+    assert metrics_from_ranks(head_ranks(result.tower, valid, encoder_table)) == result.fitted.best_valid
 
 
 def test_a_saved_tower_reads_back_and_refuses_other_semantics(tmp_path: Path, ml100k_semantics) -> None:
@@ -101,40 +80,47 @@ def test_a_saved_tower_reads_back_and_refuses_other_semantics(tmp_path: Path, ml
     encoder_table = np.random.default_rng(2).normal(size=(len(text), 16)).astype(np.float32)
     tower = _random_tower(384, 16)
     path = _saved(tmp_path / "tower.pt", tower, encoder_table, ml100k_semantics.key)
-    space, record = read_tower(path, ml100k_semantics.key, text, file_digest(path))
+    space, record = read_tower(path, ml100k_semantics.key, len(text) - 1, file_digest(path))
     raw = np.random.default_rng(3).normal(size=(3, 384)).astype(np.float32)
     np.testing.assert_array_equal(space.summaries(raw), tower.project(raw))
     np.testing.assert_array_equal(space.table, encoder_table)
     assert record["encoder_digest"] == "e" * 64 and space.stale_for("f" * 64) and not space.stale_for("e" * 64)
     with pytest.raises(TowerError, match="other|not"):
-        read_tower(path, "another-key", text, "x")
+        read_tower(path, "another-key", len(text) - 1, "x")
     with pytest.raises(TowerError, match="catalogue"):
         read_tower(_saved(tmp_path / "short.pt", tower, encoder_table[:10], ml100k_semantics.key),
-                   ml100k_semantics.key, text, "x")  # fmt: skip
+                   ml100k_semantics.key, len(text) - 1, "x")  # fmt: skip
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(TowerError, match="cannot read"):
-        read_tower(tmp_path / "bad.pt", ml100k_semantics.key, text, "x")
+        read_tower(tmp_path / "bad.pt", ml100k_semantics.key, len(text) - 1, "x")
 
 
-def test_e_sem_mixes_a_carried_query_with_the_mapped_summary(tmp_path: Path, ml100k_semantics) -> None:
-    """With the real MiniLM: summaries through the tower, queries through their nearest items; planning's text
-    vectors (`project`) stay in Eq. 1's space."""
+def test_the_cloud_answers_a_query_in_the_text_space_and_a_history_in_the_encoders(tmp_path: Path, ml100k,
+                                                                                    ml100k_semantics) -> None:
+    """With the real MiniLM: an abstract without a query goes through the tower into E_str; one with a query is
+    answered in Eq. 1's space, as before; planning's text vectors (`project`) stay in Eq. 1's space."""
     text = ml100k_semantics.table
     encoder_table = np.random.default_rng(4).normal(size=(len(text), 16)).astype(np.float32)
     path = _saved(tmp_path / "tower.pt", _random_tower(384, 16), encoder_table, ml100k_semantics.key)
-    encoder_space, _ = read_tower(path, ml100k_semantics.key, text, file_digest(path))
+    encoder_space, _ = read_tower(path, ml100k_semantics.key, len(text) - 1, file_digest(path))
     plain, mapped = TextSpace(ml100k_semantics), TextSpace(ml100k_semantics, encoder_space=encoder_space)
-    abstracts = [Abstract(sanitized_query="a funny animated film", behavior_summary=TEXTS[0]),
-                 Abstract(sanitized_query="", behavior_summary=TEXTS[1])]  # fmt: skip
-    e_sem = semantic_user_embeddings(abstracts, [0.3, 0.3], mapped)
-    query = carry_queries(plain.project(["a funny animated film"]), text, encoder_table)[0]
-    summaries = encoder_space.summaries(mapped.encode_afresh(TEXTS)[0])
-    np.testing.assert_allclose(e_sem[0], 0.3 * query + 0.7 * summaries[0], atol=1e-5)
-    np.testing.assert_allclose(e_sem[1], summaries[1], atol=1e-5)  # no query: the summary alone
+    cloud = CloudAgent(space=plain, index=ExactTagIndex(ml100k.catalog, text),
+                       behaviour=SemanticSide(mapped, ExactTagIndex(ml100k.catalog, encoder_table)))
+    asked = Abstract(sanitized_query="a funny animated film", behavior_summary=TEXTS[0])
+    told = Abstract(sanitized_query="", behavior_summary=TEXTS[1])
+    e_sem = cloud.semantic_embeddings([asked, told], [0.3, 0.3])
+    np.testing.assert_allclose(e_sem[0], semantic_user_embeddings([asked], [0.3], plain)[0], atol=1e-6)
+    np.testing.assert_allclose(e_sem[1], encoder_space.summaries(mapped.encode_afresh([TEXTS[1]])[0])[0], atol=1e-5)
     np.testing.assert_allclose(mapped.project(TEXTS), plain.project(TEXTS), atol=1e-6)
-    assert mapped.dim == 16 and plain.table is text
-    np.testing.assert_array_equal(mapped.table, encoder_table)
-    assert mapped.key != plain.key and mapped.table_key != plain.table_key == ml100k_semantics.key
+    with pytest.raises(ValueError, match="no map for queries"):
+        semantic_user_embeddings([asked], [0.3], mapped)
+    plans = [cloud.plan(asked).plan, cloud.plan(told).plan]  # the rule planner (no language model)
+    one, two = cloud.semantic_batch([asked, told], plans)
+    assert one.space == "" and two.space == mapped.table_key
+    np.testing.assert_allclose(two.scores, exact_scores(encoder_table, two.candidates, two.e_sem), rtol=1e-6)
+    assert cloud.semantic(told, plans[1], behaviour=False).space == ""  # a device without the tower: the text space
+    assert mapped.dim == 16 and plain.table is text and mapped.key != plain.key
+    assert mapped.table_key != plain.table_key == ml100k_semantics.key
 
 
 def _home_with_models_of(settings: Settings, home: Path) -> Settings:
@@ -163,48 +149,69 @@ def tower_home(settings: Settings, ready: Workspace, tmp_path: Path) -> Settings
 
 def test_the_setting_chooses_the_space_and_a_bad_tower_is_reported(tower_home: Settings, caplog) -> None:
     ws = Workspace(tower_home, "ml-100k", progress=False)
-    assert text_space(tower_home, ws).encoder_space is not None  # auto, installed: the encoder space
-    assert text_space(tower_home.model_copy(update={"semantic_space": "text"}), ws).encoder_space is None
+    assert behaviour_space(tower_home, ws) is not None  # auto, installed: the encoder space
+    assert behaviour_space(tower_home.model_copy(update={"semantic_space": "text"}), ws) is None
     path = tower_path(tower_home.models_dir, ws.semantics.key)
     path.write_bytes(b"corrupt")
     with caplog.at_level(logging.WARNING):
-        assert text_space(tower_home, ws).encoder_space is None
+        assert behaviour_space(tower_home, ws) is None
     assert "cannot read semantic tower" in caplog.text
     path.unlink()
     with pytest.raises(UsageError, match="semantic_space is encoder.*tandem train --semantic --space encoder"):
-        text_space(tower_home.model_copy(update={"semantic_space": "encoder"}), ws)
+        behaviour_space(tower_home.model_copy(update={"semantic_space": "encoder"}), ws)
 
 
-def test_the_graph_ranks_in_the_encoder_space_end_to_end(tower_home: Settings, tmp_path: Path) -> None:
-    """The real graph, rule planner: the cloud retrieves from SASRec's item table by exact search, the device reads
-    the compact answer against the same table, caches it and answers the next request from the cache."""
+def test_the_graph_ranks_in_both_spaces_end_to_end(tower_home: Settings, tmp_path: Path) -> None:
+    """The real graph, rule planner: with a query the answer is Eq. 1's as before; without one the cloud retrieves
+    from SASRec's item table by exact search, the device reads the compact answer against the same table, caches
+    it with its space, answers the next request from the cache and calibrates it in that space when the cloud is
+    down."""
     rt = TandemRuntime.create(tower_home, "ml-100k", planner="rule", store_path=str(tmp_path / "device.sqlite"))
-    space = rt.cloud.space
-    assert space.encoder_space is not None and isinstance(rt.cloud.index, ExactTagIndex)
-    np.testing.assert_array_equal(rt.device.item_table, space.table)
-    first = recommend(rt, USER, "a funny animated movie", allow_rerequest=False)
+    behaviour = rt.cloud.behaviour
+    assert behaviour is not None and isinstance(behaviour.index, ExactTagIndex)
+    assert rt.device.item_space == behaviour.space.table_key
+    np.testing.assert_array_equal(rt.device.behaviour_table, behaviour.space.table)
+    asked = recommend(rt, USER, "a funny animated movie", allow_rerequest=False)
+    assert asked["source"] == "cloud" and len(asked["ranked"]) == 10 and rt.device.cached(USER).space == ""
+    first = recommend(rt, USER, "", allow_rerequest=False)
     assert first["source"] == "cloud" and len(first["ranked"]) == 10
     cached = rt.device.cached(USER)
     e_sem = np.asarray(cached.e_sem, dtype=np.float32)
-    assert e_sem.shape == (space.dim,) and rt.device.item_space == space.table_key
-    np.testing.assert_allclose(cached.candidate_scores, exact_scores(space.table, np.asarray(cached.candidates),
-                                                                     e_sem), rtol=1e-6)  # fmt: skip
-    again = recommend(rt, USER, "a funny animated movie", allow_rerequest=False)
+    assert cached.space == behaviour.space.table_key and e_sem.shape == (behaviour.space.dim,)
+    np.testing.assert_allclose(cached.candidate_scores, exact_scores(behaviour.space.table,
+                                                                     np.asarray(cached.candidates), e_sem),
+                               rtol=1e-6)  # fmt: skip
+    again = recommend(rt, USER, "", allow_rerequest=False)
     assert again["source"] == "cache" and again["ranked"] == first["ranked"]
+    rt.device.store.append(USER, rt.device.catalog.tag_members("Horror")[:15].tolist())
+    down = recommend(replace(rt, boundary=Boundary(DownTransport())), USER, "", allow_rerequest=False)
+    assert down["source"] == "calibrated_cache" and len(down["ranked"]) == 10
 
 
-def test_a_device_in_another_space_is_refused_with_a_warning(tower_home: Settings, settings: Settings,
-                                                            tmp_path: Path) -> None:  # fmt: skip
-    """A text-space device talking to an encoder-space cloud (and the other way round) gets a refusal, not
-    scores from the wrong table: the request takes the device's fallback and says why."""
+class DownTransport:
+    def send(self, route: str, payload: bytes) -> bytes:
+        raise CloudUnavailableError("connection refused (test)")
+
+
+def test_a_device_and_cloud_with_different_tables_refuse_rather_than_mix(tower_home: Settings,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    """A device with the tower and a cloud without it: an abstract with no query is refused (the device would
+    read text-space scores against E_str), with a warning and the device's fallback; a query still crosses. A device
+    without the tower and a cloud with it: every answer in the text space, as that device expects."""
     encoder_rt = TandemRuntime.create(tower_home, "ml-100k", planner="rule", store_path=str(tmp_path / "a.sqlite"))
     text_only = tower_home.model_copy(update={"semantic_space": "text"})
     text_rt = TandemRuntime.create(text_only, "ml-100k", planner="rule", store_path=str(tmp_path / "b.sqlite"))
-    for device_rt, cloud_rt in ((text_rt, encoder_rt), (encoder_rt, text_rt)):
-        crossed = replace(device_rt, boundary=Boundary(InProcessTransport(cloud_handlers(cloud_rt.cloud))))
-        state = recommend(crossed, USER, "", allow_rerequest=False)
-        assert state["source"] == "device_only" and len(state["ranked"]) == 10
-        assert any("scores e_sem in item space" in warning for warning in state["warnings"])
+
+    def crossed(device_rt, cloud_rt):
+        return replace(device_rt, boundary=Boundary(InProcessTransport(cloud_handlers(cloud_rt.cloud))))
+
+    refused = recommend(crossed(encoder_rt, text_rt), USER, "", allow_rerequest=False)
+    assert refused["source"] == "device_only" and len(refused["ranked"]) == 10
+    assert any("without a query in item space" in warning for warning in refused["warnings"])
+    asked = recommend(crossed(encoder_rt, text_rt), USER, "a funny animated movie", allow_rerequest=False)
+    assert asked["source"] == "cloud"
+    older = recommend(crossed(text_rt, encoder_rt), USER, "", allow_rerequest=False)
+    assert older["source"] == "cloud" and text_rt.device.cached(USER).space == ""
 
 
 def test_a_tower_from_another_encoder_checkpoint_is_noted_as_stale(tower_home: Settings, tmp_path: Path) -> None:
@@ -213,7 +220,7 @@ def test_a_tower_from_another_encoder_checkpoint_is_noted_as_stale(tower_home: S
     assert not any("semantic tower" in note for note in create("a.sqlite").notes)
     ws = Workspace(tower_home, "ml-100k", progress=False)
     path = tower_path(tower_home.models_dir, ws.semantics.key)
-    space, _ = read_tower(path, ws.semantics.key, ws.semantics.table, file_digest(path))
+    space, _ = read_tower(path, ws.semantics.key, ws.dataset.catalog.num_items, file_digest(path))
     _saved(path, space.tower, space.table, ws.semantics.key, digest="0" * 64)  # as if SASRec was retrained since
     notes = create("b.sqlite").notes
     assert any("another SASRec checkpoint (000000000000" in note and "--space encoder" in note for note in notes)

@@ -32,7 +32,7 @@ def bench(request, settings, ready, agents, tmp_path_factory):
     cases = plan_instances(device, clouds["rule"], instances, setting, "ml-100k", tmp_path_factory.mktemp("plans"),
                            progress=False)  # fmt: skip
     abstracts, rule_plans = planned(cases, evalset, rows)
-    pieces = instance_pieces(evalset, rows, abstracts, clouds["rule"], ready.semantics.table, DEFAULT_SPACE.alphas)
+    pieces = instance_pieces(evalset, rows, abstracts, clouds["rule"], DEFAULT_SPACE.alphas)
     return evalset, rows, abstracts, rule_plans, pieces, executor_for(evalset, ready.dataset.catalog)
 
 

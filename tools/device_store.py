@@ -49,6 +49,8 @@ class CachedSemantics(BaseModel):
     history_len: int = Field(description="How many of the user's interactions the cloud's abstract covered.")
     plan: dict = Field(default_factory=dict, description="The plan the cloud used (JSON).")
     query_key: str = Field("", description="Normalised raw query the semantics answered (kept on the device).")
+    space: str = Field("", description="The item table e_sem is scored against: empty = Eq. 1's, else the encoder "
+                       "space's `TextSpace.table_key`.")
     created_at: float = Field(default_factory=time.time)
 
 

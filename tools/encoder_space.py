@@ -3,25 +3,23 @@
 The semantic head (`tools.semantic_head`) keeps e_sem in the PCA'd text space of Eq. 1 so that the text tag index
 serves it unchanged; a summary mapped there finds the next item about 1.3 times as often as popularity on ML-1M.
 Trained against the device encoder's own item table E_str instead, the same summaries find it about 2.6 times as
-often (`evals.bench_fusion`, "semantic alone, encoder item space"). This module is that space, deployed:
+often (`evals.bench_fusion`, "semantic alone, encoder item space"). This module is that space:
 
-    e_sem(b) = s * g(Theta(b))                                          (Eq. 2: g an MLP, s the scale below)
-    e_sem(q) = MEAN_{i in top-k by e_i^text . P(Theta(q))} E_str[i]     (a query, carried over from Eq. 1's space)
-    e_sem    = alpha * e_sem(q) + (1 - alpha) * e_sem(b)                (Eq. 2's mix, alpha from the plan)
-    y_i      = e_sem . e_i,  e_i a row of E_str                         (Eq. 3's retrieval, Eq. 7's semantic score)
+    e_sem(b) = g(Theta(b))                    (Eq. 2: g an MLP from the summary's text embedding)
+    y_i      = e_sem . e_i,  e_i in E_str     (Eq. 3's retrieval and Eq. 7's semantic score)
 
 g is trained on the behaviour summaries of training users (the abstracts the cloud sees), the next item as the
 target, by full softmax cross-entropy (or BPR, Eq. 10) with seen items masked, the epoch chosen on validation NDCG@10
-(`tools.semantic_head.fit_user_map`, the loop of the head and the fused tower). Queries have no training cases the
-cloud may see, so a query's intent is carried over from the text space: the k items whose Eq. 1 vectors are nearest
-the query's (Eq. 3 in the text space, no tags) and the mean of their rows of E_str (k = `QUERY_ITEMS`, a fixed
-design constant, not tuned). The scale s gives mapped training summaries the mean norm their own carried-over
-vectors have, so that alpha weighs a query against a summary as it does in the text space (`calibrate_scale`).
+(`tools.semantic_head.fit_user_map`, the loop of the head and the fused tower).
 
-The tower file holds g, s and a copy of E_str (item vectors, no user data) with the digest of the encoder
-checkpoint it was copied from. Cloud and device read the same file, so both score in one table even after the
-device retrains its encoder; the tower is then stale, not wrong (`stale_for` says so; `tandem train --semantic
---space encoder` makes a new one).
+It answers abstracts without a query only (`agents.cloud.agent.CloudAgent.side`): a query's words mean something
+in the text space, not in E_str. Carrying a query over (the mean E_str row of the k items whose Eq. 1 vectors are
+nearest it) was tried and lost to the text space at every k on ML-1M validation users (README).
+
+The tower file holds g and a copy of E_str (item vectors, no user data) with the digest of the encoder checkpoint
+it was copied from. Cloud and device read the same file, so both score in one table even after the device retrains
+its encoder; the tower is then stale, not wrong (`stale_for`; `tandem train --semantic --space encoder` makes a new
+one).
 """
 
 from __future__ import annotations
@@ -38,8 +36,7 @@ from ground.errors import TandemError
 from tools.checkpoints import load_payload, save_payload
 from tools.semantic_head import Fitted, HeadConfig, SummaryExamples, fit_user_map
 
-TOWER_FORMAT = 1
-QUERY_ITEMS = 50  # k: items a query's intent is carried over through (a design constant, not tuned)
+TOWER_FORMAT = 2  # 2: no output scale (the tower answers abstracts without a query only)
 
 
 class TowerError(TandemError):
@@ -56,13 +53,12 @@ def user_map(text_dim: int, hidden: int, item_dim: int) -> nn.Sequential:
 
 
 class SummaryTower(nn.Module):
-    """e_sem(b) = s * g(Theta(b)) in the encoder's item space (training scores g alone; `project` applies s)."""
+    """e_sem(b) = g(Theta(b)) in the encoder's item space."""
 
     def __init__(self, text_dim: int, item_dim: int, hidden: int) -> None:
         super().__init__()
         self.text_dim, self.item_dim, self.hidden = text_dim, item_dim, hidden
         self.semantic = user_map(text_dim, hidden, item_dim)
-        self.register_buffer("scale", torch.ones(()))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.semantic(x)
@@ -70,18 +66,7 @@ class SummaryTower(nn.Module):
     def project(self, raw: np.ndarray) -> np.ndarray:
         """Text embeddings [N, D] -> e_sem(b) [N, d] (numpy in, numpy out)."""
         with torch.no_grad():
-            return (self(torch.from_numpy(np.asarray(raw, dtype=np.float32))) * self.scale).numpy()
-
-
-def carry_queries(text_vectors: np.ndarray, text_table: np.ndarray, encoder_table: np.ndarray,
-                  k: int = QUERY_ITEMS) -> np.ndarray:  # fmt: skip
-    """Vectors of Eq. 1's text space [N, d_text] -> the mean E_str row of each one's k nearest items [N, d]
-    (by e_i^text . v over every item; row 0, the padding, never counts)."""
-    text_vectors = np.atleast_2d(np.asarray(text_vectors, dtype=np.float32))
-    scores = text_vectors.astype(np.float64) @ np.asarray(text_table[1:], dtype=np.float64).T  # [N, V]
-    k = min(k, scores.shape[1])
-    nearest = np.argpartition(-scores, k - 1, axis=1)[:, :k] + 1 if len(scores) else np.zeros((0, k), np.int64)
-    return np.asarray(encoder_table, dtype=np.float32)[nearest].mean(axis=1).astype(np.float32)
+            return self(torch.from_numpy(np.asarray(raw, dtype=np.float32))).numpy()
 
 
 @dataclass(frozen=True)
@@ -90,7 +75,6 @@ class EncoderSpace:
 
     tower: SummaryTower
     table: np.ndarray  # E_str [V + 1, d], row 0 the padding
-    text_table: np.ndarray  # Eq. 1's E_I [V + 1, d_text], through which queries are carried over
     encoder_digest: str  # SHA-256 of the encoder checkpoint E_str was copied from
     digest: str  # SHA-256 of the tower file
 
@@ -101,24 +85,10 @@ class EncoderSpace:
     def summaries(self, raw: np.ndarray) -> np.ndarray:
         return self.tower.project(raw).astype(np.float32)
 
-    def queries(self, text_vectors: np.ndarray) -> np.ndarray:
-        return carry_queries(text_vectors, self.text_table, self.table)
-
     def stale_for(self, encoder_digest: str) -> bool:
         """The device's encoder checkpoint (its SHA-256, or the first 12 hex digits of it) is no longer the one
         this space's table was copied from."""
         return not self.encoder_digest.startswith(encoder_digest)
-
-
-def calibrate_scale(tower: SummaryTower, raw: np.ndarray, text_vectors: np.ndarray, text_table: np.ndarray,
-                    encoder_table: np.ndarray) -> float:  # fmt: skip
-    """Set s so that mapped summaries have the mean norm of the same summaries carried over from the text space
-    (`text_vectors`: their P(Theta(b))), the scale a query's vector has. Ranking by e_sem(b) alone is unchanged."""
-    with torch.no_grad():
-        mapped = float(tower(torch.from_numpy(np.asarray(raw, dtype=np.float32))).norm(dim=1).mean())
-    target = float(np.linalg.norm(carry_queries(text_vectors, text_table, encoder_table), axis=1).mean())
-    tower.scale.fill_(target / max(mapped, 1e-12))
-    return float(tower.scale)
 
 
 @dataclass
@@ -144,7 +114,7 @@ def tower_path(models_dir: Path, semantics_key: str) -> Path:
 
 def save_tower(path: Path, result: TowerResult, encoder_table: np.ndarray, semantics_key: str,
                encoder_digest: str, data: dict[str, Any]) -> Path:  # fmt: skip
-    """The tower's weights and scale, the copy of E_str, what it was trained on and its curve, atomically."""
+    """The tower's weights, the copy of E_str, what it was trained on and its curve, atomically."""
     tower = result.tower
     return save_payload(path, {
         "format": TOWER_FORMAT, "semantics_key": semantics_key, "encoder_digest": encoder_digest,
@@ -157,19 +127,22 @@ def save_tower(path: Path, result: TowerResult, encoder_table: np.ndarray, seman
     })  # fmt: skip
 
 
-def read_tower(path: Path, semantics_key: str, text_table: np.ndarray, digest: str) -> tuple[EncoderSpace, dict]:
-    """The encoder space of the tower at `path` (`digest` its file's SHA-256) and its record; TowerError when the
-    file is unreadable, inconsistent or made for other item semantics."""
+def read_tower(path: Path, semantics_key: str, num_items: int, digest: str) -> tuple[EncoderSpace, dict]:
+    """The encoder space of the tower at `path` (`digest` its file's SHA-256) for a catalogue of `num_items` and its
+    record; TowerError when the file is unreadable, inconsistent or made for other item semantics."""
     payload = load_payload(Path(path), TOWER_FORMAT, "semantic tower", TowerError,
                            "train one with `tandem train --semantic --space encoder`")  # fmt: skip
     if payload.get("semantics_key") != semantics_key:
         raise TowerError(f"{path} was trained for item semantics {payload.get('semantics_key')}, not {semantics_key}")
     table = payload["encoder_table"].numpy()
-    if len(table) != len(text_table) or table.shape[1] != payload["shape"]["item_dim"]:
+    if len(table) != num_items + 1 or table.shape[1] != payload["shape"]["item_dim"]:
         raise TowerError(f"{path} holds an item table of shape {tuple(table.shape)} for a catalogue of "
-                         f"{len(text_table) - 1} items")  # fmt: skip
-    tower = SummaryTower(**payload["shape"])
-    tower.load_state_dict(payload["state_dict"])
+                         f"{num_items} items")  # fmt: skip
+    try:
+        tower = SummaryTower(**payload["shape"])
+        tower.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, KeyError) as exc:
+        raise TowerError(f"{path} does not hold a semantic tower's weights: {str(exc).splitlines()[0]}") from exc
     tower.eval()
     record = {k: v for k, v in payload.items() if k not in ("state_dict", "encoder_table")}
-    return EncoderSpace(tower, table, text_table, payload["encoder_digest"], digest), record
+    return EncoderSpace(tower, table, payload["encoder_digest"], digest), record

@@ -265,8 +265,9 @@ class SemanticRequest(WireModel):
                                      description="Answer format: 2 = CompactSemanticResponse; unset or 1 = "
                                      "SemanticResponse.")  # fmt: skip
     space: str | None = Field(None, max_length=200, exclude_if=lambda value: value is None,
-                              description="The item table the device scores e_sem against (`TextSpace.table_key`), "
-                              "sent when it is not Eq. 1's; a cloud whose e_sem lives in another table refuses.")
+                              description="The encoder item table the device holds for abstracts without a query "
+                              "(`TextSpace.table_key`); unset: every answer in Eq. 1's table. A cloud whose "
+                              "behaviour side is another table refuses.")
 
     @property
     def answer_wire(self) -> int:

@@ -37,11 +37,21 @@ mean rewards: `NeighbourPlanner.ranked`) and `ranking_source` serves prompts tha
 
 @dataclass(frozen=True)
 class SemanticAnswer:
-    """Eq. 2 and Eq. 3 for one abstract and plan: e_sem [d], candidate ids [C] and e_sem . e_i [C], best first."""
+    """Eq. 2 and Eq. 3 for one abstract and plan: e_sem [d], candidate ids [C] and e_sem . e_i [C], best first;
+    `space` names the item table e_i comes from: "" = Eq. 1's, else the behaviour side's `TextSpace.table_key`."""
 
     e_sem: np.ndarray
     candidates: np.ndarray
     scores: np.ndarray
+    space: str = ""
+
+
+@dataclass(frozen=True)
+class SemanticSide:
+    """Where e_sem is made and searched: a space (Eq. 2) and the tag index over that space's item table (Eq. 3)."""
+
+    space: TextSpace
+    index: TagRetriever
 
 
 def _no_chord(encoder: str) -> Chord | None:
@@ -62,6 +72,32 @@ class CloudAgent:
     learned: NeighbourPlanner | None = None  # plans from hindsight labels instead of a language model or the rules
     exemplars: ExemplarSource | None = None  # few-shot examples for a prompt that retrieves them
     adapter_model: BaseChatModel | None = None  # the planner model with the LoRA plan adapter (Eq. 8), if trained
+    behaviour: SemanticSide | None = None  # query-less abstracts' e_sem in the encoder's item space, if installed
+
+    @property
+    def semantic_key(self) -> str:
+        """What this cloud's e_sem depends on (the key of the models fitted to it): the text side's key, and the
+        behaviour side's when there is one."""
+        return self.space.key if self.behaviour is None else f"{self.space.key}|{self.behaviour.space.key}"
+
+    @property
+    def no_query_side(self) -> SemanticSide:
+        """The side that answers abstracts without a query (behaviour-only e_sem: SCaLRec's caches, calibrators)."""
+        return self.behaviour if self.behaviour is not None else SemanticSide(self.space, self.index)
+
+    def describe_semantics(self) -> str:
+        """Eq. 2's map in words: the text side's, and the behaviour side's when there is one."""
+        if self.behaviour is None:
+            return self.space.describe()
+        return f"{self.space.describe()}; abstracts without a query: {self.behaviour.space.describe()}"
+
+    def side(self, abstract: Abstract, behaviour: bool = True) -> SemanticSide:
+        """The side that answers this abstract: an abstract with no query goes to the behaviour side (the encoder's
+        item space, where a history's next item is found best) when there is one and `behaviour` allows it;
+        everything else to Eq. 1's text space (where a query's words are)."""
+        if behaviour and self.behaviour is not None and not abstract.sanitized_query.strip():
+            return self.behaviour
+        return SemanticSide(self.space, self.index)
 
     def known_tags(self) -> list[str]:
         return self.index.tags()
@@ -130,26 +166,59 @@ class CloudAgent:
         mean hindsight reward (the learned planner's ranking, `NeighbourPlanner.ranked`)."""
         return self.exemplars.ranked(abstract_vectors([abstract], self.space)[0], count)  # type: ignore[union-attr]
 
-    def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float]) -> np.ndarray:
-        """CDA4Rec Eq. 2 for a batch: e_sem [B, d]."""
-        return semantic_user_embeddings(abstracts, alphas, self.space)
+    def semantic_embeddings(self, abstracts: Sequence[Abstract], alphas: Sequence[float],
+                            behaviour: bool = True) -> list[np.ndarray]:  # fmt: skip
+        """CDA4Rec Eq. 2 for a batch: each abstract's e_sem [d] in the item space of its `side`."""
+        out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(abstracts)
+        for side, rows in self._by_side(abstracts, behaviour):
+            vectors = semantic_user_embeddings([abstracts[r] for r in rows], [alphas[r] for r in rows], side.space)
+            for row, vector in zip(rows, vectors, strict=True):
+                out[row] = vector
+        return out
+
+    def _space_name(self, side: SemanticSide) -> str:
+        return side.space.table_key if side is self.behaviour else ""
+
+    def _by_side(self, abstracts: Sequence[Abstract], behaviour: bool) -> list[tuple[SemanticSide, list[int]]]:
+        groups: dict[int, tuple[SemanticSide, list[int]]] = {}
+        for row, abstract in enumerate(abstracts):
+            side = self.side(abstract, behaviour)
+            key = 1 if side is self.behaviour else 0
+            groups.setdefault(key, (side, []))[1].append(row)
+        return [groups[key] for key in sorted(groups)]
 
     def retrieve(self, e_sem: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
-        """CDA4Rec Eq. 3: the top-N_i items of each of the plan's tag groups, merged, best first."""
+        """CDA4Rec Eq. 3 in the text space: the top-N_i items of each of the plan's tag groups, merged, best first."""
         return self.index.retrieve_ids(e_sem, plan.tags)
 
-    def semantic(self, abstract: Abstract, plan: Plan) -> SemanticAnswer:
-        """CDA4Rec III-D/E: Eq. 2 with the plan's alpha, then Eq. 3 over the plan's tag groups."""
-        return self.semantic_batch([abstract], [plan])[0]
+    def semantic(self, abstract: Abstract, plan: Plan, behaviour: bool = True) -> SemanticAnswer:
+        """CDA4Rec III-D/E: Eq. 2 with the plan's alpha, then Eq. 3 over the plan's tag groups, on the abstract's
+        side (`side`; `behaviour=False` keeps it in the text space, for a device without the encoder space)."""
+        return self.semantic_batch([abstract], [plan], behaviour)[0]
 
-    def semantic_batch(self, abstracts: Sequence[Abstract], plans: Sequence[Plan]) -> list[SemanticAnswer]:
+    def semantic_batch(self, abstracts: Sequence[Abstract], plans: Sequence[Plan],
+                       behaviour: bool = True) -> list[SemanticAnswer]:  # fmt: skip
         """`semantic` for many (abstract, plan) pairs, embedding each distinct text once and retrieving for all
         of them in as few index calls as the backend allows (`TagRetriever.retrieve_many`)."""
-        e_sem = self.semantic_embeddings(abstracts, [p.alpha for p in plans])
-        if len(plans) == 1:
-            return [SemanticAnswer(e_sem[0], *self.retrieve(e_sem[0], plans[0]))]
-        ranked = self.index.retrieve_many(e_sem, [plan.tags for plan in plans])
-        return [SemanticAnswer(vector, ids, scores) for vector, (ids, scores) in zip(e_sem, ranked, strict=True)]
+        out: list[SemanticAnswer | None] = [None] * len(abstracts)
+        for side, rows in self._by_side(abstracts, behaviour):
+            e_sem = semantic_user_embeddings([abstracts[r] for r in rows], [plans[r].alpha for r in rows], side.space)
+            if len(rows) == 1:
+                ranked = [side.index.retrieve_ids(e_sem[0], plans[rows[0]].tags)]
+            else:
+                ranked = side.index.retrieve_many(e_sem, [plans[r].tags for r in rows])
+            for row, vector, (ids, scores) in zip(rows, e_sem, ranked, strict=True):
+                out[row] = SemanticAnswer(vector, ids, scores, self._space_name(side))
+        return out  # type: ignore[return-value]
+
+    def top_answers(self, abstracts: Sequence[Abstract], alpha: float, size: int) -> list[SemanticAnswer]:
+        """Eq. 2 at a fixed alpha, then the `size` best items of the whole catalogue by e_sem . e_i (no tags)."""
+        out: list[SemanticAnswer | None] = [None] * len(abstracts)
+        for side, rows in self._by_side(abstracts, True):
+            e_sem = semantic_user_embeddings([abstracts[r] for r in rows], [alpha] * len(rows), side.space)
+            for row, vector in zip(rows, e_sem, strict=True):
+                out[row] = SemanticAnswer(vector, *side.index.top(vector, size), self._space_name(side))
+        return out  # type: ignore[return-value]
 
     def strategy(self, request: StrategyRequest) -> ChordStrategy:
         """CHORD Eq. 7-13 in the cloud: the profile z -> the 2-bit-per-channel precision strategy."""

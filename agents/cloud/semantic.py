@@ -5,8 +5,8 @@ behaviour summary and the item space one of two:
 
 - Eq. 1's text space (the default): Q is the PCA P that made the item table, H the trained semantic head
   (`tools.semantic_head`, Eq. 2 trained with Eq. 10) when the cloud has one, else P;
-- the device encoder's item space (`tools.encoder_space`, when its tower is installed and chosen): H the tower
-  trained into E_str, Q a query's P-vector carried over to E_str through its nearest items.
+- the device encoder's item space (`tools.encoder_space`): H the tower trained into E_str. It has no Q: it answers
+  abstracts without a query only (the cloud's behaviour side, `CloudAgent.side`).
 
 An empty query carries no intent, so its weight moves to the summary.
 """
@@ -31,9 +31,9 @@ EMPTY_SUMMARY = "no behaviour recorded"
 
 class TextSpace:
     """Texts -> vectors: the text encoder of Eq. 1, then the items' PCA (`project`: Eq. 1's text space, where
-    planning compares abstracts) and, into the item space e_sem lives in (`table`), queries (`project_queries`) and
-    behaviour summaries (`project_summaries`: the trained semantic head when there is one, or the encoder-space
-    tower when `encoder_space` is given).
+    planning compares abstracts) and, into the item space e_sem lives in (`table`), queries (`project_queries`: the
+    PCA; the encoder space has none) and behaviour summaries (`project_summaries`: the trained semantic head when
+    there is one, or the encoder-space tower when `encoder_space` is given).
 
     `precision` "bf16" runs the packaged MiniLM in bfloat16 for these request-time texts (the item table stays
     float32; `tools.text_encoders.resolve_text_precision`); the space's key then says so.
@@ -55,7 +55,7 @@ class TextSpace:
         self.head = head
         self.head_digest = head_digest
         self.encoder_space = encoder_space
-        self._memo: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._memo: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -90,12 +90,11 @@ class TextSpace:
             return space_key(f"{self.semantics.key}+{self.encoder_space.key}", None, self.precision)
         return space_key(self.semantics.key, self.head_digest if self.head is not None else None, self.precision)
 
-    def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _fresh(self, texts: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raw, summaries = on_inference_thread(self.encode_afresh, texts)  # the torch steps on the one inference thread
         by_pca = self.semantics.pca.transform(raw)
-        queries = by_pca if self.encoder_space is None else self.encoder_space.queries(by_pca)
         summaries = by_pca if summaries is None else summaries
-        return {text: (a, b, c) for text, a, b, c in zip(texts, by_pca, queries, summaries, strict=True)}
+        return {text: (a, b) for text, a, b in zip(texts, by_pca, summaries, strict=True)}
 
     def encode_afresh(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """Theta(texts) (Eq. 1) and, when summaries have a trained map (the head, or the encoder space's tower),
@@ -129,12 +128,15 @@ class TextSpace:
         return self._vectors(texts, 0, self.semantics.dim)
 
     def project_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Queries in e_sem's item space: the PCA, or carried over to the encoder space (`tools.encoder_space`)."""
-        return self._vectors(texts, 1, self.dim)
+        """Queries in e_sem's item space: the PCA (the encoder space has no map for queries)."""
+        if self.encoder_space is not None and texts:
+            raise ValueError("the encoder's item space has no map for queries: abstracts with a query are answered "
+                             "in the text space (CloudAgent.side)")  # fmt: skip
+        return self._vectors(texts, 0, self.dim)
 
     def project_summaries(self, texts: Sequence[str]) -> np.ndarray:
         """Behaviour summaries in e_sem's item space: the trained head or tower when there is one, else the PCA."""
-        return self._vectors(texts, 2, self.dim)
+        return self._vectors(texts, 1, self.dim)
 
 
 def semantic_user_embeddings(abstracts: Sequence[Abstract], alphas: Sequence[float], space: TextSpace) -> np.ndarray:

@@ -99,8 +99,7 @@ class DeviceAgent:
     """The device side of Tandem (see the module docstring)."""
 
     catalog: Catalog
-    item_table: np.ndarray  # [V + 1, d] the table e_sem is scored against (Eq. 1's, or the encoder space's), the
-    # device's copy for cache checks, calibration and the compact wire
+    item_table: np.ndarray  # [V + 1, d] item semantics of Eq. 1, the device's copy for cache checks
     store: DeviceStore
     encoders: EncoderShelf
     seeds: SeedSource = _no_seed
@@ -113,7 +112,9 @@ class DeviceAgent:
     max_seq_len: int = 200
     precision: Literal["full", "chord"] = "full"
     resources: DeviceResources = field(default_factory=lambda: DeviceResources(max_avg_bits=4.0))
-    item_space: str | None = None  # `TextSpace.table_key` of `item_table` when it is not Eq. 1's (sent to the cloud)
+    behaviour_table: np.ndarray | None = None  # E_str of the cloud's behaviour side (`tools.encoder_space`), if any
+    item_space: str | None = None  # its `TextSpace.table_key` (sent to the cloud, which must hold the same table)
+    behaviour_calibrator: SemanticCalibrator | None = None  # SCaLRec's, fitted to the behaviour side's e_sem
     encodings: HistoryEncodings = field(init=False, repr=False)  # e_str per encoder and history, computed once
 
     def __post_init__(self) -> None:
@@ -161,8 +162,26 @@ class DeviceAgent:
     def check_plan(self, result: PlanResult) -> PlanResult:
         return self.replies.plan(result)
 
-    def check_semantic(self, request: SemanticRequest, reply: SemanticResponse) -> SemanticResponse:
-        return self.replies.semantic(request, reply)
+    def check_semantic(self, request: SemanticRequest, reply: SemanticResponse, space: str = "") -> SemanticResponse:
+        return self.replies.semantic(request, reply, int(self.table_for(space).shape[1]))
+
+    # -- the item tables e_sem is scored against ------------------------------------------------------------
+    def answer_space(self, abstract: Abstract) -> str:
+        """The table the cloud answers this abstract in: the behaviour side's (`item_space`) for an abstract without
+        a query when the device holds that table, else "" (Eq. 1's). The cloud applies the same rule
+        (`CloudAgent.side`)."""
+        return self.item_space if self.item_space and not abstract.sanitized_query.strip() else ""
+
+    def table_for(self, space: str) -> np.ndarray:
+        """The item table of `space` ("" = Eq. 1's); UntrustedReplyError for a table this device does not hold."""
+        if not space:
+            return self.item_table
+        if space == self.item_space and self.behaviour_table is not None:
+            return self.behaviour_table
+        raise UntrustedReplyError(f"e_sem is in item space {space[:80]!r}, which this device does not hold")
+
+    def _calibrator_for(self, space: str) -> SemanticCalibrator | None:
+        return self.behaviour_calibrator if space else self.calibrator
 
     def check_strategy(self, name: str, request: StrategyRequest, reply: ChordStrategy) -> ChordStrategy:
         """A CHORD strategy must fit the layers of the device's own encoder `name`."""
@@ -181,7 +200,8 @@ class DeviceAgent:
         """Why a cached entry cannot be used (it fails the reply checks), or None. A store written before the
         checks existed may hold a poisoned entry: it is ignored, and the next valid cloud answer replaces it."""
         try:
-            self.replies.semantics(entry.e_sem, entry.candidates, entry.candidate_scores)
+            dim = int(self.table_for(entry.space).shape[1])
+            self.replies.semantics(entry.e_sem, entry.candidates, entry.candidate_scores, dim)
             Plan.model_validate(entry.plan, context={"known_tags": self.catalog.tags()})
         except (UntrustedReplyError, ValueError) as exc:
             return str(exc).splitlines()[0]
@@ -199,7 +219,7 @@ class DeviceAgent:
         if entry.query_key != query_key(query):
             return CacheVerdict(present=True, reason="new query")
         e_sem = np.asarray(entry.e_sem, np.float32)
-        verdict = self.policy.judge(e_sem, self._new_items(entry, history), self.item_table)
+        verdict = self.policy.judge(e_sem, self._new_items(entry, history), self.table_for(entry.space))
         return CacheVerdict(present=True, reliable=verdict.reliable, reliability=verdict.reliability,
                             new_interactions=verdict.new_interactions)  # fmt: skip
 
@@ -211,26 +231,29 @@ class DeviceAgent:
     def cached_candidates(self, entry: CachedSemantics, e_sem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The cached candidates, scored by `e_sem` (the cached embedding or its calibration), Eq. 3's score."""
         candidates = np.asarray(entry.candidates, dtype=np.int64)
-        return candidates, (self.item_table[candidates] @ np.asarray(e_sem, np.float32)).astype(np.float64)
+        table = self.table_for(entry.space)
+        return candidates, (table[candidates] @ np.asarray(e_sem, np.float32)).astype(np.float64)
 
     def calibrate(self, entry: CachedSemantics, history: Sequence[int]) -> tuple[np.ndarray, int]:
         """SCaLRec on-device calibration of the cached e_sem with the newer interactions; (e_cal, how many)."""
         new_items = self._new_items(entry, history)
         e_sem = np.asarray(entry.e_sem, np.float32)
-        if self.calibrator is None:
+        calibrator = self._calibrator_for(entry.space)
+        if calibrator is None:
             return e_sem, len(new_items)
-        return self.calibrator.calibrate(e_sem, new_items, self.item_table), len(new_items)
+        return calibrator.calibrate(e_sem, new_items, self.table_for(entry.space)), len(new_items)
 
     def remember(self, user: str, query: str, history_len: int, e_sem: Sequence[float], candidates: Sequence[int],
-                 scores: Sequence[float], plan: Plan) -> list[str]:  # fmt: skip
+                 scores: Sequence[float], plan: Plan, space: str = "") -> list[str]:  # fmt: skip
         """Cache the cloud's semantic answer for SCaLRec's next reliability check: only one that passes the reply
         checks (a bad answer would poison every later request of the user). Warnings when it was not saved (the
         answer itself stands: a cache that could not be written only costs a later cloud call)."""
-        self.replies.semantics(e_sem, candidates, scores)
+        self.replies.semantics(e_sem, candidates, scores, int(self.table_for(space).shape[1]))
         try:
             self.store.store(user, CachedSemantics(e_sem=list(e_sem), candidates=list(candidates),
                                                    candidate_scores=list(scores), history_len=history_len,
-                                                   plan=plan.model_dump(), query_key=query_key(query)))  # fmt: skip
+                                                   plan=plan.model_dump(), query_key=query_key(query),
+                                                   space=space))  # fmt: skip
         except StoreError as exc:
             return [f"{exc}; the answer is shown but not cached"]
         return []

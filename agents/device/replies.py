@@ -63,19 +63,21 @@ class ReplyChecker:
             raise UntrustedReplyError("plan weights are not finite")
         return result
 
-    def semantic(self, request: SemanticRequest, reply: SemanticResponse) -> SemanticResponse:
+    def semantic(self, request: SemanticRequest, reply: SemanticResponse, dim: int | None = None) -> SemanticResponse:
         """CDA4Rec Eq. 2-3 as received: `semantics`, and at most the plan's candidate size."""
         if len(reply.candidates) > request.plan.candidate_size:
             raise UntrustedReplyError(f"{len(reply.candidates)} candidates for a plan of "
                                       f"{request.plan.candidate_size}")  # fmt: skip
-        self.semantics(reply.e_sem, reply.candidates, reply.scores)
+        self.semantics(reply.e_sem, reply.candidates, reply.scores, dim)
         return reply
 
-    def semantics(self, e_sem: Sequence[float], candidates: Sequence[int], scores: Sequence[float]) -> None:
-        """e_sem of the item dimension and finite; candidates in the catalogue and distinct, each with one finite
-        score. The same checks guard what the device reads back from its SCaLRec cache."""
-        if len(e_sem) != self.dim:
-            raise UntrustedReplyError(f"e_sem has {len(e_sem)} dimensions; the item space has {self.dim}")
+    def semantics(self, e_sem: Sequence[float], candidates: Sequence[int], scores: Sequence[float],
+                  dim: int | None = None) -> None:  # fmt: skip
+        """e_sem of the item dimension (`dim`, default Eq. 1's) and finite; candidates in the catalogue and
+        distinct, each with one finite score. The same checks guard what the device reads back from its cache."""
+        dim = self.dim if dim is None else dim
+        if len(e_sem) != dim:
+            raise UntrustedReplyError(f"e_sem has {len(e_sem)} dimensions; the item space has {dim}")
         if _first_not_finite(e_sem) is not None:
             raise UntrustedReplyError("e_sem holds a value that is not a finite number")
         if len(scores) != len(candidates):
