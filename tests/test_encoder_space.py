@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from agents.cloud.agent import CloudAgent, SemanticSide
 from agents.cloud.semantic import TextSpace, semantic_user_embeddings
@@ -224,3 +225,37 @@ def test_a_tower_from_another_encoder_checkpoint_is_noted_as_stale(tower_home: S
     _saved(path, space.tower, space.table, ws.semantics.key, digest="0" * 64)  # as if SASRec was retrained since
     notes = create("b.sqlite").notes
     assert any("another SASRec checkpoint (000000000000" in note and "--space encoder" in note for note in notes)
+
+
+def test_tandem_train_installs_a_tower_over_the_devices_sasrec(settings: Settings, ready: Workspace, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`tandem train --semantic --space encoder` (on a few examples, for speed): the tower is saved where the
+    cloud looks for it, with a copy of the installed SASRec's item table and that checkpoint's digest."""
+    import agents.pipeline
+    from ground.settings import get_settings
+    from tandem.cli import app
+
+    own = _home_with_models_of(settings, tmp_path / "home")
+    rng = np.random.default_rng(5)
+
+    def few(device, space, ws, names, progress=True):
+        targets = rng.integers(1, ws.dataset.catalog.num_items + 1, size=64)
+        return {name: SummaryExamples(rng.normal(size=(64, 384)).astype(np.float32), targets.astype(np.int64),
+                                      [np.array([1, 2, 3])] * 64) for name in names}  # fmt: skip
+
+    monkeypatch.setattr(agents.pipeline, "head_examples", few)
+    monkeypatch.setenv("TANDEM_HOME", str(own.home))
+    get_settings.cache_clear()
+    try:
+        done = CliRunner().invoke(app, ["train", "--data", "ml-100k", "--semantic", "--space", "encoder",
+                                        "--epochs", "2"])  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+    assert done.exit_code == 0, done.output
+    ws = Workspace(own, "ml-100k", progress=False)
+    shelf = EncoderShelf(own.models_dir, ws.dataset)
+    path = tower_path(own.models_dir, ws.semantics.key)
+    space, record = read_tower(path, ws.semantics.key, ws.dataset.catalog.num_items, file_digest(path))
+    np.testing.assert_array_equal(space.table, item_table(shelf.get("SASRec")))
+    assert space.encoder_digest == file_digest(shelf.path("SASRec")) and record["data"]["encoder"] == "SASRec"
+    assert "semantic tower" in done.output and path.with_suffix(".curve.png").is_file()

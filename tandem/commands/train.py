@@ -220,7 +220,7 @@ def _train_tower(ws, config, out: Path | None, console: Console) -> None:
     from tools.checkpoints import file_digest
     from tools.curves import plot_training_curves
     from tools.device_store import DeviceStore
-    from tools.encoder_space import calibrate_scale, save_tower, tower_path, train_summary_tower
+    from tools.encoder_space import save_tower, tower_path, train_summary_tower
     from tools.fused_tower import item_table
     from tools.semantic_head import CUTS_PER_USER
 
@@ -233,11 +233,10 @@ def _train_tower(ws, config, out: Path | None, console: Console) -> None:
     examples = head_examples(device, TextSpace(ws.semantics), ws, ("train", "valid"))
     train, valid = examples["train"], examples["valid"]
     result = train_summary_tower(train, valid, table, config)
-    scale = calibrate_scale(result.tower, train.raw, ws.semantics.pca.transform(train.raw), ws.semantics.table, table)
     path = out or tower_path(settings.models_dir, ws.semantics.key)
     data = {"dataset": ws.dataset.name, "fingerprint": ws.dataset.fingerprint(), "training_examples": len(train),
             "cuts_per_user": CUTS_PER_USER, "validation_users": len(valid), "encoder": "SASRec",
-            "encoder_checkpoint": str(shelf.path("SASRec")), "scale": scale}  # fmt: skip
+            "encoder_checkpoint": str(shelf.path("SASRec"))}  # fmt: skip
     save_tower(path, result, table, ws.semantics.key, encoder_digest, data)
     fitted = result.fitted
     console.print(labelled("semantic tower: ", f"{config.loss}, best epoch {fitted.best_epoch} of "
