@@ -1,5 +1,5 @@
-"""The SHA-256 of every model file behind a results file: encoder checkpoints, item embeddings, the text encoder
-and (when the language models ran on the embedded backend) the GGUF weights."""
+"""The SHA-256 of every model file behind a results file: encoder checkpoints, item embeddings, the semantic head
+and tower, the text encoder and (when the language models ran on the embedded backend) the GGUF weights."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from agents.device.agent import DeviceAgent
 from agents.llm import gguf_path
 from ground.settings import Settings
 from tools.checkpoints import file_digest
+from tools.encoder_space import tower_path
 from tools.semantic_head import head_path
 from tools.workspace import Workspace
 
@@ -33,6 +34,8 @@ def model_digests(settings: Settings, ws: Workspace, device: DeviceAgent,
     files["item embeddings (Eq. 1)"] = settings.embeddings_dir / f"{ws.semantics.key}.npz"
     if settings.semantic_head:  # the cloud maps summaries with it when it exists (`graph.runtime.text_space`)
         files["semantic head (Eq. 2 + Eq. 10)"] = head_path(settings.models_dir, ws.semantics.key)
+    if settings.semantic_space != "text":  # the behaviour side's tower when installed (`runtime.installed_tower`)
+        files["semantic tower, encoder item space (Eq. 2)"] = tower_path(settings.models_dir, ws.semantics.key)
     encoder_dir = text_encoder_path()
     if encoder_dir is not None and settings.embedding_spec().backend == "local":
         files["text encoder (all-MiniLM-L6-v2)"] = encoder_dir
