@@ -31,6 +31,7 @@ import torch
 
 from agents.device.encoders import EncoderShelf
 from agents.pipeline import behaviour_embeddings
+from evals.digests import model_digests
 from graph.runtime import build_cloud, build_device
 from ground.settings import Settings
 from tools.calibration import percentile_ranks
@@ -130,6 +131,8 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
         "validation target",
         "tolerance": tolerance,
         "calibrator": {"path": str(calibrator), "digest": file_digest(calibrator) if calibrator.is_file() else None},
+        "space": cloud.no_query_side.space.describe(),
+        "digests": model_digests(settings, ws, device, with_language_models=False),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "loadavg": [round(v, 2) for v in os.getloadavg()],
         "rows": rows,
