@@ -259,3 +259,19 @@ def test_tandem_train_installs_a_tower_over_the_devices_sasrec(settings: Setting
     np.testing.assert_array_equal(space.table, item_table(shelf.get("SASRec")))
     assert space.encoder_digest == file_digest(shelf.path("SASRec")) and record["data"]["encoder"] == "SASRec"
     assert "semantic tower" in done.output and path.with_suffix(".curve.png").is_file()
+
+
+def test_only_the_abstract_and_the_devices_table_key_cross(tower_home: Settings, tmp_path: Path) -> None:
+    """With the tower, the request also names the table the device holds: the same key for every user (item
+    semantics and SASRec checkpoint), nothing of the user's."""
+    from tests.test_privacy import SpyTransport
+
+    rt = TandemRuntime.create(tower_home, "ml-100k", planner="rule", store_path=str(tmp_path / "d.sqlite"))
+    spy = SpyTransport(cloud_handlers(rt.cloud))
+    spied = replace(rt, boundary=Boundary(spy))
+    for user in (USER, "1", "500"):
+        recommend(spied, user, "", allow_rerequest=False)
+    semantic = [message for route, message in spy.sent if route == "semantic"]
+    assert len(semantic) == 3 and all(set(m) <= {"abstract", "plan", "wire", "space"} for route, m in spy.sent)
+    assert {m["space"] for m in semantic} == {rt.device.item_space}
+    assert rt.device.item_space.startswith(rt.workspace.semantics.key + "+encoder-")
