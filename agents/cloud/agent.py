@@ -187,10 +187,6 @@ class CloudAgent:
             groups.setdefault(key, (side, []))[1].append(row)
         return [groups[key] for key in sorted(groups)]
 
-    def retrieve(self, e_sem: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
-        """CDA4Rec Eq. 3 in the text space: the top-N_i items of each of the plan's tag groups, merged, best first."""
-        return self.index.retrieve_ids(e_sem, plan.tags)
-
     def semantic(self, abstract: Abstract, plan: Plan, behaviour: bool = True) -> SemanticAnswer:
         """CDA4Rec III-D/E: Eq. 2 with the plan's alpha, then Eq. 3 over the plan's tag groups, on the abstract's
         side (`side`; `behaviour=False` keeps it in the text space, for a device without the encoder space)."""
@@ -199,7 +195,8 @@ class CloudAgent:
     def semantic_batch(self, abstracts: Sequence[Abstract], plans: Sequence[Plan],
                        behaviour: bool = True) -> list[SemanticAnswer]:  # fmt: skip
         """`semantic` for many (abstract, plan) pairs, embedding each distinct text once and retrieving for all
-        of them in as few index calls as the backend allows (`TagRetriever.retrieve_many`)."""
+        of them in as few index calls as the backend allows (`TagRetriever.retrieve_many`), one call per side
+        (CDA4Rec Eq. 3: the top-N_i items of each of the plan's tag groups, merged, best first)."""
         out: list[SemanticAnswer | None] = [None] * len(abstracts)
         for side, rows in self._by_side(abstracts, behaviour):
             e_sem = semantic_user_embeddings([abstracts[r] for r in rows], [plans[r].alpha for r in rows], side.space)
