@@ -70,7 +70,9 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
     cloud = build_cloud(settings, ws, shelf, "rule", exact=True)
     side = cloud.no_query_side  # where behaviour-only e_sem lives
     table = side.space.table
-    calibrator_model = device.behaviour_calibrator if side is cloud.behaviour else device.calibrator
+    behaviour = side is cloud.behaviour
+    calibrator_model = device.behaviour_calibrator if behaviour else device.calibrator
+    policy = device.behaviour_policy if behaviour else device.policy
     instances = [inst for inst in ws.splits.valid if len(inst.history) > max(ks) + 2]
     histories = [np.asarray(inst.history, dtype=np.int64) for inst in instances]
     targets = np.array([inst.target for inst in instances], dtype=np.int64)
@@ -84,7 +86,7 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
         cached = behaviour_embeddings(device, cloud, [h[:-k] for h in histories])
         calibrated = (np.stack([calibrator_model.calibrate(e, h[-k:], table) for e, h in zip(cached, histories,
                       strict=True)]) if calibrator_model is not None else cached)  # fmt: skip
-        verdicts = [device.policy.judge(e, h[-k:], table) for e, h in zip(cached, histories, strict=True)]
+        verdicts = [policy.judge(e, h[-k:], table) for e, h in zip(cached, histories, strict=True)]
         reliability = np.array([v.reliability for v in verdicts])
         ranks = {"fresh": fresh_ranks, "cached": semantic_ranks(cached, table, masked, targets),
                  "calibrated": semantic_ranks(calibrated, table, masked, targets)}  # fmt: skip
@@ -113,7 +115,7 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
                                                              per_user(ranks["cached"], "NDCG@10")),
                                         "target_percentile": _interval(pct["calibrated"], pct["cached"])},
             "cache_good_rate": round(float(good.mean()), 3),
-            "verdict": {"policy": {"min_reliability": device.policy.min_reliability, "max_new": device.policy.max_new},
+            "verdict": {"policy": {"min_reliability": policy.min_reliability, "max_new": policy.max_new},
                         "reliable_rate": round(float(reliable.mean()), 3),
                         "reliable_right": round(float(good[reliable].mean()), 3) if reliable.any() else None,
                         "unreliable_right": round(float((~good[~reliable]).mean()), 3) if (~reliable).any() else None},

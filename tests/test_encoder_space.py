@@ -275,3 +275,19 @@ def test_only_the_abstract_and_the_devices_table_key_cross(tower_home: Settings,
     assert len(semantic) == 3 and all(set(m) <= {"abstract", "plan", "wire", "space"} for route, m in spy.sent)
     assert {m["space"] for m in semantic} == {rt.device.item_space}
     assert rt.device.item_space.startswith(rt.workspace.semantics.key + "+encoder-")
+
+
+def test_a_cache_in_the_encoder_space_is_judged_by_its_own_policy(tower_home: Settings, tmp_path: Path) -> None:
+    """SCaLRec's verdict on a cached answer uses the threshold chosen for that answer's space."""
+    from tools.calibration import ReliabilityPolicy
+
+    rt = TandemRuntime.create(tower_home, "ml-100k", planner="rule", store_path=str(tmp_path / "d.sqlite"))
+    recommend(rt, USER, "", allow_rerequest=False)
+    rt.device.store.append(USER, rt.device.store.history(USER)[0][-2:].tolist())  # two newer interactions
+    history = rt.device.store.history(USER)[0].tolist()
+    lenient, strict = ReliabilityPolicy(min_reliability=0.0), ReliabilityPolicy(min_reliability=1.01)
+    entry = rt.device.cached(USER)
+    assert entry.space == rt.device.item_space
+    key = entry.query_key  # the request's cache key (the query and the planner's scope)
+    assert replace(rt.device, behaviour_policy=lenient, policy=strict).cache_verdict(USER, key, history).reliable
+    assert not replace(rt.device, behaviour_policy=strict, policy=lenient).cache_verdict(USER, key, history).reliable

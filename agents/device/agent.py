@@ -24,7 +24,7 @@ from agents.device.encoders import EncoderShelf, HistoryEncodings
 from agents.device.explain import EXPLAIN_PROMPT, Explanation, generate_explanation
 from agents.device.replies import ReplyChecker, UntrustedReplyError
 from ground.errors import StoreError
-from tools.calibration import ReliabilityPolicy, SemanticCalibrator
+from tools.calibration import BEHAVIOUR_POLICY, ReliabilityPolicy, SemanticCalibrator
 from tools.chord import strategy_average_bits
 from tools.constraints import RequestConstraints, parse_request
 from tools.data import Catalog
@@ -107,7 +107,8 @@ class DeviceAgent:
     explain_model: BaseChatModel | None = None
     abstract_prompt: str = ABSTRACT_PROMPT
     explain_prompt: str = EXPLAIN_PROMPT
-    policy: ReliabilityPolicy = field(default_factory=ReliabilityPolicy)
+    policy: ReliabilityPolicy = field(default_factory=ReliabilityPolicy)  # for e_sem in Eq. 1's space
+    behaviour_policy: ReliabilityPolicy = BEHAVIOUR_POLICY  # for e_sem in the encoder's item space
     calibrator: SemanticCalibrator | None = None
     max_seq_len: int = 200
     precision: Literal["full", "chord"] = "full"
@@ -219,7 +220,8 @@ class DeviceAgent:
         if entry.query_key != query_key(query):
             return CacheVerdict(present=True, reason="new query")
         e_sem = np.asarray(entry.e_sem, np.float32)
-        verdict = self.policy.judge(e_sem, self._new_items(entry, history), self.table_for(entry.space))
+        policy = self.behaviour_policy if entry.space else self.policy
+        verdict = policy.judge(e_sem, self._new_items(entry, history), self.table_for(entry.space))
         return CacheVerdict(present=True, reliable=verdict.reliable, reliability=verdict.reliability,
                             new_interactions=verdict.new_interactions)  # fmt: skip
 
