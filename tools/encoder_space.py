@@ -37,6 +37,7 @@ from tools.checkpoints import load_payload, save_payload
 from tools.semantic_head import Fitted, HeadConfig, SummaryExamples, fit_user_map
 
 TOWER_FORMAT = 2  # 2: no output scale (the tower answers abstracts without a query only)
+TOWER_GLOB = "semantic-tower-*.pt"  # `tower_path`'s names
 
 
 class TowerError(TandemError):

@@ -84,6 +84,7 @@ def semantic_head_row(settings) -> dict[str, Any]:
     """How the cloud maps behaviour summaries into the item space (Eq. 2): "semantic head <digest>" per item space
     that has a trained one (`tandem train --semantic`, used automatically), else the PCA of Eq. 1."""
     from tools.checkpoints import file_digest
+    from tools.encoder_space import TOWER_GLOB
     from tools.semantic_head import HEAD_GLOB
 
     found = sorted(settings.models_dir.glob(HEAD_GLOB))
@@ -94,7 +95,7 @@ def semantic_head_row(settings) -> dict[str, Any]:
                           for path in found)  # fmt: skip
     else:
         model = "PCA of Eq. 1 (no semantic head: `tandem train --semantic`)"
-    towers = sorted(settings.models_dir.glob("semantic-tower-*.pt"))
+    towers = sorted(settings.models_dir.glob(TOWER_GLOB))
     if towers and settings.semantic_space != "text":  # e_sem in the encoder's item space (`tools.encoder_space`)
         model = "; ".join(f"semantic tower {file_digest(path)[:12]} into SASRec's item table "
                           f"({path.stem.removeprefix('semantic-tower-')})" for path in towers)  # fmt: skip

@@ -179,75 +179,74 @@ def _train_planner(ws, minutes: float | None, steps: int | None, threads: int | 
     console.print(safe(f"validation curve: {directory / 'curve.png'}"))
 
 
-def _train_semantic(ws, config, out: Path | None, console: Console) -> None:
-    """CDA4Rec Eq. 2 trained with Eq. 10 (or CE): the cloud's semantic head, saved where the cloud looks for it."""
+def _summary_examples(ws):
+    """The summary examples a semantic head or tower trains on (training and validation users' rule abstracts,
+    `agents.pipeline.head_examples`), the encoder shelf, and the record saved with what is trained on them. The
+    device is built in the text space: what is about to be trained must not be needed to build it."""
     from agents.cloud.semantic import TextSpace  # deferred: loads the agents
     from agents.device.encoders import EncoderShelf
     from agents.pipeline import head_examples
     from graph.runtime import build_device
-    from tools.curves import plot_training_curves
     from tools.device_store import DeviceStore
-    from tools.semantic_head import CUTS_PER_USER, head_path, save_head, train_head
+    from tools.semantic_head import CUTS_PER_USER
 
-    settings = ws.settings
+    settings = ws.settings.model_copy(update={"semantic_space": "text"})
     shelf = EncoderShelf(settings.models_dir, ws.dataset)
     device = build_device(settings, ws, shelf, DeviceStore(":memory:"), slm=None)
     examples = head_examples(device, TextSpace(ws.semantics), ws, ("train", "valid"))
     train, valid = examples["train"], examples["valid"]
-    result = train_head(train, valid, ws.semantics.table, ws.semantics.pca, config)
-    path = out or head_path(settings.models_dir, ws.semantics.key)
     data = {"dataset": ws.dataset.name, "fingerprint": ws.dataset.fingerprint(), "training_examples": len(train),
             "cuts_per_user": CUTS_PER_USER, "validation_users": len(valid)}  # fmt: skip
+    return shelf, train, valid, data
+
+
+def _saved_with_curve(console: Console, what: str, path: Path, loss: str, history: list, data_name: str) -> None:
+    """Print where a semantic head or tower was saved, and plot its validation curve beside it."""
+    from tools.curves import plot_training_curves
+
+    curve = plot_training_curves({f"semantic {what} ({loss})": history}, path.with_suffix(".curve.png"),
+                                 f"semantic {what} on {data_name}: validation (no query, history masked)")
+    console.print(safe(f"{what}: {path}"))
+    console.print(safe(f"validation curve: {curve}"))
+
+
+def _train_semantic(ws, config, out: Path | None, console: Console) -> None:
+    """CDA4Rec Eq. 2 trained with Eq. 10 (or CE): the cloud's semantic head, saved where the cloud looks for it."""
+    from tools.semantic_head import head_path, save_head, train_head
+
+    _, train, valid, data = _summary_examples(ws)
+    result = train_head(train, valid, ws.semantics.table, ws.semantics.pca, config)
+    path = out or head_path(ws.settings.models_dir, ws.semantics.key)
     save_head(path, result, ws.semantics.key, data)
     console.print(labelled("semantic head: ", f"{config.loss}, best epoch {result.best_epoch} of {len(result.history)} "
                            f"in {result.seconds:.0f} s on {len(train)} training summaries", "green"))  # fmt: skip
     console.print(f"validation, no query, history masked: NDCG@10 {result.initial_valid['NDCG@10']:.4f} (PCA, "
                   f"untrained Eq. 2) -> {result.best_valid['NDCG@10']:.4f}; HR@10 {result.initial_valid['HR@10']:.4f}"
                   f" -> {result.best_valid['HR@10']:.4f}")  # fmt: skip
-    curve = plot_training_curves({f"semantic head ({config.loss})": result.history}, path.with_suffix(".curve.png"),
-                                 f"semantic head on {ws.dataset.name}: validation (no query, history masked)")
-    console.print(safe(f"head: {path}"))
-    console.print(safe(f"validation curve: {curve}"))
+    _saved_with_curve(console, "head", path, config.loss, result.history, ws.dataset.name)
 
 
 def _train_tower(ws, config, out: Path | None, console: Console) -> None:
     """CDA4Rec Eq. 2 trained into the device encoder's item table (`tools.encoder_space`): the semantic tower, with a
     copy of SASRec's item table, saved where the cloud looks for it."""
-    from agents.cloud.semantic import TextSpace  # deferred: loads the agents
-    from agents.device.encoders import EncoderShelf
-    from agents.pipeline import head_examples
-    from graph.runtime import build_device
     from tools.checkpoints import file_digest
-    from tools.curves import plot_training_curves
-    from tools.device_store import DeviceStore
     from tools.encoder_space import save_tower, tower_path, train_summary_tower
     from tools.fused_tower import item_table
-    from tools.semantic_head import CUTS_PER_USER
 
-    settings = ws.settings
-    shelf = EncoderShelf(settings.models_dir, ws.dataset)
-    device = build_device(settings.model_copy(update={"semantic_space": "text"}), ws, shelf, DeviceStore(":memory:"),
-                          slm=None)  # fmt: skip
+    shelf, train, valid, data = _summary_examples(ws)
     table = item_table(shelf.get("SASRec"))
     encoder_digest = file_digest(shelf.path("SASRec"))
-    examples = head_examples(device, TextSpace(ws.semantics), ws, ("train", "valid"))
-    train, valid = examples["train"], examples["valid"]
     result = train_summary_tower(train, valid, table, config)
-    path = out or tower_path(settings.models_dir, ws.semantics.key)
-    data = {"dataset": ws.dataset.name, "fingerprint": ws.dataset.fingerprint(), "training_examples": len(train),
-            "cuts_per_user": CUTS_PER_USER, "validation_users": len(valid), "encoder": "SASRec",
-            "encoder_checkpoint": str(shelf.path("SASRec"))}  # fmt: skip
-    save_tower(path, result, table, ws.semantics.key, encoder_digest, data)
     fitted = result.fitted
+    path = out or tower_path(ws.settings.models_dir, ws.semantics.key)
+    data |= {"encoder": "SASRec", "encoder_checkpoint": str(shelf.path("SASRec"))}
+    save_tower(path, result, table, ws.semantics.key, encoder_digest, data)
     console.print(labelled("semantic tower: ", f"{config.loss}, best epoch {fitted.best_epoch} of "
                            f"{len(fitted.history)} in {fitted.seconds:.0f} s on {len(train)} training summaries, "
                            f"into SASRec {encoder_digest[:12]}'s item table", "green"))  # fmt: skip
     console.print(f"validation, no query, history masked: NDCG@10 {fitted.best_valid['NDCG@10']:.4f}, "
                   f"HR@10 {fitted.best_valid['HR@10']:.4f}")  # fmt: skip
-    curve = plot_training_curves({f"semantic tower ({config.loss})": fitted.history}, path.with_suffix(".curve.png"),
-                                 f"semantic tower on {ws.dataset.name}: validation (no query, history masked)")
-    console.print(safe(f"tower: {path}"))
-    console.print(safe(f"validation curve: {curve}"))
+    _saved_with_curve(console, "tower", path, config.loss, fitted.history, ws.dataset.name)
 
 
 def _train_chord(ws, encoder: str, minutes: float, threads: int | None, console: Console) -> None:
