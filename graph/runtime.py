@@ -222,10 +222,8 @@ def installed_tower(settings: Settings, ws: Workspace) -> EncoderSpace | None:
         if not path.is_file():
             raise TowerError(f"no semantic tower at {path}; train one with `tandem train --semantic --space encoder`")
         stat = path.stat()
-        version = (str(path), stat.st_mtime_ns, stat.st_size, ws.semantics.key)
-        if version not in _TOWERS:
-            _TOWERS[version] = read_tower(path, ws.semantics.key, ws.dataset.catalog.num_items, file_digest(path))[0]
-        return _TOWERS[version]
+        return _read_installed_tower(str(path), stat.st_mtime_ns, stat.st_size, ws.semantics.key,
+                                     ws.dataset.catalog.num_items)  # fmt: skip
     except TowerError as error:
         if settings.semantic_space == "encoder":
             raise UsageError(f"semantic_space is encoder, but {error}") from error
@@ -233,7 +231,9 @@ def installed_tower(settings: Settings, ws: Workspace) -> EncoderSpace | None:
         return None
 
 
-_TOWERS: dict[tuple[str, int, int, str], EncoderSpace] = {}  # installed towers by file version, read once
+@lru_cache(maxsize=8)
+def _read_installed_tower(path: str, mtime_ns: int, size: int, semantics_key: str, num_items: int) -> EncoderSpace:
+    return read_tower(Path(path), semantics_key, num_items, file_digest(Path(path)))[0]
 
 
 def text_space(settings: Settings, ws: Workspace) -> TextSpace:

@@ -170,22 +170,24 @@ class CloudAgent:
                             behaviour: bool = True) -> list[np.ndarray]:  # fmt: skip
         """CDA4Rec Eq. 2 for a batch: each abstract's e_sem [d] in the item space of its `side`."""
         out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(abstracts)
-        for side, rows in self._by_side(abstracts, behaviour):
-            vectors = semantic_user_embeddings([abstracts[r] for r in rows], [alphas[r] for r in rows], side.space)
-            for row, vector in zip(rows, vectors, strict=True):
+        for _, rows, e_sem in self._embedded(abstracts, alphas, behaviour):
+            for row, vector in zip(rows, e_sem, strict=True):
                 out[row] = vector
         return out
 
-    def _space_name(self, side: SemanticSide) -> str:
-        return side.space.table_key if side is self.behaviour else ""
-
-    def _by_side(self, abstracts: Sequence[Abstract], behaviour: bool) -> list[tuple[SemanticSide, list[int]]]:
-        groups: dict[int, tuple[SemanticSide, list[int]]] = {}
+    def _embedded(self, abstracts: Sequence[Abstract], alphas: Sequence[float],
+                  behaviour: bool) -> list[tuple[SemanticSide, list[int], np.ndarray]]:  # fmt: skip
+        """Eq. 2 per side: (side, the rows of `abstracts` it answers, their e_sem [R, d]), text side first."""
+        groups: dict[bool, tuple[SemanticSide, list[int]]] = {}
         for row, abstract in enumerate(abstracts):
             side = self.side(abstract, behaviour)
-            key = 1 if side is self.behaviour else 0
-            groups.setdefault(key, (side, []))[1].append(row)
-        return [groups[key] for key in sorted(groups)]
+            groups.setdefault(side is self.behaviour, (side, []))[1].append(row)
+        return [(side, rows, semantic_user_embeddings([abstracts[r] for r in rows], [alphas[r] for r in rows],
+                                                      side.space))
+                for side, rows in (groups[key] for key in sorted(groups))]  # fmt: skip
+
+    def _space_name(self, side: SemanticSide) -> str:
+        return side.space.table_key if side is self.behaviour else ""
 
     def semantic(self, abstract: Abstract, plan: Plan, behaviour: bool = True) -> SemanticAnswer:
         """CDA4Rec III-D/E: Eq. 2 with the plan's alpha, then Eq. 3 over the plan's tag groups, on the abstract's
@@ -198,8 +200,7 @@ class CloudAgent:
         of them in as few index calls as the backend allows (`TagRetriever.retrieve_many`), one call per side
         (CDA4Rec Eq. 3: the top-N_i items of each of the plan's tag groups, merged, best first)."""
         out: list[SemanticAnswer | None] = [None] * len(abstracts)
-        for side, rows in self._by_side(abstracts, behaviour):
-            e_sem = semantic_user_embeddings([abstracts[r] for r in rows], [plans[r].alpha for r in rows], side.space)
+        for side, rows, e_sem in self._embedded(abstracts, [plan.alpha for plan in plans], behaviour):
             if len(rows) == 1:
                 ranked = [side.index.retrieve_ids(e_sem[0], plans[rows[0]].tags)]
             else:
@@ -211,8 +212,7 @@ class CloudAgent:
     def top_answers(self, abstracts: Sequence[Abstract], alpha: float, size: int) -> list[SemanticAnswer]:
         """Eq. 2 at a fixed alpha, then the `size` best items of the whole catalogue by e_sem . e_i (no tags)."""
         out: list[SemanticAnswer | None] = [None] * len(abstracts)
-        for side, rows in self._by_side(abstracts, True):
-            e_sem = semantic_user_embeddings([abstracts[r] for r in rows], [alpha] * len(rows), side.space)
+        for side, rows, e_sem in self._embedded(abstracts, [alpha] * len(abstracts), True):
             for row, vector in zip(rows, e_sem, strict=True):
                 out[row] = SemanticAnswer(vector, *side.index.top(vector, size), self._space_name(side))
         return out  # type: ignore[return-value]
