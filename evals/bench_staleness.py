@@ -133,7 +133,7 @@ def run(data: str, ks: list[int], tolerance: float, out: Path) -> dict[str, Any]
         "validation target",
         "tolerance": tolerance,
         "calibrator": {"path": str(calibrator), "digest": file_digest(calibrator) if calibrator.is_file() else None},
-        "space": cloud.no_query_side.space.describe(),
+        "space": side.space.describe(),
         "digests": model_digests(settings, ws, device, with_language_models=False),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "loadavg": [round(v, 2) for v in os.getloadavg()],
